@@ -1,0 +1,401 @@
+"""Backend and Prepared interfaces, capability declarations, discovery and lookup.
+
+Backends register through the ``convbench.backends`` entry-point group (the built-ins too)
+or, inside one process, with :func:`register`. Entry points are read lazily; a backend's
+heavy framework import happens in its own ``available()`` / ``prepare()``, never here.
+"""
+from __future__ import annotations
+
+import fnmatch
+import importlib
+import warnings
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable, Optional
+
+import numpy as np
+
+from .errors import (BackendUnavailableError, ConvbenchError, InvalidInputError,
+                     UnknownBackendError, UnsupportedError)
+from .spec import DTYPES, LAYOUTS, ConvSpec
+
+ENTRY_POINT_GROUP = "convbench.backends"
+DEVICES = ("cpu", "cuda")
+
+
+class Support:
+    """A yes/no answer that carries its reason: truthy when supported/available."""
+
+    __slots__ = ("ok", "reason")
+
+    def __init__(self, ok: bool, reason: str = "") -> None:
+        self.ok = bool(ok)
+        self.reason = reason
+
+    def __bool__(self) -> bool:
+        return self.ok
+
+    def __repr__(self) -> str:
+        return "Support(True)" if self.ok else f"Support(False, {self.reason!r})"
+
+    @classmethod
+    def yes(cls) -> "Support":
+        return cls(True, "")
+
+    @classmethod
+    def no(cls, reason: str) -> "Support":
+        return cls(False, reason)
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a backend can do at all; ``Backend.supports`` checks these before asking the backend."""
+
+    dims: frozenset = frozenset({1, 2, 3})
+    dtypes: frozenset = frozenset(DTYPES)
+    layouts: frozenset = frozenset(LAYOUTS)
+    devices: frozenset = frozenset({"cpu"})
+    strides: bool = True
+    dilation: bool = True
+    groups: bool = True
+    asymmetric_padding: bool = True
+    transposed: bool = True
+
+    def check(self, spec: ConvSpec, device: str) -> Support:
+        if device not in self.devices:
+            return Support.no(f"device {device!r} not supported (supports: {', '.join(sorted(self.devices))})")
+        if spec.dims not in self.dims:
+            return Support.no(f"{spec.dims}-D convolution not supported (supports {sorted(self.dims)}-D)")
+        if spec.dtype not in self.dtypes:
+            return Support.no(f"dtype {spec.dtype} not supported (supports: {', '.join(sorted(self.dtypes))})")
+        if spec.layout not in self.layouts:
+            return Support.no(f"layout {spec.layout} not supported")
+        if not self.strides and any(s != 1 for s in spec.stride):
+            return Support.no(f"stride {spec.stride} not supported (stride 1 only)")
+        if not self.dilation and any(d != 1 for d in spec.dilation):
+            return Support.no(f"dilation {spec.dilation} not supported (dilation 1 only)")
+        if not self.groups and spec.groups != 1:
+            return Support.no(f"groups={spec.groups} not supported (groups=1 only)")
+        if not self.asymmetric_padding and not spec.symmetric_padding:
+            return Support.no(f"asymmetric padding {spec.padding} not supported")
+        if not self.transposed and spec.transposed:
+            return Support.no("transposed convolution not supported")
+        return Support.yes()
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """One timed thing: ``backend:algorithm@device``."""
+
+    backend: str
+    algorithm: str
+    device: str = "cpu"
+
+    def __str__(self) -> str:
+        return f"{self.backend}:{self.algorithm}@{self.device}"
+
+    @classmethod
+    def parse(cls, text: str) -> "Candidate":
+        """Parse ``backend:algorithm@device`` (``@device`` optional, defaults to cpu)."""
+        rest, _, device = text.partition("@")
+        backend, sep, algorithm = rest.partition(":")
+        if not backend or not sep or not algorithm:
+            raise UnknownBackendError(
+                f"candidate {text!r} is not of the form backend:algorithm@device, e.g. numpy-fft:rfft@cpu")
+        return cls(backend, algorithm, device or "cpu")
+
+
+class Prepared(ABC):
+    """A convolution ready to run: inputs converted and placed, output allocated, code compiled.
+
+    ``run()`` is one convolution and nothing else (it is what gets timed). ``result()`` returns
+    the output of the last run as numpy in spec.layout and spec.dtype (never timed).
+    """
+
+    spec: ConvSpec
+    device: str = "cpu"
+    #: free-form facts about what actually ran (library versions, chosen kernel, threads)
+    info: dict
+
+    @abstractmethod
+    def run(self) -> None:
+        """One convolution."""
+
+    def synchronize(self) -> None:
+        """Wait until work queued by run() has finished (asynchronous devices override)."""
+
+    @abstractmethod
+    def result(self) -> np.ndarray:
+        """The last run's output as a numpy array in spec.layout and spec.dtype."""
+
+    def device_timer(self) -> Optional["DeviceTimer"]:
+        """A timer on the device's own clock (CUDA events), or None to time with the host clock."""
+        return None
+
+    def close(self) -> None:
+        """Release device memory and other resources early (optional)."""
+
+
+class DeviceTimer(ABC):
+    """Times work queued on a device with the device's own clock (e.g. a pair of CUDA events)."""
+
+    @abstractmethod
+    def start(self) -> None: ...
+
+    @abstractmethod
+    def stop(self) -> float:
+        """Record the end, wait for it, return elapsed seconds since start()."""
+
+
+class Backend(ABC):
+    """A family of candidates behind one interface.
+
+    Subclasses set ``name``, ``family`` (backends of one family share a worker process),
+    ``capabilities`` and ``install_hint``, and implement ``algorithms`` and ``_prepare``;
+    they refine ``_supports`` for rules the capability table cannot express.
+    """
+
+    name: str = ""
+    family: str = ""
+    description: str = ""
+    install_hint: str = ""
+    capabilities: Capabilities = Capabilities()
+
+    # -- availability -------------------------------------------------------------------
+    def _check_available(self) -> Support:
+        """Import the dependencies; return Support.no(reason) if they are missing."""
+        return Support.yes()
+
+    def available(self) -> Support:
+        cached = getattr(self, "_available_cache", None)
+        if cached is None:
+            try:
+                cached = self._check_available()
+            except Exception as exc:  # a broken install is "unavailable", not a crash
+                cached = Support.no(f"import failed: {type(exc).__name__}: {exc}")
+            if not cached and self.install_hint and self.install_hint not in cached.reason:
+                cached = Support.no(f"{cached.reason}: {self.install_hint}")
+            self._available_cache = cached
+        return cached
+
+    # -- candidates ---------------------------------------------------------------------
+    @abstractmethod
+    def algorithms(self, device: str = "cpu") -> list[str]:
+        """Names of this backend's candidates on ``device`` (first is the default)."""
+
+    def default_algorithm(self, device: str = "cpu") -> str:
+        algos = self.algorithms(device)
+        if not algos:
+            raise UnsupportedError(f"backend {self.name!r} has no algorithm on device {device!r}")
+        return algos[0]
+
+    def _supports(self, spec: ConvSpec, device: str, algorithm: str) -> Support:
+        """Backend-specific rules beyond the capability table."""
+        return Support.yes()
+
+    def supports(self, spec: ConvSpec, device: str = "cpu", algorithm: Optional[str] = None) -> Support:
+        """Whether this backend (with ``algorithm``: that candidate alone) can run ``spec``.
+
+        With ``algorithm=None`` the answer is yes if any of its algorithms can.
+        """
+        basic = self.capabilities.check(spec, device)
+        if not basic:
+            return basic
+        if algorithm is None:
+            reasons = []
+            for algo in self.algorithms(device):
+                s = self._supports(spec, device, algo)
+                if s:
+                    return s
+                reasons.append(f"{algo}: {s.reason}")
+            return Support.no("; ".join(reasons) or f"no algorithm on device {device!r}")
+        if algorithm not in self.algorithms(device):
+            return Support.no(
+                f"unknown algorithm {algorithm!r} for {self.name} on {device} "
+                f"(known: {', '.join(self.algorithms(device)) or 'none'})")
+        return self._supports(spec, device, algorithm)
+
+    def expected_failure(self, spec: ConvSpec, device: str, algorithm: str) -> Optional[str]:
+        """Declare, with a reason, a supported spec whose error may exceed the dtype bound."""
+        return None
+
+    def tolerance(self, spec: ConvSpec, device: str, algorithm: str) -> float:
+        """The error bound this candidate is held to (default: the dtype's bound)."""
+        from .reference import tolerance
+
+        return tolerance(spec.dtype)
+
+    def set_threads(self, threads: int) -> None:
+        """Use this many CPU threads from now on (frameworks override)."""
+
+    def versions(self) -> dict[str, str]:
+        """Versions of the libraries this backend runs on (recorded with every result)."""
+        return {}
+
+    # -- running ------------------------------------------------------------------------
+    @abstractmethod
+    def _prepare(self, spec: ConvSpec, x: np.ndarray, w: np.ndarray, algorithm: str, device: str) -> Prepared:
+        """Build the Prepared object (called only for supported, validated input)."""
+
+    def prepare(self, spec: ConvSpec, x: np.ndarray, w: np.ndarray, algorithm: Optional[str] = None,
+                device: str = "cpu") -> Prepared:
+        """Everything but the convolution: convert and place inputs, compile, allocate."""
+        from .reference import check_inputs
+
+        avail = self.available()
+        if not avail:
+            raise BackendUnavailableError(f"backend {self.name!r} is unavailable: {avail.reason}")
+        algorithm = algorithm or self.default_algorithm(device)
+        sup = self.supports(spec, device, algorithm)
+        if not sup:
+            raise UnsupportedError(f"{self.name}:{algorithm}@{device} does not support {spec.label}: {sup.reason}")
+        check_inputs(spec, x, w)
+        return self._prepare(spec, x, w, algorithm, device)
+
+    def candidates(self, device: str = "cpu") -> list[Candidate]:
+        return [Candidate(self.name, a, device) for a in self.algorithms(device)]
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.name!r}>"
+
+
+# ---- the registry -------------------------------------------------------------------------
+@dataclass
+class _Entry:
+    name: str
+    target: str  # "module:attr", how worker processes re-create the backend
+    factory: Optional[Callable[[], Backend]] = None
+    instance: Optional[Backend] = None
+    origin: str = "entry point"
+    load_error: Optional[str] = None
+
+
+_REGISTRY: dict[str, _Entry] = {}
+_entry_points_loaded = False
+
+
+def _target_of(obj: Any) -> str:
+    return f"{obj.__module__}:{obj.__qualname__}"
+
+
+def register(backend: Any = None, *, name: Optional[str] = None) -> Any:
+    """Register a Backend subclass (or a zero-argument factory) in this process.
+
+    Usable as a decorator. A duplicate name warns and the newer registration wins.
+    Worker processes re-create registered backends by import path, so the class must be
+    importable at module level.
+    """
+    def deco(obj: Any) -> Any:
+        inst_name = name or getattr(obj, "name", "") or ""
+        if not inst_name:
+            raise ConvbenchError(f"cannot register {obj!r}: it has no name (set the class attribute 'name')")
+        _load_entry_points()
+        if inst_name in _REGISTRY:
+            warnings.warn(f"convbench: backend {inst_name!r} registered twice; "
+                          f"{_target_of(obj)} replaces {_REGISTRY[inst_name].target}", stacklevel=3)
+        _REGISTRY[inst_name] = _Entry(inst_name, _target_of(obj), factory=obj, origin="register()")
+        return obj
+
+    return deco(backend) if backend is not None else deco
+
+
+def unregister(name: str) -> None:
+    """Remove a backend from this process's registry (tests use this)."""
+    _REGISTRY.pop(name, None)
+
+
+def _load_entry_points() -> None:
+    global _entry_points_loaded
+    if _entry_points_loaded:
+        return
+    _entry_points_loaded = True
+    from importlib.metadata import entry_points
+
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        if ep.name in _REGISTRY:
+            warnings.warn(f"convbench: backend {ep.name!r} is registered twice "
+                          f"({_REGISTRY[ep.name].target} and {ep.value}); keeping the first", stacklevel=3)
+            continue
+        _REGISTRY[ep.name] = _Entry(ep.name, ep.value)
+
+
+def load_target(target: str) -> Any:
+    """Import ``module:qualname`` and return the object."""
+    module, _, qual = target.partition(":")
+    obj: Any = importlib.import_module(module)
+    for part in qual.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+def _instantiate(entry: _Entry) -> Backend:
+    if entry.instance is None:
+        factory = entry.factory or load_target(entry.target)
+        inst = factory() if callable(factory) and not isinstance(factory, Backend) else factory
+        if not isinstance(inst, Backend):
+            raise ConvbenchError(f"backend {entry.name!r} ({entry.target}) is not a convbench.Backend")
+        if not inst.name:
+            inst.name = entry.name
+        entry.instance = inst
+    return entry.instance
+
+
+def list_backends(pattern: Optional[str | Iterable[str]] = None, *, available_only: bool = False) -> list[str]:
+    """Names of registered backends, sorted; ``pattern`` filters with shell wildcards ("*fft*").
+
+    ``available_only=True`` loads each backend and keeps those whose dependencies import.
+    """
+    _load_entry_points()
+    names = sorted(_REGISTRY)
+    if pattern is not None:
+        pats = [pattern] if isinstance(pattern, str) else list(pattern)
+        names = [n for n in names if any(fnmatch.fnmatchcase(n, p) for p in pats)]
+    if available_only:
+        keep = []
+        for n in names:
+            try:
+                if get_backend(n).available():
+                    keep.append(n)
+            except ConvbenchError:
+                continue
+        names = keep
+    return names
+
+
+def get_backend(name: str) -> Backend:
+    """The backend registered under ``name``; UnknownBackendError lists the known names."""
+    _load_entry_points()
+    if not isinstance(name, str) or name not in _REGISTRY:
+        known = ", ".join(sorted(_REGISTRY)) or "none"
+        raise UnknownBackendError(f"unknown backend {name!r}; known backends: {known}")
+    entry = _REGISTRY[name]
+    try:
+        return _instantiate(entry)
+    except ConvbenchError:
+        raise
+    except Exception as exc:
+        raise ConvbenchError(f"backend {name!r} failed to load from {entry.target}: "
+                             f"{type(exc).__name__}: {exc}") from exc
+
+
+def backend_target(name: str) -> str:
+    """The import path a worker process uses to re-create backend ``name``."""
+    _load_entry_points()
+    if name not in _REGISTRY:
+        get_backend(name)  # raises the helpful error
+    return _REGISTRY[name].target
+
+
+def convolve(spec: ConvSpec, x: np.ndarray, w: np.ndarray, backend: str = "numpy-direct",
+             algorithm: Optional[str] = None, device: str = "cpu") -> np.ndarray:
+    """Run one convolution with a named backend and return the numpy output (spec.layout)."""
+    b = get_backend(backend)
+    if device not in DEVICES:
+        raise InvalidInputError(f"device: {device!r} is not a device; use one of {', '.join(DEVICES)}")
+    p = b.prepare(spec, x, w, algorithm=algorithm, device=device)
+    try:
+        p.run()
+        p.synchronize()
+        return p.result()
+    finally:
+        p.close()

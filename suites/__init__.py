@@ -1,0 +1,1 @@
+"""Suite definitions shipped with convbench (TOML files beside this module)."""
