@@ -1,0 +1,40 @@
+"""`convbench check`: run the conformance suite for backends and print a verdict for each."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .. import get_backend, list_backends
+from ..testing import LEVELS, check_backend
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("check", help="check backends against the float64 reference",
+                       description="Run convbench's conformance checks (convbench.testing.check_backend) "
+                                   "for each backend and print a verdict.")
+    p.add_argument("backends", nargs="*", help="backend names or wildcards (default: all)")
+    p.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
+    p.add_argument("--level", default="default", choices=sorted(LEVELS),
+                   help="default: fixed spread + a few random specs; extended: +200 random specs per algorithm")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("-v", "--verbose", action="store_true", help="print every failing check")
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    names = list_backends(args.backends or None)
+    if not names:
+        print(f"no backends match {args.backends}", file=sys.stderr)
+        return 2
+    failed = 0
+    for name in names:
+        b = get_backend(name)
+        if args.device not in b.capabilities.devices:
+            print(f"{name}@{args.device}: skipped: backend has no {args.device} support")
+            continue
+        print(f"checking {name}@{args.device} ...", end="", flush=True, file=sys.stderr)
+        report = check_backend(b, device=args.device, level=args.level, seed=args.seed)
+        print("\r", end="", file=sys.stderr)
+        print(report.summary(max_failures=1000 if args.verbose else 5))
+        failed += report.status == "fail"
+    return 1 if failed else 0

@@ -1,0 +1,391 @@
+"""The timer: warm-up, loop calibration, adaptive stopping, statistics.
+
+:func:`measure` times a :class:`~convbench.registry.Prepared` (its ``run()`` is one
+convolution) following DESIGN.md "Measuring":
+
+* the first call is discarded; warm-up is at least ``min_warmup_calls`` calls and
+  ``min_warmup_s`` seconds;
+* an inner loop count is calibrated so that one sample lasts at least ``min_sample_s``;
+* samples are taken until the 95% confidence interval of the median lies within
+  ``±rel_ci`` of the median (once ``min_samples`` are in) or the budget is spent
+  (``min_samples`` are always taken);
+* the garbage collector is off while timing and restored afterwards;
+* host timing uses ``time.perf_counter_ns`` and calls ``prepared.synchronize()`` inside the
+  timed region at the end of each sample; when ``prepared.device_timer()`` gives a
+  :class:`~convbench.registry.DeviceTimer` (CUDA events) the device clock is used instead;
+* no sample is ever dropped: every per-call time is kept in ``samples_s``.
+
+The confidence interval of the median is distribution-free (order statistics with
+binomial coverage), so it does not assume normal timings.
+"""
+from __future__ import annotations
+
+import functools
+import gc
+import math
+import os
+import re
+import statistics
+import subprocess
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Optional, Sequence
+
+from .errors import InvalidInputError
+
+DEFAULT_LLC_BYTES = 64 * 2**20
+_MAX_LOOPS = 10**7
+
+
+@dataclass
+class TimingResult:
+    """What one :func:`measure` call found; every time is seconds per call (one convolution)."""
+
+    median_s: float
+    iqr_s: float
+    min_s: float
+    mean_s: float
+    stdev_s: float
+    ci_low_s: float
+    ci_high_s: float
+    n_samples: int
+    loops: int
+    samples_s: list[float] = field(repr=False)
+    timer: str = "perf_counter"
+    cold_cache: bool = False
+    converged: bool = False
+    warmup_calls: int = 0
+    total_s: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-able dict with the field names above."""
+        d = asdict(self)
+        d["samples_s"] = [float(s) for s in self.samples_s]
+        return d
+
+
+# ---- statistics ---------------------------------------------------------------------------
+def _normal_quantile(p: float) -> float:
+    return statistics.NormalDist().inv_cdf(p)
+
+
+@functools.lru_cache(maxsize=4096)
+def _median_ci_rank(n: int, confidence: float) -> int:
+    """The largest 1-based rank j (>= 1) with P(x_(j) <= median <= x_(n-j+1)) >= confidence.
+
+    The coverage of [x_(j), x_(n-j+1)] is 1 - 2 P(B <= j-1), B ~ Binomial(n, 1/2).
+    """
+    alpha2 = (1.0 - confidence) / 2.0
+    if n > 1000:
+        # normal approximation of the binomial, accurate to a rank at these sizes
+        z = _normal_quantile(1.0 - alpha2)
+        j = int(math.floor(n / 2.0 - z * math.sqrt(n) / 2.0))
+        return max(1, min(j, n // 2))
+    log_half_n = n * math.log(0.5)
+    lg_n1 = math.lgamma(n + 1)
+    cdf = 0.0  # P(B <= i - 1) before adding term i
+    j = 1
+    for i in range(0, (n + 1) // 2):
+        cdf += math.exp(lg_n1 - math.lgamma(i + 1) - math.lgamma(n - i + 1) + log_half_n)
+        # cdf is now P(B <= i); rank i + 2 needs P(B <= i + 1 - 1) = cdf <= alpha2 ...
+        if cdf > alpha2:
+            break
+        j = i + 2  # ... so ranks up to i + 2 keep coverage >= confidence
+    return max(1, min(j, n // 2 if n > 1 else 1))
+
+
+def median_ci(samples: Sequence[float], confidence: float = 0.95) -> tuple[float, float]:
+    """Distribution-free confidence interval of the median of ``samples``.
+
+    Uses order statistics: [x_(j), x_(n-j+1)] where j is the largest rank whose binomial
+    coverage is at least ``confidence`` (exact up to 1000 samples, normal approximation
+    above). With too few samples for that coverage (n < 6 at 95%) the interval is
+    [min, max], whose coverage 1 - 2**(1-n) is then below ``confidence``.
+    """
+    if not 0.0 < confidence < 1.0:
+        raise InvalidInputError(f"confidence: {confidence!r} must be strictly between 0 and 1")
+    xs = sorted(float(s) for s in samples)
+    n = len(xs)
+    if n == 0:
+        raise InvalidInputError("samples: need at least one sample to compute a median interval")
+    j = _median_ci_rank(n, confidence)
+    return xs[j - 1], xs[n - j]
+
+
+def _quantile(xs: Sequence[float], q: float) -> float:
+    """Linear-interpolation quantile (numpy's default) of sorted xs."""
+    n = len(xs)
+    if n == 1:
+        return xs[0]
+    pos = q * (n - 1)
+    lo = int(math.floor(pos))
+    hi = min(lo + 1, n - 1)
+    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
+
+
+def summarize(samples_s: Sequence[float], confidence: float = 0.95) -> dict[str, float]:
+    """median, IQR, min, mean, stdev and the median's confidence interval of per-call times."""
+    xs = sorted(float(s) for s in samples_s)
+    lo, hi = median_ci(xs, confidence)
+    return {
+        "median_s": statistics.median(xs),
+        "iqr_s": _quantile(xs, 0.75) - _quantile(xs, 0.25),
+        "min_s": xs[0],
+        "mean_s": statistics.fmean(xs),
+        "stdev_s": statistics.stdev(xs) if len(xs) > 1 else 0.0,
+        "ci_low_s": lo,
+        "ci_high_s": hi,
+    }
+
+
+def _ci_within(xs_sorted: list[float], rel_ci: float) -> bool:
+    med = statistics.median(xs_sorted)
+    n = len(xs_sorted)
+    j = _median_ci_rank(n, 0.95)
+    lo, hi = xs_sorted[j - 1], xs_sorted[n - j]
+    return med > 0 and lo >= med * (1.0 - rel_ci) and hi <= med * (1.0 + rel_ci)
+
+
+# ---- cache flushing -----------------------------------------------------------------------
+def _parse_size(text: str) -> Optional[int]:
+    m = re.match(r"\s*([\d.]+)\s*([KMG]?)i?B?", text.strip(), re.IGNORECASE)
+    if not m:
+        return None
+    mult = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30}[m.group(2).upper()]
+    return int(float(m.group(1)) * mult)
+
+
+_LLC_CACHE: Optional[int] = None
+
+
+def last_level_cache_bytes() -> Optional[int]:
+    """Size of the CPU's last-level cache in bytes (sysfs, then lscpu), or None if unknown."""
+    global _LLC_CACHE
+    if _LLC_CACHE is not None:
+        return _LLC_CACHE or None
+    best: tuple[int, int] = (-1, 0)
+    base = "/sys/devices/system/cpu/cpu0/cache"
+    try:
+        for entry in sorted(os.listdir(base)):
+            if not entry.startswith("index"):
+                continue
+            try:
+                with open(os.path.join(base, entry, "level")) as f:
+                    level = int(f.read().strip())
+                with open(os.path.join(base, entry, "type")) as f:
+                    kind = f.read().strip()
+                with open(os.path.join(base, entry, "size")) as f:
+                    size = _parse_size(f.read())
+            except (OSError, ValueError):
+                continue
+            if kind == "Instruction" or not size:
+                continue
+            if level > best[0]:
+                best = (level, size)
+    except OSError:
+        pass
+    if best[1] <= 0:
+        try:
+            out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=5).stdout
+            for level in ("L3", "L2"):
+                m = re.search(rf"^{level} cache:\s*(.+)$", out, re.MULTILINE)
+                if m:
+                    # "36 MiB (1 instance)" or "36608K"
+                    size = _parse_size(m.group(1).split("(")[0])
+                    if size:
+                        best = (int(level[1]), size)
+                        break
+        except (OSError, subprocess.SubprocessError):
+            pass
+    _LLC_CACHE = best[1] if best[1] > 0 else 0
+    return _LLC_CACHE or None
+
+
+def default_flush_bytes() -> int:
+    """Bytes written between cold-cache samples: twice the LLC (at least 8 MiB), else 64 MiB."""
+    llc = last_level_cache_bytes()
+    if not llc:
+        return DEFAULT_LLC_BYTES
+    return max(2 * llc, 8 * 2**20)
+
+
+class _CacheFlusher:
+    """Evicts the CPU caches by reading and writing a buffer larger than the last-level cache."""
+
+    def __init__(self, nbytes: int) -> None:
+        import numpy as np
+
+        self.nbytes = int(nbytes)
+        self._buf = np.zeros(max(self.nbytes // 8, 1), dtype=np.int64)
+
+    def __call__(self) -> None:
+        self._buf += 1  # read + write every line
+
+
+# ---- the timer ----------------------------------------------------------------------------
+def _check_knobs(budget_s: float, min_samples: int, max_samples: int, rel_ci: float,
+                 min_warmup_s: float, min_warmup_calls: int, min_sample_s: float) -> None:
+    def bad(name: str, value: Any, rule: str) -> InvalidInputError:
+        return InvalidInputError(f"{name}: {value!r} {rule}")
+
+    if not (isinstance(budget_s, (int, float)) and budget_s >= 0 and math.isfinite(budget_s)):
+        raise bad("budget_s", budget_s, "must be a finite number of seconds >= 0")
+    if not isinstance(min_samples, int) or min_samples < 1:
+        raise bad("min_samples", min_samples, "must be an integer >= 1")
+    if not isinstance(max_samples, int) or max_samples < min_samples:
+        raise bad("max_samples", max_samples, f"must be an integer >= min_samples ({min_samples})")
+    if not (isinstance(rel_ci, (int, float)) and rel_ci > 0):
+        raise bad("rel_ci", rel_ci, "must be > 0 (e.g. 0.01 for ±1%)")
+    if not (isinstance(min_warmup_s, (int, float)) and min_warmup_s >= 0):
+        raise bad("min_warmup_s", min_warmup_s, "must be >= 0")
+    if not isinstance(min_warmup_calls, int) or min_warmup_calls < 0:
+        raise bad("min_warmup_calls", min_warmup_calls, "must be an integer >= 0")
+    if not (isinstance(min_sample_s, (int, float)) and min_sample_s >= 0):
+        raise bad("min_sample_s", min_sample_s, "must be >= 0")
+
+
+def measure(prepared: Any, *, budget_s: float = 2.0, min_samples: int = 10,
+            max_samples: int = 10000, rel_ci: float = 0.01, min_warmup_s: float = 0.05,
+            min_warmup_calls: int = 3, min_sample_s: float = 1e-3, cold_cache: bool = False,
+            flush_bytes: Optional[int] = None) -> TimingResult:
+    """Time ``prepared.run()`` (one convolution per call) and return per-call statistics.
+
+    ``budget_s`` bounds the whole measurement (warm-up included) except that
+    ``min_samples`` samples are always taken. ``cold_cache=True`` writes through a buffer
+    larger than the last-level cache (``flush_bytes``, default :func:`default_flush_bytes`)
+    before each sample, outside the timed region, and times one call per sample; if the
+    prepared object has a ``flush_device_cache()`` method (e.g. a GPU L2 flush) it is called
+    too. ``warmup_calls`` in the result counts every untimed call: the discarded first call,
+    the warm-up and the calibration samples.
+    """
+    _check_knobs(budget_s, min_samples, max_samples, rel_ci, min_warmup_s, min_warmup_calls,
+                 min_sample_s)
+    flusher = None
+    device_flush = None
+    if cold_cache:
+        nbytes = default_flush_bytes() if flush_bytes is None else flush_bytes
+        if not isinstance(nbytes, int) or nbytes <= 0:
+            raise InvalidInputError(f"flush_bytes: {flush_bytes!r} must be a positive integer")
+        flusher = _CacheFlusher(nbytes)
+        device_flush = getattr(prepared, "flush_device_cache", None)
+
+    run = prepared.run
+    sync = prepared.synchronize
+    clock = time.perf_counter_ns
+    gc_was_enabled = gc.isenabled()
+    gc.collect()
+    gc.disable()
+    try:
+        t_begin = clock()
+        dtimer = prepared.device_timer()
+        timer_name = "cuda_event" if dtimer is not None else "perf_counter"
+
+        def one_sample(loops: int) -> float:
+            """Seconds for ``loops`` calls (one sample); the sync is inside the region."""
+            if flusher is not None:
+                flusher()
+                if device_flush is not None:
+                    device_flush()
+            if dtimer is not None:
+                sync()
+                dtimer.start()
+                for _ in range(loops):
+                    run()
+                return float(dtimer.stop())
+            t0 = clock()
+            for _ in range(loops):
+                run()
+            sync()
+            return (clock() - t0) * 1e-9
+
+        # first call: lazy loading, autotuning searches, allocation; discarded
+        run()
+        sync()
+        warmup_calls = 1
+        w0 = clock()
+        while warmup_calls - 1 < min_warmup_calls or (clock() - w0) * 1e-9 < min_warmup_s:
+            run()
+            sync()
+            warmup_calls += 1
+            if warmup_calls > 1_000_000:  # a no-op run(); enough
+                break
+        n_warm = warmup_calls - 1
+        per_call = max((clock() - w0) * 1e-9 / max(n_warm, 1), 1e-9)
+
+        # calibration: loops so that one sample >= min_sample_s (cold cache: one call)
+        if cold_cache:
+            loops = 1
+        else:
+            loops = 1 if per_call >= min_sample_s else min(_MAX_LOOPS, math.ceil(min_sample_s / per_call))
+            for _ in range(8):
+                t = one_sample(loops)
+                warmup_calls += loops
+                if t >= min_sample_s or loops >= _MAX_LOOPS:
+                    break
+                grow = min_sample_s / t * 1.2 if t > 0 else 10.0
+                loops = min(_MAX_LOOPS, max(loops + 1, math.ceil(loops * grow)))
+
+        samples: list[float] = []
+        budget_ns = budget_s * 1e9
+        next_check = min_samples
+        converged = False
+        while True:
+            samples.append(one_sample(loops) / loops)
+            n = len(samples)
+            if n >= max_samples:
+                break
+            if n >= next_check:
+                if _ci_within(sorted(samples), rel_ci):
+                    converged = True
+                    break
+                # re-check every sample while few, then every ~3%: sorting each time is O(n log n)
+                next_check = n + max(1, n // 32)
+            if n >= min_samples and clock() - t_begin >= budget_ns:
+                break
+        total_s = (clock() - t_begin) * 1e-9
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+
+    stats = summarize(samples)
+    if not converged:
+        converged = _ci_within(sorted(samples), rel_ci)
+    return TimingResult(n_samples=len(samples), loops=loops, samples_s=samples, timer=timer_name,
+                        cold_cache=bool(cold_cache), converged=converged,
+                        warmup_calls=warmup_calls, total_s=total_s, **stats)
+
+
+class _CallablePrepared:
+    """Adapts a plain callable to the part of the Prepared interface that measure() uses."""
+
+    def __init__(self, fn: Callable[[], Any], sync: Optional[Callable[[], Any]] = None,
+                 device_timer: Any = None) -> None:
+        if not callable(fn):
+            raise InvalidInputError(f"fn: {fn!r} is not callable")
+        if sync is not None and not callable(sync):
+            raise InvalidInputError(f"sync: {sync!r} is not callable (or None)")
+        self.run = fn
+        self.synchronize = sync if sync is not None else _noop
+        self._device_timer = device_timer
+        self.info: dict = {}
+
+    def device_timer(self) -> Any:
+        return self._device_timer
+
+
+def _noop() -> None:
+    return None
+
+
+def time_callable(fn: Callable[[], Any], sync: Optional[Callable[[], Any]] = None,
+                  **knobs: Any) -> TimingResult:
+    """Time ``fn()`` with the same rules as :func:`measure` (same keyword knobs).
+
+    ``sync`` is called at the end of each sample, inside the timed region (e.g.
+    ``torch.cuda.synchronize``), so asynchronous work is counted.
+    """
+    return measure(_CallablePrepared(fn, sync), **knobs)
+
+
+__all__ = ["TimingResult", "measure", "time_callable", "median_ci", "summarize",
+           "last_level_cache_bytes", "default_flush_bytes"]
