@@ -160,6 +160,8 @@ class Backend(ABC):
     description: str = ""
     install_hint: str = ""
     capabilities: Capabilities = Capabilities()
+    #: algorithm name -> one line saying what it does (and what it precomputes, if anything)
+    algorithm_descriptions: dict = {}
 
     # -- availability -------------------------------------------------------------------
     def _check_available(self) -> Support:

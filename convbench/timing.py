@@ -5,14 +5,16 @@ convolution) following DESIGN.md "Measuring":
 
 * the first call is discarded; warm-up is at least ``min_warmup_calls`` calls and
   ``min_warmup_s`` seconds;
-* an inner loop count is calibrated so that one sample lasts at least ``min_sample_s``;
+* an inner loop count is calibrated so that one sample lasts at least ``min_sample_s``
+  (on the device clock when there is one);
 * samples are taken until the 95% confidence interval of the median lies within
   ``±rel_ci`` of the median (once ``min_samples`` are in) or the budget is spent
   (``min_samples`` are always taken);
 * the garbage collector is off while timing and restored afterwards;
 * host timing uses ``time.perf_counter_ns`` and calls ``prepared.synchronize()`` inside the
   timed region at the end of each sample; when ``prepared.device_timer()`` gives a
-  :class:`~convbench.registry.DeviceTimer` (CUDA events) the device clock is used instead;
+  :class:`~convbench.registry.DeviceTimer` (CUDA events) the device clock is used instead,
+  started after ``synchronize()`` so earlier queued work is excluded;
 * no sample is ever dropped: every per-call time is kept in ``samples_s``.
 
 The confidence interval of the median is distribution-free (order statistics with
@@ -87,11 +89,10 @@ def _median_ci_rank(n: int, confidence: float) -> int:
     j = 1
     for i in range(0, (n + 1) // 2):
         cdf += math.exp(lg_n1 - math.lgamma(i + 1) - math.lgamma(n - i + 1) + log_half_n)
-        # cdf is now P(B <= i); rank i + 2 needs P(B <= i + 1 - 1) = cdf <= alpha2 ...
-        if cdf > alpha2:
+        if cdf > alpha2:  # cdf = P(B <= i): rank i + 1 would cover less than asked
             break
-        j = i + 2  # ... so ranks up to i + 2 keep coverage >= confidence
-    return max(1, min(j, n // 2 if n > 1 else 1))
+        j = i + 1
+    return max(1, min(j, n // 2))
 
 
 def median_ci(samples: Sequence[float], confidence: float = 0.95) -> tuple[float, float]:

@@ -1,0 +1,153 @@
+"""Misbehaving backends for the worker tests; registered with convbench.registry.register in
+tests only (never through entry points).
+
+``fake-ok`` is correct (it evaluates the float64 reference and casts), the others crash,
+hang, run out of memory, raise, or answer wrongly on purpose.
+"""
+from __future__ import annotations
+
+import ctypes
+import os
+import time
+
+import numpy as np
+
+from convbench.reference import reference
+from convbench.registry import Backend, Capabilities, Prepared, Support
+from convbench.spec import numpy_dtype
+
+FAMILY = "fake"
+
+
+class _RefPrepared(Prepared):
+    """Correct answer (float64 reference cast to the spec's dtype), optionally perturbed."""
+
+    def __init__(self, spec, x, w, offset: float = 0.0, on_run=None):
+        self.spec, self.x, self.w = spec, x, w
+        self.offset = offset
+        self.on_run = on_run
+        self.calls = 0
+        self.out = None
+        self.info = {"fake": True, "calls_at_prepare": 0}
+
+    def run(self) -> None:
+        self.calls += 1
+        if self.on_run is not None:
+            self.on_run()
+        self.out = reference(self.spec, self.x, self.w) + self.offset
+
+    def result(self) -> np.ndarray:
+        return self.out.astype(numpy_dtype(self.spec.dtype))
+
+
+class _FakeBase(Backend):
+    family = FAMILY
+    capabilities = Capabilities(dtypes=frozenset({"float32", "float64"}))
+
+    def algorithms(self, device: str = "cpu") -> list[str]:
+        return ["default"] if device == "cpu" else []
+
+    def versions(self) -> dict[str, str]:
+        return {"fakelib": "1.2.3"}
+
+
+class FakeOK(_FakeBase):
+    name = "fake-ok"
+    description = "correct: the float64 reference, cast"
+
+    def set_threads(self, n: int) -> None:
+        self.threads_seen = n
+
+    def _prepare(self, spec, x, w, algorithm, device):
+        p = _RefPrepared(spec, x, w)
+        p.info["threads_seen"] = getattr(self, "threads_seen", None)
+        p.info["omp_env"] = os.environ.get("OMP_NUM_THREADS")
+        p.info["pid"] = os.getpid()
+        return p
+
+
+class FakeOtherFamily(FakeOK):
+    name = "fake-ok-other"
+    family = "fake-other"
+
+
+def _segfault() -> None:
+    ctypes.string_at(0)  # reads address 0: SIGSEGV
+
+
+class FakeCrash(_FakeBase):
+    name = "fake-crash"
+    description = "dies in run(): abort, segfault or os._exit"
+
+    def algorithms(self, device: str = "cpu") -> list[str]:
+        return ["abort", "segfault", "exit"]
+
+    def _prepare(self, spec, x, w, algorithm, device):
+        action = {"abort": os.abort, "segfault": _segfault, "exit": lambda: os._exit(7)}[algorithm]
+        return _RefPrepared(spec, x, w, on_run=action)
+
+
+class FakeHang(_FakeBase):
+    name = "fake-hang"
+    description = "never returns from run()"
+
+    def _prepare(self, spec, x, w, algorithm, device):
+        return _RefPrepared(spec, x, w, on_run=lambda: time.sleep(3600))
+
+
+class FakeMemory(_FakeBase):
+    name = "fake-oom"
+    description = "runs out of memory: MemoryError, or a CUDA-style RuntimeError"
+
+    def algorithms(self, device: str = "cpu") -> list[str]:
+        return ["memoryerror", "cuda-message"]
+
+    def _prepare(self, spec, x, w, algorithm, device):
+        if algorithm == "memoryerror":
+            raise MemoryError("cannot allocate 1 PiB")
+        raise RuntimeError("CUDA out of memory. Tried to allocate 20.00 GiB")
+
+
+class FakeWrong(_FakeBase):
+    name = "fake-wrong"
+    description = "adds 1 to every output; 'declared' declares it as an expected failure"
+
+    def algorithms(self, device: str = "cpu") -> list[str]:
+        return ["plain", "declared"]
+
+    def expected_failure(self, spec, device, algorithm):
+        return "known off-by-one in the fake kernel" if algorithm == "declared" else None
+
+    def _prepare(self, spec, x, w, algorithm, device):
+        return _RefPrepared(spec, x, w, offset=1.0)
+
+
+class FakeRaises(_FakeBase):
+    name = "fake-raises"
+    description = "raises ValueError in prepare"
+
+    def _prepare(self, spec, x, w, algorithm, device):
+        raise ValueError("fake kernel rejects this problem")
+
+
+class FakeUnavailable(_FakeBase):
+    name = "fake-unavailable"
+    install_hint = "pip install fakelib"
+
+    def _check_available(self) -> Support:
+        return Support.no("fakelib is not installed")
+
+    def _prepare(self, spec, x, w, algorithm, device):  # pragma: no cover - never reached
+        raise AssertionError("prepare on an unavailable backend")
+
+
+class FakeNoStride(_FakeBase):
+    name = "fake-nostride"
+    capabilities = Capabilities(dtypes=frozenset({"float32", "float64"}), strides=False)
+
+    def _prepare(self, spec, x, w, algorithm, device):
+        return _RefPrepared(spec, x, w)
+
+
+ALL = [FakeOK, FakeOtherFamily, FakeCrash, FakeHang, FakeMemory, FakeWrong, FakeRaises,
+       FakeUnavailable, FakeNoStride]

@@ -1,0 +1,139 @@
+"""Environment fingerprint, env_id, thread environment and peak calibration."""
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from convbench import environment as envmod
+from convbench.environment import (DEVICE_KEYS, FINGERPRINT_KEYS, env_id, fingerprint,
+                                   measure_peak, set_thread_env)
+from convbench.errors import InvalidInputError
+
+
+@pytest.fixture(scope="module")
+def fp():
+    return fingerprint(threads=1)
+
+
+def test_fingerprint_has_exactly_the_documented_keys_and_is_json(fp):
+    assert tuple(fp) == FINGERPRINT_KEYS
+    assert json.loads(json.dumps(fp)) == fp
+    assert fp["threads"] == 1
+    assert fp["numpy"] == np.__version__
+    assert fp["cpu_cores_logical"] == os.cpu_count()
+    assert fp["python"].endswith(".".join(map(str, sys.version_info[:3])))
+    import convbench
+
+    assert fp["convbench"] == convbench.__version__
+
+
+def test_default_threads_is_usable_cores():
+    assert fingerprint()["threads"] == envmod.available_cores() >= 1
+
+
+@pytest.mark.skipif(shutil.which("lscpu") is None or not sys.platform.startswith("linux"),
+                    reason="lscpu (independent flag source) not available")
+def test_isa_flags_agree_with_lscpu(fp):
+    out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+    m = re.search(r"^Flags:\s*(.*)$", out, re.MULTILINE)
+    if not m:
+        pytest.skip("lscpu prints no Flags line here")
+    flags = set(m.group(1).split())
+    expected = [f for f in envmod.ISA_FLAGS if f in flags]
+    assert fp["cpu_isa"] == expected
+    m = re.search(r"^Model name:\s*(.*)$", out, re.MULTILINE)
+    if m:
+        assert fp["cpu_model"] == m.group(1).strip()
+
+
+def test_fingerprint_does_not_import_frameworks():
+    code = ("import sys, convbench.environment as e; e.fingerprint(); "
+            "bad = [m for m in ('torch', 'tensorflow', 'numba', 'triton', 'pandas') if m in sys.modules]; "
+            "print(bad)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_no_gpu_means_nulls(fp):
+    if shutil.which("nvidia-smi") is None:
+        assert fp["gpu_name"] is None and fp["gpu_cc"] is None and fp["driver"] is None
+
+
+def test_env_id_depends_on_the_device_part_only(fp):
+    eid = env_id(fp)
+    assert re.fullmatch(r"[0-9a-f]{16}", eid)
+    assert env_id(dict(fp)) == eid
+    # software and host name do not change the id
+    assert env_id({**fp, "hostname": "elsewhere", "numpy": "0.0", "torch": None}) == eid
+    # the device part does
+    for key, value in [("threads", fp["threads"] + 1), ("cpu_model", "Other CPU"),
+                       ("gpu_name", "Some GPU"), ("cpu_isa", fp["cpu_isa"] + ["madeup"])]:
+        assert env_id({**fp, key: value}) != eid, key
+    assert set(DEVICE_KEYS) <= set(FINGERPRINT_KEYS)
+
+
+def test_set_thread_env():
+    base = {"PATH": "/bin", "OMP_NUM_THREADS": "99"}
+    env = set_thread_env(3, base)
+    assert base["OMP_NUM_THREADS"] == "99"            # a copy, input untouched
+    for var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS",
+                "TF_NUM_INTRAOP_THREADS", "VECLIB_MAXIMUM_THREADS", "BLIS_NUM_THREADS"):
+        assert env[var] == "3", var
+    assert env["TF_NUM_INTEROP_THREADS"] == "2"
+    assert set_thread_env(1, base)["TF_NUM_INTEROP_THREADS"] == "1"
+    assert env["PATH"] == "/bin"
+    for bad in (0, -1, 1.5, "2", True):
+        with pytest.raises(InvalidInputError, match="threads"):
+            set_thread_env(bad)  # type: ignore[arg-type]
+
+
+BLAS_THREADS_PROBE = r"""
+import ctypes, glob, json, os, numpy
+try:
+    import threadpoolctl
+    print(json.dumps([p["num_threads"] for p in threadpoolctl.threadpool_info()
+                      if p["user_api"] == "blas"]))
+    raise SystemExit
+except ImportError:
+    pass
+libs = glob.glob(os.path.join(os.path.dirname(numpy.__file__) + ".libs", "*openblas*"))
+found = []
+for lib in libs:
+    dll = ctypes.CDLL(lib)
+    for sym in ("scipy_openblas_get_num_threads64_", "openblas_get_num_threads64_",
+                "openblas_get_num_threads"):
+        if hasattr(dll, sym):
+            found.append(getattr(dll, sym)())
+            break
+print(json.dumps(found))
+"""
+
+
+def test_thread_env_reaches_blas_in_a_child():
+    counts = []
+    for threads in (1, 2):
+        out = subprocess.run([sys.executable, "-c", BLAS_THREADS_PROBE], capture_output=True,
+                             text=True, check=True, env=set_thread_env(threads))
+        counts.append(json.loads(out.stdout))
+    if not counts[0]:
+        pytest.skip("cannot read the BLAS thread count (no threadpoolctl, no OpenBLAS symbol)")
+    assert all(n == 1 for n in counts[0])
+    if os.cpu_count() and os.cpu_count() >= 2:
+        assert all(n == 2 for n in counts[1])
+
+
+def test_measure_peak_small():
+    peak = measure_peak(1, budget_s=0.3, gemm_n=256, copy_mib=16)
+    assert peak["gemm_dtype"] == "float32" and peak["gemm_n"] == 256
+    assert peak["threads"] == 1
+    assert peak["gemm_gflops"] > 0 and np.isfinite(peak["gemm_gflops"])
+    assert peak["bandwidth_gbs"] > 0 and np.isfinite(peak["bandwidth_gbs"])
+    with pytest.raises(InvalidInputError, match="threads"):
+        measure_peak(0)
