@@ -45,6 +45,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except KeyboardInterrupt:
         print(f"convbench {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # `convbench report ... | head`
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

@@ -1,0 +1,109 @@
+"""`convbench sweep`: measure every candidate on every problem of a suite."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    from ..sweep import DEFAULT_BUDGET_S, DEFAULT_TIMEOUT_S, STRATEGIES
+
+    p = sub.add_parser(
+        "sweep", help="verify and time every candidate on a suite's problems",
+        description="Verify and time every candidate (backend:algorithm@device) on every problem of a "
+                    "suite; write a run directory (meta.json + records.jsonl) and print the winners.")
+    p.add_argument("suite", nargs="?", default=None,
+                   help="a shipped suite name (e.g. quick, resnet50), a suite .toml file or a benchdnn "
+                        "batch file; optional with --spec or --resume")
+    p.add_argument("--spec", action="append", default=[], metavar="DESCRIPTOR",
+                   help="a problem as a benchdnn descriptor, e.g. 'mb1ic64ih56oc64kh3ph1' (repeatable)")
+    p.add_argument("--backends", "-b", nargs="+", default=None, metavar="PATTERN",
+                   help="backend name patterns with wildcards, e.g. 'numpy-*' torch (default: all)")
+    p.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cpu")
+    p.add_argument("--dtype", default=None, help="override every problem's dtype (float32, float16, ...)")
+    p.add_argument("--layout", default=None, help="override the layout: channels_first or channels_last")
+    p.add_argument("--batch", "-n", dest="n", type=int, default=None, metavar="N",
+                   help="override every problem's batch size")
+    p.add_argument("--threads", type=int, default=None, help="threads for every framework (default: all cores)")
+    p.add_argument("--budget", type=float, default=None, metavar="SECONDS",
+                   help="timing budget per candidate; the timer stops earlier once the median's 95%% CI "
+                        f"is within +-1%% (default: {DEFAULT_BUDGET_S:g})")
+    p.add_argument("--out", default=None, metavar="DIR", help="where run directories go (default: ./results)")
+    p.add_argument("--resume", default=None, metavar="RUN",
+                   help="continue a run directory (skips pairs already recorded)")
+    p.add_argument("--dry-run", action="store_true", help="list what would run; measure and write nothing")
+    p.add_argument("--seed", type=int, default=None, help="input seed (default 0)")
+    p.add_argument("--strategy", default=None, choices=sorted(STRATEGIES),
+                   help="exhaustive: time every candidate fully (default); race: successive halving, "
+                        "clear losers are dropped after a few samples")
+    p.add_argument("--cold-cache", action="store_true", default=None,
+                   help="flush the last-level cache before every sample")
+    p.add_argument("--timeout", type=float, default=None, metavar="S",
+                   help=f"kill a candidate after this many seconds (default {DEFAULT_TIMEOUT_S:g})")
+    p.add_argument("--no-cache", action="store_true", help="do not store the winners in the tuned cache")
+    p.add_argument("--cache", default=None, metavar="PATH",
+                   help="the tuned cache to update (default: $CONVBENCH_CACHE or the user cache dir)")
+    p.add_argument("--quiet", "-q", action="store_true", help="no progress output")
+    p.set_defaults(func=run)
+
+
+def _print_table(result, use_rich: bool) -> None:
+    from ..sweep import _winner_rows, format_plan, format_winners
+
+    if result.dry_run:
+        print(format_plan(result))
+        return
+    if use_rich:
+        try:
+            from rich.console import Console
+            from rich.table import Table
+        except ImportError:
+            use_rich = False
+    if not use_rich:
+        print(format_winners(result))
+        return
+    head, rows = _winner_rows(result)
+    console = Console()
+    keep = list(range(len(head)))
+    if console.width < 160:  # a narrow terminal: the shape and GFLOP/s columns go first
+        keep = [i for i, h in enumerate(head) if h not in ("shape", "GFLOP/s")]
+    table = Table(title=f"winners: {result.meta.get('suite', '')} ({result.meta.get('device', 'cpu')}, "
+                        f"{result.meta.get('threads')} threads)")
+    for i in keep:
+        table.add_column(head[i], no_wrap=head[i] in ("median", "margin"), overflow="fold",
+                         min_width=6)
+    for r in rows:
+        table.add_row(*(r[i] for i in keep))
+    console.print(table)
+    counts = result.status_counts()
+    console.print(f"{len(result.records)} records in {result.run_dir}: "
+                  + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..errors import SuiteError
+    from ..suites import list_suites, load_suite, merge_suites, suite_from_specs
+    from ..sweep import sweep
+
+    suite = args.suite
+    if suite is None and args.backends and len(args.backends) > 1:
+        # `--backends a b SUITE`: argparse hands the suite to --backends; take it back
+        from ..registry import list_backends
+
+        last = args.backends[-1]
+        if not list_backends(last) and last in list_suites():
+            suite, args.backends = last, args.backends[:-1]
+    if args.spec:
+        extra = suite_from_specs(args.spec)
+        suite = extra if suite is None else merge_suites(load_suite(suite), extra)
+    if suite is None and args.resume is None:
+        raise SuiteError("give a SUITE (e.g. quick), --spec DESCRIPTOR or --resume RUN; shipped "
+                         f"suites: {', '.join(list_suites())}")
+    result = sweep(suite, backends=args.backends, device=args.device, dtype=args.dtype,
+                   layout=args.layout, n=args.n, threads=args.threads, budget_s=args.budget,
+                   out=args.out, resume=args.resume, dry_run=args.dry_run, seed=args.seed,
+                   strategy=args.strategy, cold_cache=args.cold_cache, timeout_s=args.timeout,
+                   progress=not args.quiet, update_cache=not args.no_cache, cache=args.cache,
+                   command=["convbench"] + sys.argv[1:] if sys.argv else None)
+    _print_table(result, use_rich=sys.stdout.isatty())
+    return 0
