@@ -48,6 +48,8 @@ from .suites import Problem, Suite, load_suite, suite_from_specs
 DEFAULT_BUDGET_S = 0.2
 #: Hard limit per candidate (verification + preparation + timing) before its worker is killed.
 DEFAULT_TIMEOUT_S = 120.0
+#: a candidate whose single call exceeds this many seconds is recorded as timeout, not timed
+DEFAULT_MAX_CALL_S = 1.0
 #: Time spent measuring the peak GEMM rate and bandwidth at the start of a run.
 PEAK_BUDGET_S = 1.0
 
@@ -477,7 +479,7 @@ def sweep(suite: Union[str, os.PathLike, Suite, ConvSpec, Sequence[Any], None] =
           command: Optional[Sequence[str]] = None, verify_batch: int = 2,
           min_samples: int = 10, max_samples: int = 10000, rel_ci: float = 0.01,
           peak: Optional[Mapping[str, Any]] = None, stream: Any = None,
-          cache: Any = None) -> SweepResult:
+          cache: Any = None, max_call_s: Optional[float] = None) -> SweepResult:
     """Measure every candidate of the selected backends on every problem of ``suite``.
 
     ``suite``: a shipped suite name, a suite TOML or benchdnn batch file, a Suite, a ConvSpec
@@ -492,7 +494,10 @@ def sweep(suite: Union[str, os.PathLike, Suite, ConvSpec, Sequence[Any], None] =
     writing anything. ``update_cache``: store the winners in the tuned cache afterwards (if
     :mod:`convbench.cache` is present); ``cache``: its path (default: the default cache).
     ``peak``: an already measured ``{"gemm_gflops", "gemm_dtype", "bandwidth_gbs"}`` to store
-    instead of calibrating (tests, repeated sweeps).
+    instead of calibrating (tests, repeated sweeps). ``max_call_s`` (default
+    DEFAULT_MAX_CALL_S; 0 or a negative value: no limit): a candidate whose one verification
+    call, scaled to the full batch, takes longer is recorded as ``timeout`` and not timed, so
+    that 10 mandatory samples of a hopeless candidate do not stall the sweep.
     Progress goes to ``stream`` (default stderr).
     """
     from . import __version__
@@ -516,7 +521,8 @@ def sweep(suite: Union[str, os.PathLike, Suite, ConvSpec, Sequence[Any], None] =
         resume_meta = read_meta(run_dir)
         for what, given in (("seed", seed), ("threads", threads), ("device", device),
                             ("budget_s", budget_s), ("strategy", strategy),
-                            ("cold_cache", cold_cache), ("timeout_s", timeout_s)):
+                            ("cold_cache", cold_cache), ("timeout_s", timeout_s),
+                            ("max_call_s", max_call_s)):
             _check_same(what, given, resume_meta.get(what))
         rec_over = resume_meta.get("overrides") or {}
         for what, given, recorded in (("n", n, rec_over.get("n")), ("dtype", dtype, rec_over.get("dtype")),
@@ -533,6 +539,7 @@ def sweep(suite: Union[str, os.PathLike, Suite, ConvSpec, Sequence[Any], None] =
         strategy = resume_meta.get("strategy", "exhaustive")
         cold_cache = bool(resume_meta.get("cold_cache", False))
         timeout_s = resume_meta.get("timeout_s", DEFAULT_TIMEOUT_S)
+        max_call_s = resume_meta.get("max_call_s", DEFAULT_MAX_CALL_S)
         backends = resume_meta.get("backends")
         the_suite = _suite_from_meta(resume_meta)
         old_records = read_records(run_dir) if (run_dir / "records.jsonl").exists() else []
@@ -558,6 +565,7 @@ def sweep(suite: Union[str, os.PathLike, Suite, ConvSpec, Sequence[Any], None] =
     if not budget_s > 0:
         raise ConvbenchError(f"budget: {budget_s!r} must be a number of seconds > 0")
     timeout_s = DEFAULT_TIMEOUT_S if timeout_s is None else float(timeout_s)
+    max_call_s = DEFAULT_MAX_CALL_S if max_call_s is None else float(max_call_s)
     if not timeout_s > 0:
         raise ConvbenchError(f"timeout: {timeout_s!r} must be a number of seconds > 0")
     strategy = strategy or "exhaustive"
@@ -642,7 +650,7 @@ def sweep(suite: Union[str, os.PathLike, Suite, ConvSpec, Sequence[Any], None] =
                 "suite_source": the_suite.path or the_suite.source,
                 "backends": None if backends is None else list(backends),
                 "overrides": {"n": n, "dtype": dtype, "layout": layout},
-                "cold_cache": cold_cache, "timeout_s": timeout_s,
+                "cold_cache": cold_cache, "timeout_s": timeout_s, "max_call_s": max_call_s,
                 "problem_list": [[p.name, p.spec.to_dict(), the_suite.counts.get(p.name, 1)]
                                  for p in the_suite.problems],
             }
@@ -676,7 +684,7 @@ def sweep(suite: Union[str, os.PathLike, Suite, ConvSpec, Sequence[Any], None] =
                           algorithm=cand.algorithm, device=cand.device, seed=seed, budget_s=budget_s,
                           timeout_s=timeout_s, verify=True, verify_batch=verify_batch,
                           cold_cache=cold_cache, min_samples=min_samples, max_samples=max_samples,
-                          rel_ci=rel_ci)
+                          rel_ci=rel_ci, max_call_s=max_call_s if max_call_s > 0 else None)
                 kw.update(overrides)
                 return Task(**kw)
 
@@ -768,7 +776,7 @@ def _update_cache(run_dir: Optional[Path], stream: Any, cache: Any = None) -> Op
     return report
 
 
-__all__ = ["sweep", "SweepResult", "STRATEGIES", "DEFAULT_BUDGET_S", "DEFAULT_TIMEOUT_S",
+__all__ = ["sweep", "SweepResult", "STRATEGIES", "DEFAULT_BUDGET_S", "DEFAULT_TIMEOUT_S", "DEFAULT_MAX_CALL_S",
            "PlanEntry", "format_winners", "format_plan", "fmt_time"]
 
 

@@ -63,6 +63,9 @@ class Task:
     min_samples: int = 10
     max_samples: int = 10000
     rel_ci: float = 0.01
+    # a candidate whose single call (measured during verification, scaled to the full batch)
+    # exceeds this is recorded as "timeout" without being timed; None: no limit
+    max_call_s: Optional[float] = None
 
     def __post_init__(self) -> None:
         if hasattr(self.spec, "to_dict"):
@@ -204,11 +207,14 @@ class _WorkerState:
                 x, w = make_inputs(vspec, seed=t["seed"])
                 p = b.prepare(vspec, x, w, algorithm=algorithm, device=device)
                 try:
+                    t0 = time.perf_counter()
                     p.run()
                     p.synchronize()
+                    call_s = time.perf_counter() - t0
                     y = p.result()
                 finally:
                     p.close()
+                info["verify_call_s"] = call_s
                 err = relative_error(y, reference(vspec, x, w))
                 out["max_error"] = err
                 del x, w, y, p
@@ -218,6 +224,13 @@ class _WorkerState:
                     if declared:
                         msg += f"; expected failure declared by the backend: {declared}"
                     out.update(status="wrong", message=msg)
+                    return out
+                limit = t.get("max_call_s")
+                est = call_s * spec.n / vspec.n
+                if limit is not None and est > limit:
+                    out.update(status="timeout", message=(
+                        f"one call took {call_s:.3g} s at batch {vspec.n} (about {est:.3g} s at batch "
+                        f"{spec.n}), over the per-call limit max_call_s={limit:g} s; verified, not timed"))
                     return out
 
             x, w = make_inputs(spec, seed=t["seed"])

@@ -95,6 +95,14 @@ class FakeHang(_FakeBase):
         return _RefPrepared(spec, x, w, on_run=lambda: time.sleep(3600))
 
 
+class FakeSlow(_FakeBase):
+    name = "fake-slow"
+    description = "correct, but every run() takes 0.3 s"
+
+    def _prepare(self, spec, x, w, algorithm, device):
+        return _RefPrepared(spec, x, w, on_run=lambda: time.sleep(0.3))
+
+
 class FakeMemory(_FakeBase):
     name = "fake-oom"
     description = "runs out of memory: MemoryError, or a CUDA-style RuntimeError"
@@ -150,4 +158,4 @@ class FakeNoStride(_FakeBase):
 
 
 ALL = [FakeOK, FakeOtherFamily, FakeCrash, FakeHang, FakeMemory, FakeWrong, FakeRaises,
-       FakeUnavailable, FakeNoStride]
+       FakeUnavailable, FakeNoStride, FakeSlow]

@@ -263,3 +263,13 @@ def test_cold_cache_task(pool):
     assert out["loops"] == 1
     failed = pool.run(task("fake-raises", cold_cache=True))
     assert failed["cold_cache"] is True and failed["loops"] is None
+
+
+def test_call_over_max_call_s_is_verified_then_recorded_as_timeout(pool):
+    t0 = time.monotonic()
+    out = pool.run(task("fake-slow", max_call_s=0.1))
+    assert_failed(out, "timeout")
+    assert "max_call_s=0.1" in out["message"] and "verified, not timed" in out["message"]
+    assert out["max_error"] is not None and out["max_error"] <= 1e-4  # it was verified first
+    assert time.monotonic() - t0 < 10  # one verification call, not 10+ timed samples
+    assert_ok(pool.run(task("fake-slow", max_call_s=5.0)))

@@ -6,7 +6,7 @@ import sys
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    from ..sweep import DEFAULT_BUDGET_S, DEFAULT_TIMEOUT_S, STRATEGIES
+    from ..sweep import DEFAULT_BUDGET_S, DEFAULT_MAX_CALL_S, DEFAULT_TIMEOUT_S, STRATEGIES
 
     p = sub.add_parser(
         "sweep", help="verify and time every candidate on a suite's problems",
@@ -40,6 +40,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="flush the last-level cache before every sample")
     p.add_argument("--timeout", type=float, default=None, metavar="S",
                    help=f"kill a candidate after this many seconds (default {DEFAULT_TIMEOUT_S:g})")
+    p.add_argument("--max-call", type=float, default=None, metavar="S",
+                   help=f"record a candidate whose single call takes longer than this as timeout instead "
+                        f"of timing it (default {DEFAULT_MAX_CALL_S:g}; 0: no limit)")
     p.add_argument("--no-cache", action="store_true", help="do not store the winners in the tuned cache")
     p.add_argument("--cache", default=None, metavar="PATH",
                    help="the tuned cache to update (default: $CONVBENCH_CACHE or the user cache dir)")
@@ -102,7 +105,7 @@ def run(args: argparse.Namespace) -> int:
     result = sweep(suite, backends=args.backends, device=args.device, dtype=args.dtype,
                    layout=args.layout, n=args.n, threads=args.threads, budget_s=args.budget,
                    out=args.out, resume=args.resume, dry_run=args.dry_run, seed=args.seed,
-                   strategy=args.strategy, cold_cache=args.cold_cache, timeout_s=args.timeout,
+                   strategy=args.strategy, cold_cache=args.cold_cache, timeout_s=args.timeout, max_call_s=args.max_call,
                    progress=not args.quiet, update_cache=not args.no_cache, cache=args.cache,
                    command=["convbench"] + sys.argv[1:] if sys.argv else None)
     _print_table(result, use_rich=sys.stdout.isatty())
