@@ -19,7 +19,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "report", help="tables of winners, speedups and warnings; HTML report with plots",
         description="Summarise measured runs: the winner per problem, speedups over a baseline "
                     "candidate, geometric means per candidate and a short list of warnings (failures, "
-                    "wrong results, noisy measurements with IQR/median over 10%%). Optionally write a "
+                    "wrong results, noisy measurements with IQR/median over 10%). Optionally write a "
                     "self-contained HTML report with plots and/or the full table as CSV.",
         epilog="RUN is a run directory, a records.jsonl file, a results root, a glob such as "
                "'results/*-resnet50-*', or a run id found under --results. "
