@@ -1,0 +1,415 @@
+"""PyTorch convolutions: oneDNN (mkldnn) and torch's native kernels on the CPU, cuDNN on CUDA.
+
+Candidates on the CPU:
+
+* ``default`` -- ``torch.nn.functional.conv*`` on contiguous (NCHW) tensors with mkldnn enabled:
+  torch's own choice, oneDNN for float32/bfloat16 (torch falls back to its native kernels for
+  float64/float16 and for some small problems; ``info["conv_backend"]`` says which ran).
+* ``channels_last`` -- the same with ``torch.channels_last`` / ``channels_last_3d`` memory format
+  (2-D and 3-D convolutions only: torch has no channels-last format for 3-D tensors).
+* ``native`` -- mkldnn disabled around the call: torch's own im2col/GEMM ("slow") kernels.
+
+Candidates on CUDA:
+
+* ``cudnn`` -- cuDNN with ``benchmark=False`` and TF32 disallowed (float32 stays IEEE float32);
+* ``cudnn-benchmark`` -- ``torch.backends.cudnn.benchmark=True``; its algorithm search runs in
+  ``prepare()``, so it is never timed;
+* ``cudnn-tf32`` -- float32 only, TF32 tensor-core math allowed (torch's out-of-the-box setting
+  for cuDNN convolutions), held to the TF32 error bound;
+* ``cudnn-channels-last`` -- cuDNN on channels-last tensors.
+
+The user holds activations in ``spec.layout``: a channels_last spec maps onto torch's
+channels-last memory format as a view (no copy). When the candidate's memory format differs
+from the spec's layout, ``run()`` converts the input and the output, and ``info`` says so.
+Asymmetric padding is part of ``run()``: the symmetric part is passed to torch, the rest is an
+explicit ``F.pad`` (direct) or a crop of the output (transposed).
+"""
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable, Optional
+
+import numpy as np
+
+from convbench.registry import Backend, Capabilities, DeviceTimer, Prepared, Support
+from convbench.spec import DTYPES, TOLERANCES, ConvSpec
+
+CPU_ALGORITHMS = ["default", "channels_last", "native"]
+CUDA_ALGORITHMS = ["cudnn", "cudnn-benchmark", "cudnn-tf32", "cudnn-channels-last"]
+
+# algorithm -> (memory format, mkldnn enabled [cpu] / cudnn.benchmark [cuda], allow_tf32)
+_CONFIG = {
+    "default": ("contiguous", True, False),
+    "channels_last": ("channels_last", True, False),
+    "native": ("contiguous", False, False),
+    "cudnn": ("contiguous", False, False),
+    "cudnn-benchmark": ("contiguous", True, False),
+    "cudnn-tf32": ("contiguous", False, True),
+    "cudnn-channels-last": ("channels_last", False, False),
+}
+
+# torch's _ConvBackend enum lacks a name for this member in some builds
+_CONV_BACKEND_NAMES_MISSING = {9: "MkldnnTranspose"}
+
+_CPU_ISA_OF_INTEREST = ("avx2", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf16", "avx512_fp16",
+                        "amx_tile", "amx_bf16", "amx_fp16")
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_isa_flags() -> tuple[str, ...]:
+    """The CPU feature flags of interest to low-precision convolution (from /proc/cpuinfo)."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
+            for line in fh:
+                if line.startswith("flags"):
+                    flags = set(line.split(":", 1)[1].split())
+                    return tuple(f for f in _CPU_ISA_OF_INTEREST if f in flags)
+    except OSError:
+        pass
+    return ()
+
+
+def _torch():
+    import torch
+
+    return torch
+
+
+def _torch_dtype(name: str) -> Any:
+    torch = _torch()
+    return {"float64": torch.float64, "float32": torch.float32,
+            "float16": torch.float16, "bfloat16": torch.bfloat16}[name]
+
+
+def to_torch(a: np.ndarray, device: str) -> Any:
+    """A torch tensor holding a copy of ``a`` (bfloat16 via its bit pattern) on ``device``."""
+    torch = _torch()
+    a = np.ascontiguousarray(a)
+    if a.dtype.name == "bfloat16":
+        t = torch.from_numpy(a.view(np.int16)).view(torch.bfloat16)
+    else:
+        t = torch.from_numpy(a)
+    return t.to(device) if device != "cpu" else t.clone()
+
+
+def to_numpy(t: Any) -> np.ndarray:
+    """A numpy copy of a tensor (bfloat16 as ml_dtypes.bfloat16, bit for bit)."""
+    torch = _torch()
+    t = t.detach().contiguous()
+    if t.device.type != "cpu":
+        t = t.cpu()
+    if t.dtype == torch.bfloat16:
+        import ml_dtypes
+
+        return t.view(torch.int16).numpy().view(ml_dtypes.bfloat16).copy()
+    return t.numpy().copy()
+
+
+def _backend_name(b: Any) -> str:
+    name = str(b).split(".")[-1]
+    if "?" in name:
+        name = _CONV_BACKEND_NAMES_MISSING.get(int(b), f"ConvBackend({int(b)})")
+    return name
+
+
+class _ConvPlan:
+    """Everything about one convolution that does not depend on the algorithm."""
+
+    def __init__(self, spec: ConvSpec) -> None:
+        import torch.nn.functional as F
+
+        self.spec = spec
+        d = spec.dims
+        self.sym = tuple(min(pb, pa) for pb, pa in spec.padding)
+        extra = [(pb - q, pa - q) for (pb, pa), q in zip(spec.padding, self.sym)]
+        self.kwargs: dict[str, Any] = dict(stride=spec.stride, padding=self.sym,
+                                           dilation=spec.dilation, groups=spec.groups)
+        self.pad: Optional[tuple[int, ...]] = None
+        self.crop: Optional[tuple[slice, ...]] = None
+        if spec.transposed:
+            self.fn = getattr(F, f"conv_transpose{d}d")
+            self.kwargs["output_padding"] = spec.output_padding
+            if any(a or b for a, b in extra):
+                # torch pads symmetrically; the rest of the asymmetric padding is cropped
+                full = [o + a + b for o, (a, b) in zip(spec.output_size, extra)]
+                self.crop = (slice(None), slice(None)) + tuple(
+                    slice(a, f - b) for (a, b), f in zip(extra, full))
+        else:
+            self.fn = getattr(F, f"conv{d}d")
+            if any(a or b for a, b in extra):
+                flat: list[int] = []
+                for a, b in reversed(extra):  # F.pad lists the last dimension first
+                    flat += [a, b]
+                self.pad = tuple(flat)
+
+    def build(self, w: Any) -> Callable[[Any], Any]:
+        """conv(x) on logical (N, C, *spatial) tensors, padding and crop included."""
+        import torch.nn.functional as F
+
+        fn, kwargs, pad, crop = self.fn, self.kwargs, self.pad, self.crop
+        if pad is not None:
+            return lambda x: fn(F.pad(x, pad), w, **kwargs)
+        if crop is not None:
+            return lambda x: fn(x, w, **kwargs)[crop]
+        return lambda x: fn(x, w, **kwargs)
+
+
+class _CudaEventTimer(DeviceTimer):
+    def __init__(self, device: Any) -> None:
+        torch = _torch()
+        self._start = torch.cuda.Event(enable_timing=True)
+        self._stop = torch.cuda.Event(enable_timing=True)
+        self._stream = torch.cuda.current_stream(device)
+
+    def start(self) -> None:
+        self._start.record(self._stream)
+
+    def stop(self) -> float:
+        self._stop.record(self._stream)
+        self._stop.synchronize()
+        return self._start.elapsed_time(self._stop) / 1e3  # ms -> s
+
+
+class TorchPrepared(Prepared):
+    """One PyTorch convolution with its inputs on the device and its flags fixed."""
+
+    def __init__(self, spec: ConvSpec, x: np.ndarray, w: np.ndarray, algorithm: str, device: str,
+                 threads: Optional[int]) -> None:
+        torch = _torch()
+        self.spec = spec
+        self.device = device
+        self.algorithm = algorithm
+        memory_format, flag, allow_tf32 = _CONFIG[algorithm]
+        self._flag = flag
+        self._allow_tf32 = allow_tf32
+        self._tdevice = torch.device("cuda" if device == "cuda" else "cpu")
+        self._flags_module = torch.backends.mkldnn if device == "cpu" else torch.backends.cudnn
+        d = spec.dims
+        channels_last_spec = spec.layout == "channels_last"
+        cl_format = {2: torch.channels_last, 3: torch.channels_last_3d}.get(d)
+
+        xt = to_torch(x, str(self._tdevice))
+        self._w = to_torch(w, str(self._tdevice))
+        if memory_format == "channels_last":
+            self._w = self._w.contiguous(memory_format=cl_format)
+        if channels_last_spec:  # (N, *sp, C) -> logical (N, C, *sp) view
+            xt = xt.permute(0, d + 1, *range(1, d + 1))
+        self._x = xt
+
+        # conversions that run() must do because the memory format differs from spec.layout
+        to_spatial_last = (0, *range(2, d + 2), 1)
+        conversions = ["input", "output"] if (memory_format == "channels_last") != channels_last_spec else []
+        if memory_format == "contiguous":
+            convert_in = (lambda t: t.contiguous()) if channels_last_spec else None
+            convert_out = (lambda t: t.permute(*to_spatial_last).contiguous()) if channels_last_spec else None
+        else:
+            convert_in = None if channels_last_spec else (lambda t: t.contiguous(memory_format=cl_format))
+            convert_out = (lambda t: t.permute(*to_spatial_last)) if channels_last_spec else (lambda t: t.contiguous())
+        plan = _ConvPlan(spec)
+        conv = plan.build(self._w)
+        if convert_in is None and convert_out is None:
+            self._call = conv
+        elif convert_out is None:
+            self._call = lambda t: conv(convert_in(t))
+        elif convert_in is None:
+            self._call = lambda t: convert_out(conv(t))
+        else:
+            self._call = lambda t: convert_out(conv(convert_in(t)))
+        self._y: Any = None
+
+        conv_input = convert_in(self._x) if convert_in is not None else self._x
+        if plan.pad is not None:
+            conv_input = torch.nn.functional.pad(conv_input, plan.pad)
+        prev = self._set_flags()  # torch picks its kernel from the global flags
+        try:
+            chosen: Optional[str] = _backend_name(torch._C._select_conv_backend(
+                conv_input, self._w, None, list(spec.stride), list(plan.sym), list(spec.dilation),
+                spec.transposed, list(spec.output_padding) if spec.transposed else [0] * d,
+                spec.groups, None))
+        except Exception:  # a private helper: its absence must not break a benchmark
+            chosen = None
+        finally:
+            self._restore_flags(prev)
+        self.info: dict[str, Any] = {
+            "torch": torch.__version__,
+            "algorithm": algorithm,
+            "memory_format": memory_format,
+            "layout_conversion_in_run": conversions,
+            "explicit_pad_in_run": plan.pad is not None,
+            "crop_in_run": plan.crop is not None,
+            "threads": torch.get_num_threads(),
+            "interop_threads": torch.get_num_interop_threads(),
+            "threads_requested": threads,
+            "conv_backend": chosen,
+        }
+        if device == "cpu":
+            self.info.update({
+                "mkldnn_enabled": flag,
+                "mkldnn_available": torch.backends.mkldnn.is_available(),
+                "cpu_capability": torch.backends.cpu.get_cpu_capability(),
+                "cpu_isa": list(cpu_isa_flags()),
+                "cpu_native_bf16": any(f in cpu_isa_flags() for f in ("avx512_bf16", "amx_bf16")),
+            })
+            if spec.dtype == "bfloat16":
+                try:  # oneDNN runs bfloat16 without native instructions too (by conversion)
+                    self.info["mkldnn_bf16_supported"] = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+                except Exception:
+                    pass
+        else:
+            props = torch.cuda.get_device_properties(self._tdevice)
+            self.info.update({
+                "cuda": torch.version.cuda,
+                "cudnn": torch.backends.cudnn.version(),
+                "cudnn_benchmark": flag,
+                "allow_tf32": allow_tf32,
+                "gpu_name": props.name,
+                "gpu_cc": f"{props.major}.{props.minor}",
+            })
+            if algorithm == "cudnn-benchmark":
+                # cuDNN's algorithm search happens on the first call for a shape: keep it out of timing
+                self.run()
+                self.synchronize()
+
+    def _set_flags(self) -> tuple:
+        flags = self._flags_module
+        if self.device == "cpu":
+            prev = (flags.enabled,)
+            flags.enabled = self._flag
+            return prev
+        prev = (flags.enabled, flags.benchmark, flags.allow_tf32)
+        flags.enabled = True
+        flags.benchmark = self._flag
+        flags.allow_tf32 = self._allow_tf32
+        return prev
+
+    def _restore_flags(self, prev: tuple) -> None:
+        flags = self._flags_module
+        if self.device == "cpu":
+            flags.enabled = prev[0]
+        else:
+            flags.enabled, flags.benchmark, flags.allow_tf32 = prev
+
+    def _flags_already_set(self) -> bool:
+        flags = self._flags_module
+        if self.device == "cpu":
+            return flags.enabled == self._flag
+        return flags.enabled and flags.benchmark == self._flag and flags.allow_tf32 == self._allow_tf32
+
+    def run(self) -> None:
+        if self._flags_already_set():
+            self._y = self._call(self._x)
+            return
+        prev = self._set_flags()
+        try:
+            self._y = self._call(self._x)
+        finally:
+            self._restore_flags(prev)
+
+    def synchronize(self) -> None:
+        if self.device == "cuda":
+            _torch().cuda.synchronize(self._tdevice)
+
+    def device_timer(self) -> Optional[DeviceTimer]:
+        if self.device == "cuda":
+            return _CudaEventTimer(self._tdevice)
+        return None
+
+    def result(self) -> np.ndarray:
+        if self._y is None:
+            raise RuntimeError("result() called before run()")
+        self.synchronize()
+        return to_numpy(self._y)
+
+    def close(self) -> None:
+        self._x = self._w = self._y = None
+        self._call = None  # type: ignore[assignment]
+
+
+class TorchBackend(Backend):
+    """PyTorch's convolutions: oneDNN / native kernels on the CPU, cuDNN on CUDA."""
+
+    name = "torch"
+    family = "torch"
+    description = "PyTorch torch.nn.functional.conv*: oneDNN (mkldnn) and native kernels on CPU, cuDNN on CUDA"
+    install_hint = "pip install convbench[torch]"
+    capabilities = Capabilities(dims=frozenset({1, 2, 3}), dtypes=frozenset(DTYPES),
+                                devices=frozenset({"cpu", "cuda"}))
+
+    def __init__(self) -> None:
+        self._threads: Optional[int] = None
+        self._thread_notes: list[str] = []
+
+    def _check_available(self) -> Support:
+        try:
+            import torch  # noqa: F401
+        except ImportError as exc:
+            return Support.no(f"torch is not installed ({exc})")
+        return Support.yes()
+
+    def algorithms(self, device: str = "cpu") -> list[str]:
+        if device == "cpu":
+            return list(CPU_ALGORITHMS)
+        if device == "cuda":
+            return list(CUDA_ALGORITHMS)
+        return []
+
+    def _supports(self, spec: ConvSpec, device: str, algorithm: str) -> Support:
+        avail = self.available()
+        if not avail:
+            return avail
+        if _CONFIG[algorithm][0] == "channels_last" and spec.dims == 1:
+            return Support.no("torch has no channels-last memory format for 1-D convolutions "
+                              "(3-D tensors); use the default algorithm")
+        if algorithm == "cudnn-tf32" and spec.dtype != "float32":
+            return Support.no(f"TF32 applies to float32 only (spec dtype {spec.dtype})")
+        if device == "cuda":
+            torch = _torch()
+            if not torch.cuda.is_available():
+                why = "this torch build has no CUDA" if torch.version.cuda is None else \
+                    "torch.cuda.is_available() is False"
+                return Support.no(f"no CUDA device ({why})")
+            if spec.dtype == "bfloat16" and not torch.cuda.is_bf16_supported():
+                return Support.no("this GPU does not support bfloat16 (needs compute capability >= 8.0)")
+        return Support.yes()
+
+    def tolerance(self, spec: ConvSpec, device: str, algorithm: str) -> float:
+        if algorithm == "cudnn-tf32" and spec.dtype == "float32":
+            return TOLERANCES["tf32"]
+        return super().tolerance(spec, device, algorithm)
+
+    def set_threads(self, threads: int) -> None:
+        """Set torch's intra-op threads (and, if still possible, its inter-op threads)."""
+        self._threads = int(threads)
+        if not self.available():
+            return
+        torch = _torch()
+        torch.set_num_threads(self._threads)
+        try:
+            torch.set_num_interop_threads(self._threads)
+        except RuntimeError as exc:  # only settable before torch's first parallel work
+            note = f"inter-op threads left at {torch.get_num_interop_threads()}: {exc}"
+            if note not in self._thread_notes:
+                self._thread_notes.append(note)
+
+    def versions(self) -> dict[str, str]:
+        if not self.available():
+            return {}
+        torch = _torch()
+        out = {"torch": torch.__version__}
+        if torch.version.cuda:
+            out["cuda"] = str(torch.version.cuda)
+        cudnn = torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else None
+        if cudnn:
+            out["cudnn"] = str(cudnn)
+        config = torch.__config__.show()
+        if "MKL-DNN v" in config:
+            out["onednn"] = config.split("MKL-DNN v", 1)[1].split()[0]
+        return out
+
+    def _prepare(self, spec: ConvSpec, x: np.ndarray, w: np.ndarray, algorithm: str, device: str) -> Prepared:
+        if self._threads is not None and _torch().get_num_threads() != self._threads:
+            _torch().set_num_threads(self._threads)
+        p = TorchPrepared(spec, x, w, algorithm, device, self._threads)
+        if self._thread_notes:
+            p.info["thread_notes"] = list(self._thread_notes)
+        return p

@@ -1,0 +1,207 @@
+"""The PyTorch backend on the CPU: every algorithm against the float64 reference."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import convbench as cb
+from convbench.errors import UnsupportedError
+from convbench.spec import TOLERANCES
+
+
+def test_module_import_does_not_import_torch():
+    code = ("import sys, convbench, convbench_backends.torch_backend as m; "
+            "b = convbench.get_backend('torch'); b.algorithms('cpu'); b.algorithms('cuda'); "
+            "print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
+
+
+
+def test_missing_framework_reports_install_hint():
+    code = ("import sys; sys.modules['torch'] = None; import convbench as cb; "
+            "from convbench.errors import BackendUnavailableError; "
+            "b = cb.get_backend('torch'); a = b.available(); "
+            "s = cb.ConvSpec(n=1, c_in=1, c_out=1, input_size=(4,), kernel_size=1); "
+            "x, w = cb.make_inputs(s); sup = b.supports(s)\n"
+            "try:\n    b.prepare(s, x, w)\nexcept BackendUnavailableError as e:\n    print('raised:', e)\n"
+            "print(bool(a), bool(sup), a.reason)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "raised:" in out.stdout
+    last = out.stdout.strip().splitlines()[-1]
+    assert last.startswith("False False") and "pip install convbench[torch]" in last
+
+torch = pytest.importorskip("torch", reason="torch is not installed: pip install convbench[torch]")
+
+
+@pytest.fixture(scope="module")
+def backend():
+    return cb.get_backend("torch")
+
+
+ALGOS = ["default", "channels_last", "native"]
+
+# a spread that exercises every branch of the backend (pad, crop, layout conversion, 1/2/3-D)
+SPREAD = [
+    cb.ConvSpec(n=2, c_in=4, c_out=6, input_size=(11,), kernel_size=3, stride=2, padding=[(1, 2)]),
+    cb.ConvSpec(n=2, c_in=4, c_out=6, input_size=(9, 8), kernel_size=3, stride=(2, 1),
+                padding=[(1, 2), (0, 1)], dilation=2, groups=2),
+    cb.ConvSpec(n=1, c_in=4, c_out=8, input_size=(9, 8), kernel_size=3, padding=1, groups=4),  # dw x2
+    cb.ConvSpec(n=1, c_in=4, c_out=6, input_size=(5, 6, 4), kernel_size=(3, 2, 2), stride=2,
+                padding=[(1, 0), (0, 1), (1, 1)], dilation=(1, 2, 1), groups=2),
+    cb.ConvSpec(n=2, c_in=4, c_out=6, input_size=(5,), kernel_size=3, stride=2, padding=[(1, 2)],
+                transposed=True, output_padding=1, groups=2),
+    cb.ConvSpec(n=2, c_in=4, c_out=6, input_size=(5, 4), kernel_size=3, stride=2,
+                padding=[(2, 0), (0, 1)], dilation=(2, 1), transposed=True, output_padding=(1, 1)),
+    cb.ConvSpec(n=1, c_in=4, c_out=6, input_size=(3, 4, 3), kernel_size=2, stride=(2, 1, 2),
+                padding=[(1, 0), (0, 0), (0, 1)], transposed=True, groups=2),
+    cb.ConvSpec(n=1, c_in=16, c_out=16, input_size=(12, 12), kernel_size=7, stride=2, padding=3),
+]
+
+
+def _cases():
+    for i, s in enumerate(SPREAD):
+        for dt in ("float64", "float32", "float16", "bfloat16"):
+            for lay in ("channels_first", "channels_last"):
+                yield pytest.param(s.replace(dtype=dt, layout=lay), id=f"s{i}-{dt}-{lay}")
+
+
+@pytest.mark.parametrize("spec", list(_cases()))
+def test_every_cpu_algorithm_matches_reference(backend, spec):
+    x, w = cb.make_inputs(spec, seed=1)
+    expected = cb.reference(spec, x, w)
+    ran = 0
+    for algo in ALGOS:
+        sup = backend.supports(spec, "cpu", algo)
+        if not sup:
+            assert algo == "channels_last" and spec.dims == 1, sup.reason
+            continue
+        p = backend.prepare(spec, x, w, algorithm=algo)
+        p.run()
+        p.synchronize()
+        y = p.result()
+        assert y.shape == spec.output_shape and y.dtype == x.dtype
+        err = cb.relative_error(y, expected)
+        assert err <= backend.tolerance(spec, "cpu", algo), (algo, err)
+        ran += 1
+    assert ran >= 2
+
+
+def test_hand_computed_1d_asymmetric():
+    # x = [1, 2, 3, 4], w = [1, 0, -1], padding (1 before, 0 after): windows [0,1,2] [1,2,3] [2,3,4]
+    spec = cb.ConvSpec(n=1, c_in=1, c_out=1, input_size=(4,), kernel_size=3, padding=[(1, 0)],
+                       dtype="float64")
+    x = np.array([[[1.0, 2.0, 3.0, 4.0]]])
+    w = np.array([[[1.0, 0.0, -1.0]]])
+    for algo in ("default", "native"):
+        y = cb.convolve(spec, x, w, backend="torch", algorithm=algo)
+        np.testing.assert_array_equal(y, [[[-2.0, -2.0, -2.0]]])
+
+
+def test_hand_computed_transposed_crop():
+    # transposed 1-D, stride 2, w = [1, 10]: full output [1, 10, 2, 20, 3, 30]; padding (1, 0) drops the first
+    spec = cb.ConvSpec(n=1, c_in=1, c_out=1, input_size=(3,), kernel_size=2, stride=2, padding=[(1, 0)],
+                       transposed=True, dtype="float64")
+    x = np.array([[[1.0, 2.0, 3.0]]])
+    w = np.array([[[1.0, 10.0]]])
+    y = cb.convolve(spec, x, w, backend="torch")
+    np.testing.assert_array_equal(y, [[[10.0, 2.0, 20.0, 3.0, 30.0]]])
+
+
+def test_conformance_suite_passes(backend):
+    report = cb.check_backend(backend)
+    assert report.ok, report.summary()
+    assert report.count("pass") > 100
+
+
+def test_native_disables_mkldnn_and_default_uses_it(backend):
+    # big enough for torch to pick oneDNN (it keeps its own kernels for tiny n=1 inputs)
+    spec = cb.ConvSpec(n=1, c_in=32, c_out=32, input_size=(32, 32), kernel_size=3, padding=1)
+    x, w = cb.make_inputs(spec)
+    before = torch.backends.mkldnn.enabled
+    p_def = backend.prepare(spec, x, w, algorithm="default")
+    p_nat = backend.prepare(spec, x, w, algorithm="native")
+    p_nat.run()
+    assert torch.backends.mkldnn.enabled == before  # restored after run()
+    assert p_def.info["conv_backend"] == "Mkldnn"
+    assert p_nat.info["conv_backend"] is not None and not p_nat.info["conv_backend"].startswith("Mkldnn")
+    assert p_def.info["mkldnn_enabled"] is True and p_nat.info["mkldnn_enabled"] is False
+    np.testing.assert_allclose(p_nat.result(), cb.reference(spec, x, w), rtol=0, atol=1e-4)
+
+
+def test_layout_conversions_declared(backend):
+    s = cb.ConvSpec(n=1, c_in=8, c_out=8, input_size=(6, 6), kernel_size=3, padding=1)
+    x, w = cb.make_inputs(s)
+    assert backend.prepare(s, x, w, "default").info["layout_conversion_in_run"] == []
+    assert backend.prepare(s, x, w, "channels_last").info["layout_conversion_in_run"] == ["input", "output"]
+    cl = s.replace(layout="channels_last")
+    x, w = cb.make_inputs(cl)
+    assert backend.prepare(cl, x, w, "channels_last").info["layout_conversion_in_run"] == []
+    p = backend.prepare(cl, x, w, "default")
+    assert p.info["layout_conversion_in_run"] == ["input", "output"]
+    assert p.info["memory_format"] == "contiguous"
+
+
+def test_unsupported_specs_refused_with_reason(backend):
+    s1 = cb.ConvSpec(n=1, c_in=2, c_out=2, input_size=(8,), kernel_size=3)
+    x, w = cb.make_inputs(s1)
+    sup = backend.supports(s1, "cpu", "channels_last")
+    assert not sup and "1-D" in sup.reason
+    with pytest.raises(UnsupportedError, match="1-D"):
+        backend.prepare(s1, x, w, algorithm="channels_last")
+    assert backend.supports(s1, "cpu")  # another algorithm can
+    s64 = s1.replace(dtype="float64")
+    sup = backend.supports(s64, "cuda", "cudnn-tf32")
+    assert not sup and "float32" in sup.reason
+    sup = backend.supports(s1, "cpu", "cudnn")
+    assert not sup and "unknown algorithm" in sup.reason
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU answer")
+def test_cuda_without_gpu_is_refused(backend):
+    s = cb.ConvSpec(n=1, c_in=2, c_out=2, input_size=(8, 8), kernel_size=3)
+    x, w = cb.make_inputs(s)
+    sup = backend.supports(s, "cuda")
+    assert not sup and "no CUDA device" in sup.reason
+    with pytest.raises(UnsupportedError, match="no CUDA device"):
+        backend.prepare(s, x, w, device="cuda")
+    assert backend.algorithms("cuda")[0] == "cudnn"
+
+
+def test_tf32_candidate_held_to_tf32_bound(backend):
+    s = cb.ConvSpec(n=1, c_in=2, c_out=2, input_size=(8, 8), kernel_size=3)
+    assert backend.tolerance(s, "cuda", "cudnn-tf32") == TOLERANCES["tf32"]
+    assert backend.tolerance(s, "cuda", "cudnn") == TOLERANCES["float32"]
+
+
+def test_threads_honoured(backend):
+    old = torch.get_num_threads()
+    try:
+        backend.set_threads(1)
+        assert torch.get_num_threads() == 1
+        s = cb.ConvSpec(n=1, c_in=2, c_out=2, input_size=(8, 8), kernel_size=3)
+        x, w = cb.make_inputs(s)
+        p = backend.prepare(s, x, w)
+        assert p.info["threads"] == 1 and p.info["threads_requested"] == 1
+    finally:
+        backend.set_threads(old)
+    assert torch.get_num_threads() == old
+
+
+def test_info_and_versions(backend):
+    v = backend.versions()
+    assert v["torch"] == torch.__version__
+    s = cb.ConvSpec(n=1, c_in=2, c_out=2, input_size=(8, 8), kernel_size=3, dtype="bfloat16")
+    x, w = cb.make_inputs(s)
+    p = backend.prepare(s, x, w)
+    assert isinstance(p.info["cpu_native_bf16"], bool)
+    if os.path.exists("/proc/cpuinfo"):
+        with open("/proc/cpuinfo") as fh:
+            flags = fh.read().split()
+        assert p.info["cpu_native_bf16"] == ("avx512_bf16" in flags or "amx_bf16" in flags)
+    with pytest.raises(RuntimeError):
+        p.result()
