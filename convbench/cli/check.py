@@ -21,11 +21,31 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
+def _per_family(args: argparse.Namespace, families: dict[str, list[str]]) -> int:
+    """One subprocess per backend family: frameworks never share a process (as in a sweep)."""
+    import subprocess
+
+    failed = 0
+    for names in families.values():
+        cmd = [sys.executable, "-m", "convbench", "check", *names, "--device", args.device,
+               "--level", args.level, "--seed", str(args.seed)] + (["-v"] if args.verbose else [])
+        rc = subprocess.call(cmd)
+        if rc not in (0, 1):
+            print(f"{', '.join(names)}: check process failed with exit status {rc}")
+        failed += rc != 0
+    return 1 if failed else 0
+
+
 def run(args: argparse.Namespace) -> int:
     names = list_backends(args.backends or None)
     if not names:
         print(f"no backends match {args.backends}", file=sys.stderr)
         return 2
+    families: dict[str, list[str]] = {}
+    for name in names:
+        families.setdefault(get_backend(name).family or name, []).append(name)
+    if len(families) > 1:
+        return _per_family(args, families)
     failed = 0
     for name in names:
         b = get_backend(name)
