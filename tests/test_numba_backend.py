@@ -1,0 +1,286 @@
+"""The numba backend: every algorithm against the float64 reference, refusals, threads, cache.
+
+The first run compiles every kernel for float32 and float64 (numba's on-disk cache makes later
+runs fast); the specs are kept small so the checks themselves are cheap.
+"""
+import glob
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import convbench as cb
+from convbench.errors import UnsupportedError
+from convbench.spec import TOLERANCES
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def test_module_import_does_not_import_numba():
+    code = ("import sys, convbench as cb, convbench_backends.numba_backend as m; "
+            "b = cb.get_backend('numba'); b.algorithms('cpu'); "
+            "s = cb.ConvSpec(n=1, c_in=2, c_out=2, input_size=(5, 5), kernel_size=3); "
+            "[b.supports(s, 'cpu', a) for a in b.algorithms('cpu')]; "
+            "print('numba' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "False"
+
+
+def test_missing_numba_reports_install_hint():
+    code = ("import sys; sys.modules['numba'] = None; import convbench as cb; "
+            "from convbench.errors import BackendUnavailableError; "
+            "b = cb.get_backend('numba'); a = b.available(); "
+            "s = cb.ConvSpec(n=1, c_in=1, c_out=1, input_size=(4,), kernel_size=1); "
+            "x, w = cb.make_inputs(s)\n"
+            "try:\n    b.prepare(s, x, w)\nexcept BackendUnavailableError as e:\n    print('raised:', e)\n"
+            "print(bool(a), a.reason)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert "raised:" in out.stdout
+    last = out.stdout.strip().splitlines()[-1]
+    assert last.startswith("False") and "pip install convbench[numba]" in last
+
+
+numba = pytest.importorskip("numba", reason="numba is not installed: pip install convbench[numba]")
+
+
+@pytest.fixture(scope="module")
+def backend():
+    return cb.get_backend("numba")
+
+
+def _check(backend, spec, algorithm, seed=0):
+    x, w = cb.make_inputs(spec, seed=seed)
+    x0, w0 = x.copy(), w.copy()
+    p = backend.prepare(spec, x, w, algorithm=algorithm)
+    p.run()
+    p.synchronize()
+    y = p.result()
+    assert y.shape == spec.output_shape and y.dtype == np.dtype(spec.dtype)
+    assert np.array_equal(x, x0) and np.array_equal(w, w0), "inputs modified"
+    err = cb.relative_error(y, cb.reference(spec, x, w))
+    return err, p
+
+
+def _spec(**kw):
+    base = dict(n=2, c_in=4, c_out=6, input_size=(7, 6), kernel_size=3)
+    base.update(kw)
+    return cb.ConvSpec(**base)
+
+
+DIRECT_SPECS = [
+    _spec(input_size=(13,), kernel_size=5, stride=2, padding=((2, 1),), c_in=3, c_out=5),
+    _spec(input_size=(13,), kernel_size=3, dilation=3, padding=3, layout="channels_last"),
+    _spec(padding=1),
+    _spec(padding=((1, 2), (0, 1)), stride=(2, 1), dilation=(1, 2), layout="channels_last"),
+    _spec(kernel_size=(3, 2), stride=2, padding=((0, 2), (1, 0)), groups=2, dtype="float64"),
+    _spec(c_in=6, c_out=6, groups=3, padding=1, layout="channels_last", dtype="float64"),
+    _spec(c_in=5, c_out=5, groups=5, padding=1),  # depthwise through the generic kernel
+    _spec(c_in=3, c_out=9, kernel_size=1),
+    _spec(input_size=(5, 4, 5), padding=1, stride=(1, 2, 1)),
+    _spec(input_size=(5, 4, 5), kernel_size=(2, 3, 2), dilation=(2, 1, 1), groups=2,
+          layout="channels_last", dtype="float64"),
+    # transposed: gather through the zero-upsampled input
+    _spec(c_in=4, c_out=2, stride=2, padding=1, output_padding=1, transposed=True),
+    _spec(c_in=4, c_out=6, groups=2, stride=(2, 3), padding=((0, 1), (2, 0)), dilation=(1, 2),
+          transposed=True, layout="channels_last", dtype="float64"),
+    _spec(input_size=(9,), c_in=3, c_out=3, kernel_size=4, padding=5, stride=3, transposed=True),
+    _spec(input_size=(3, 4, 3), c_in=2, c_out=4, stride=2, transposed=True, layout="channels_last"),
+    # more than one channel block and pixel block (tails on both)
+    _spec(n=1, c_in=37, c_out=70, input_size=(11, 13), padding=1, layout="channels_last"),
+    _spec(n=1, c_in=37, c_out=70, input_size=(11, 13), padding=1, stride=2),
+]
+
+
+@pytest.mark.parametrize("spec", DIRECT_SPECS, ids=lambda s: s.label)
+def test_direct_matches_reference(backend, spec):
+    err, p = _check(backend, spec, "direct")
+    assert err <= TOLERANCES[spec.dtype], f"{spec.label}: {err:.2e}"
+    assert "kernel" in p.info and "threads" in p.info
+
+
+DEPTHWISE_SPECS = [
+    _spec(c_in=5, c_out=5, groups=5, padding=1),
+    _spec(c_in=5, c_out=5, groups=5, padding=1, layout="channels_last"),
+    _spec(n=1, c_in=6, c_out=6, groups=6, input_size=(9, 8), stride=2, padding=((1, 2), (0, 1)),
+          dilation=(1, 2), layout="channels_last", dtype="float64"),
+    _spec(n=1, c_in=6, c_out=6, groups=6, input_size=(9, 8), stride=2, padding=1, dtype="float64"),
+    _spec(c_in=3, c_out=3, groups=3, input_size=(2, 2), padding=1),  # no interior pixel at all
+    _spec(c_in=3, c_out=3, groups=3, input_size=(6, 7), padding=0, dilation=2, layout="channels_last"),
+    _spec(c_in=3, c_out=3, groups=3, input_size=(6, 7), padding=((2, 0), (0, 2))),
+    _spec(c_in=4, c_out=4, groups=4, input_size=(13,), kernel_size=5, stride=2, padding=2),
+    _spec(c_in=4, c_out=4, groups=4, input_size=(5, 4, 5), padding=1, layout="channels_last"),
+    _spec(n=1, c_in=16, c_out=16, groups=16, input_size=(12, 12), padding=1, layout="channels_last"),
+    _spec(n=1, c_in=16, c_out=16, groups=16, input_size=(12, 12), padding=1),
+]
+
+
+@pytest.mark.parametrize("spec", DEPTHWISE_SPECS, ids=lambda s: s.label)
+def test_depthwise_matches_reference(backend, spec):
+    err, _ = _check(backend, spec, "depthwise")
+    assert err <= TOLERANCES[spec.dtype], f"{spec.label}: {err:.2e}"
+
+
+WINOGRAD = ["winograd-f2x3", "winograd-f4x3", "winograd-f2x3-pretransformed",
+            "winograd-f4x3-pretransformed", "winograd-f2x3-pretransformed-blas",
+            "winograd-f4x3-pretransformed-blas"]
+WINOGRAD_SPECS = [
+    _spec(n=2, c_in=8, c_out=16, input_size=(10, 9), padding=1),
+    _spec(n=1, c_in=8, c_out=16, input_size=(10, 9), padding=1, layout="channels_last"),
+    _spec(n=1, c_in=3, c_out=5, input_size=(7, 11), padding=0, layout="channels_last"),
+    _spec(n=1, c_in=3, c_out=5, input_size=(7, 11), padding=((2, 0), (1, 3)), dtype="float64"),
+    _spec(n=1, c_in=5, c_out=4, input_size=(3, 3), padding=2, layout="channels_last", dtype="float64"),
+]
+
+
+@pytest.mark.parametrize("algorithm", WINOGRAD)
+@pytest.mark.parametrize("spec", WINOGRAD_SPECS, ids=lambda s: s.label)
+def test_winograd_matches_reference(backend, spec, algorithm):
+    err, p = _check(backend, spec, algorithm)
+    assert err <= backend.tolerance(spec, "cpu", algorithm), f"{spec.label}: {err:.2e}"
+    assert backend.tolerance(spec, "cpu", algorithm) == TOLERANCES[spec.dtype]
+    expect = "prepare" if "-pretransformed" in algorithm else "every run"
+    assert expect in p.info["weight_transform"]
+
+
+@pytest.mark.parametrize("m", [2, 4])
+def test_winograd_matrices_compute_a_correlation(m):
+    """A^T [(G g) * (B^T d)] is the valid 1-D correlation of d (m+2 values) with g (3 taps)."""
+    from convbench_backends.numba_backend import winograd_matrices
+
+    mats = winograd_matrices(m)
+    rng = np.random.default_rng(m)
+    d, g = rng.standard_normal(m + 2), rng.standard_normal(3)
+    expected = np.array([d[i:i + 3] @ g for i in range(m)])
+    got = mats["AT"] @ ((mats["G"] @ g) * (mats["BT"] @ d))
+    np.testing.assert_allclose(got, expected, rtol=1e-12, atol=1e-12)
+
+
+def test_winograd_f4_error_measured_on_a_resnet_layer(backend):
+    """F(4x4,3x3) loses accuracy against F(2x2,3x3) but stays within the float32 bound.
+
+    Measured on this machine on the ResNet-50 3x3 layers (64x56, 128x28, 256x14, 512x7, n=1,
+    float32, benchmarks/custom_kernels_cpu.py): norm-wise relative error 1.0e-6 to 3.0e-6 for
+    F(4x4,3x3), 1.5e-7 to 5.0e-7 for F(2x2,3x3) (the BLAS variants at the top of both ranges),
+    1.7e-7 to 4.0e-7 for direct.
+    """
+    spec = cb.ConvSpec(n=1, c_in=128, c_out=128, input_size=(28, 28), kernel_size=3, padding=1,
+                       layout="channels_last")
+    errs = {a: _check(backend, spec, a)[0] for a in ("direct",) + tuple(WINOGRAD)}
+    assert max(errs.values()) <= TOLERANCES["float32"]
+    for variant in ("", "-pretransformed", "-pretransformed-blas"):
+        assert errs["winograd-f4x3" + variant] > errs["winograd-f2x3" + variant]
+    assert backend.expected_failure(spec, "cpu", "winograd-f4x3") is None
+
+
+REFUSED = [
+    (_spec(dtype="float16"), "direct", "float16"),
+    (_spec(dtype="bfloat16", layout="channels_last"), "winograd-f2x3", "bfloat16"),
+    (_spec(padding=1, stride=2), "winograd-f4x3", "stride"),
+    (_spec(padding=1, dilation=2), "winograd-f2x3-pretransformed", "dilation"),
+    (_spec(kernel_size=(3, 5), padding=1), "winograd-f4x3-pretransformed", "kernel"),
+    (_spec(c_in=4, c_out=4, groups=2, padding=1), "winograd-f2x3", "groups"),
+    (_spec(input_size=(9,), padding=1), "winograd-f2x3", "1-D"),
+    (_spec(padding=1, transposed=True), "winograd-f2x3", "transposed"),
+    (_spec(padding=1), "depthwise", "groups"),
+    (_spec(c_in=3, c_out=6, groups=3, padding=1), "depthwise", "multiplier"),
+    (_spec(c_in=3, c_out=3, groups=3, padding=1, transposed=True), "depthwise", "transposed"),
+]
+
+
+@pytest.mark.parametrize("spec,algorithm,word", REFUSED, ids=lambda v: getattr(v, "label", str(v)))
+def test_unsupported_specs_are_refused_with_a_reason(backend, spec, algorithm, word):
+    sup = backend.supports(spec, "cpu", algorithm)
+    assert not sup and word in sup.reason
+    x, w = cb.make_inputs(spec)
+    with pytest.raises(UnsupportedError):
+        backend.prepare(spec, x, w, algorithm=algorithm)
+
+
+def test_no_cuda_device(backend):
+    assert backend.algorithms("cuda") == []
+    assert not backend.supports(_spec(), "cuda")
+
+
+def test_compilation_happens_in_prepare_not_in_run(backend):
+    from convbench_backends import _numba_kernels as k
+
+    spec = _spec(n=1, c_in=3, c_out=4, input_size=(6, 5), padding=1, layout="channels_last")
+    x, w = cb.make_inputs(spec)
+    for algorithm in ("direct", "winograd-f2x3", "winograd-f4x3-pretransformed-blas"):
+        p = backend.prepare(spec, x, w, algorithm=algorithm)
+        kernels = (k.stage_input, k.direct_conv, k._mk_p4q4, k._mk_p4q1, k.winograd_conv,
+                   k.wino_input, k.wino_output, k.wino_weights)
+        before = [(len(f.signatures), sum(f.stats.cache_misses.values())) for f in kernels]
+        p.run()
+        assert [(len(f.signatures), sum(f.stats.cache_misses.values())) for f in kernels] == before
+        assert p.info["numba_cache"] in ("compiled", "loaded from cache", "already in memory")
+
+
+def test_threads_are_set_and_recorded(backend):
+    spec = _spec(n=1, padding=1)
+    x, w = cb.make_inputs(spec)
+    try:
+        backend.set_threads(1)
+        p = backend.prepare(spec, x, w, algorithm="direct")
+        assert p.info["threads"] == 1 and numba.get_num_threads() == 1
+        backend.set_threads(10_000)
+        p = backend.prepare(spec, x, w, algorithm="direct")
+        assert p.info["threads"] == numba.config.NUMBA_NUM_THREADS
+        assert "NUMBA_NUM_THREADS" in p.info["threads_note"]
+    finally:
+        backend.set_threads(numba.config.NUMBA_NUM_THREADS)
+
+
+def test_a_second_process_loads_the_compiled_kernels_from_the_cache(backend):
+    """Kernels compiled here (or in an earlier run) are cached on disk; a new process loads them."""
+    from convbench_backends import _numba_kernels as k
+
+    spec = _spec(n=1, padding=1, layout="channels_last")
+    x, w = cb.make_inputs(spec)
+    backend.prepare(spec, x, w, algorithm="direct")  # compiles or loads; either way writes the cache
+    cache_dir = k.direct_conv._cache._cache_path
+    assert glob.glob(os.path.join(cache_dir, "_numba_kernels.direct_conv-*.nbi"))
+    assert glob.glob(os.path.join(cache_dir, "_numba_kernels.direct_conv-*.nbc"))
+    code = ("import convbench as cb; b = cb.get_backend('numba'); "
+            "s = cb.ConvSpec(n=1, c_in=4, c_out=6, input_size=(7, 6), kernel_size=3, padding=1, "
+            "layout='channels_last'); x, w = cb.make_inputs(s); "
+            "print(b.prepare(s, x, w, algorithm='direct').info['numba_cache'])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300,
+                         env={**os.environ})
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == "loaded from cache"
+
+
+@pytest.mark.slow
+def test_cold_cache_compiles_then_loads(tmp_path):
+    """With an empty NUMBA_CACHE_DIR the first process compiles, the second loads."""
+    code = ("import convbench as cb; b = cb.get_backend('numba'); "
+            "s = cb.ConvSpec(n=1, c_in=4, c_out=6, input_size=(7, 6), kernel_size=3, padding=1); "
+            "x, w = cb.make_inputs(s); print(b.prepare(s, x, w, algorithm='direct').info['numba_cache'])")
+    env = {**os.environ, "NUMBA_CACHE_DIR": str(tmp_path)}
+    first = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, env=env)
+    assert first.returncode == 0, first.stderr
+    assert first.stdout.strip().splitlines()[-1] == "compiled"
+    assert glob.glob(os.path.join(str(tmp_path), "**", "*.nbi"), recursive=True)
+    second = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, env=env)
+    assert second.returncode == 0, second.stderr
+    assert second.stdout.strip().splitlines()[-1] == "loaded from cache"
+
+
+def test_check_backend_passes(backend):
+    testing = pytest.importorskip("convbench.testing")
+    report = testing.check_backend(backend)
+    assert report.ok, report.summary()
+    assert report.count("pass") > 0
+
+
+@pytest.mark.slow
+def test_check_backend_extended(backend):
+    from convbench.testing import check_backend
+
+    report = check_backend(backend, level="extended")
+    assert report.ok, report.summary()
