@@ -38,7 +38,9 @@ def __getattr__(name: str) -> Any:
             if exc.name == _LAZY[name]:
                 raise AttributeError(f"convbench.{name} is not available in this build") from exc
             raise
-        return getattr(module, name)
+        value = getattr(module, name)
+        globals()[name] = value  # later look-ups skip this function (convbench.conv is hot)
+        return value
     raise AttributeError(f"module 'convbench' has no attribute {name!r}")
 
 

@@ -1,0 +1,272 @@
+"""`convbench cache ...`: inspect, share, prune and re-check the tuned-algorithm cache."""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import random
+import sys
+import tempfile
+from typing import Any, Optional
+
+from ._table import format_table
+
+
+def _add_cache_opt(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--cache", default=None, metavar="PATH",
+                   help="cache file (default: $CONVBENCH_CACHE or the user cache directory)")
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    p = sub.add_parser("cache", help="show, query, export/import, prune or verify the tuned cache",
+                       description="The tuned-algorithm cache: the winning candidate per problem, "
+                                   "machine, thread count and device, written by every sweep.")
+    cs = p.add_subparsers(dest="cache_command", metavar="ACTION")
+
+    s = cs.add_parser("show", help="list the cached entries")
+    _add_cache_opt(s)
+    s.add_argument("--all-machines", action="store_true", help="also entries tuned on other machines")
+    s.add_argument("--device", choices=("cpu", "cuda"), default=None)
+    s.add_argument("--json", action="store_true", help="print the entries as JSON")
+    s.set_defaults(func=run_show)
+
+    q = cs.add_parser("query", help="what the cache (or the predictor) chooses for one problem")
+    _add_cache_opt(q)
+    q.add_argument("spec", metavar="SPEC", help="a benchdnn descriptor, e.g. mb1ic64ih56oc64kh3ph1")
+    q.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    q.add_argument("--dtype", default=None, help="the problem's dtype (default float32)")
+    q.add_argument("--layout", default=None, help="channels_first (default) or channels_last")
+    q.add_argument("--transposed", action="store_true", help="read SPEC as a deconvolution (benchdnn deconv)")
+    q.add_argument("--threads", type=int, default=None, help="thread count (default: all cores, else closest cached)")
+    q.set_defaults(func=run_query)
+
+    e = cs.add_parser("export", help="write the cache as versioned JSON (to share it)")
+    _add_cache_opt(e)
+    e.add_argument("file", metavar="FILE")
+    e.set_defaults(func=run_export)
+
+    i = cs.add_parser("import", help="read entries from an exported JSON file")
+    _add_cache_opt(i)
+    i.add_argument("file", metavar="FILE")
+    i.add_argument("--replace", choices=("newer", "always", "never"), default="newer",
+                   help="when an entry already exists: keep the more recent measurement (default), "
+                        "always take the imported one, or never replace")
+    i.set_defaults(func=run_import)
+
+    r = cs.add_parser("prune", help="remove stale, old or matching entries")
+    _add_cache_opt(r)
+    r.add_argument("--stale", action="store_true",
+                   help="entries of this machine measured under other software versions")
+    r.add_argument("--older-than", type=float, default=None, metavar="DAYS",
+                   help="entries measured more than DAYS days ago")
+    r.add_argument("--pattern", default=None, metavar="GLOB",
+                   help="entries whose spec key, candidate or problem name matches GLOB")
+    r.add_argument("--dry-run", action="store_true", help="list what would be removed")
+    r.set_defaults(func=run_prune)
+
+    v = cs.add_parser("verify", help="re-time a sample of entries; report those whose winner changed")
+    _add_cache_opt(v)
+    v.add_argument("--sample", type=int, default=5, metavar="K", help="entries to re-check (default 5; 0: all)")
+    v.add_argument("--seed", type=int, default=0, help="which entries are sampled")
+    v.add_argument("--budget", type=float, default=None, metavar="SECONDS", help="timing budget per candidate")
+    v.add_argument("--backends", "-b", nargs="+", default=None, metavar="PATTERN",
+                   help="backends to re-time (default: all)")
+    v.add_argument("--strategy", default="exhaustive", help="exhaustive (default) or race")
+    v.add_argument("--update", action="store_true", help="store the re-measured winners in the cache")
+    v.set_defaults(func=run_verify)
+    p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
+
+
+# ---- helpers ------------------------------------------------------------------------------
+def _fmt(seconds: Optional[float]) -> str:
+    from ..sweep import fmt_time
+
+    return fmt_time(seconds)
+
+
+def _label(e: Any) -> str:
+    from ..spec import ConvSpec
+
+    try:
+        return ConvSpec.from_dict(e.spec).label
+    except Exception:
+        return e.spec_key
+
+
+def _here() -> dict[str, str]:
+    from ..cache import current_environment, machine_key
+
+    env = current_environment()
+    return {d: machine_key(env, d) for d in ("cpu", "cuda")}
+
+
+def _status(e: Any, here: dict[str, str]) -> str:
+    from ..cache import current_versions, stale_reasons
+
+    if e.machine != here.get(e.device):
+        return "other machine"
+    reasons = stale_reasons(e.versions, current_versions(e.device), e.device)
+    return "stale: " + "; ".join(reasons) if reasons else "current"
+
+
+# ---- actions ------------------------------------------------------------------------------
+def run_show(args: argparse.Namespace) -> int:
+    from ..cache import open_cache
+
+    tc = open_cache(args.cache, create=False)
+    here = _here()
+    entries = [e for e in tc.entries(device=args.device)
+               if args.all_machines or e.machine == here.get(e.device)]
+    if args.json:
+        print(json.dumps([e.to_json() for e in entries], indent=1))
+        return 0
+    total = len(tc)
+    print(f"cache {tc.path}: {total} entr{'y' if total == 1 else 'ies'}"
+          + ("" if args.all_machines else f", {len(entries)} for this machine"))
+    if not entries:
+        return 0
+    rows = []
+    for e in entries:
+        margin = "-" if e.margin is None else f"{e.margin * 100:+.1f}%"
+        rows.append([_label(e), e.device, e.threads or "-", e.candidate, _fmt(e.median_s),
+                     e.runner_up or "-", margin, "yes" if e.decisive else "tie" if e.runner_up else "-",
+                     _status(e, here), e.run_id or "-"])
+    print(format_table(["problem", "device", "threads", "winner", "median", "runner-up", "margin",
+                        "decisive", "status", "run"], rows, max_width=48))
+    return 0
+
+
+def run_query(args: argparse.Namespace) -> int:
+    from ..cache import lookup, open_cache
+    from ..predict import predict
+    from ..spec import ConvSpec
+
+    over = {k: v for k, v in (("dtype", args.dtype), ("layout", args.layout)) if v}
+    spec = ConvSpec.from_benchdnn(args.spec, transposed=args.transposed, **over)
+    tc = open_cache(args.cache, create=False)
+    print(f"problem: {spec.label}\nkey:     {spec.key}")
+    choice = lookup(spec, args.device, threads=args.threads, policy="ignore", cache=tc)
+    if choice is None:
+        pred = predict(spec, args.device, threads=args.threads, cache=tc)
+        print(f"cache:   miss on this machine ({args.device})")
+        print(f"{pred.source}: {pred.candidate}")
+        code = 1
+    else:
+        margin = "-" if choice.margin is None else f"{choice.margin * 100:+.1f}%"
+        print(f"choice:  {choice.candidate}  median {_fmt(choice.median_s)}  runner-up "
+              f"{choice.runner_up or '-'} ({margin}, {'decisive' if choice.decisive else 'tie'})")
+        print(f"tuned:   {choice.threads} threads, run {choice.run_id}, {choice.timestamp}")
+        print("status:  " + ("stale: " + "; ".join(choice.stale_reasons) if choice.stale else "current"))
+        code = 0
+    others = [e for e in tc.entries(spec_key=spec.key)]
+    if others:
+        here = _here()
+        rows = [[e.device, e.threads or "-", e.machine_desc or e.machine, e.candidate, _fmt(e.median_s),
+                 _status(e, here)] for e in others]
+        print("\nall entries for this problem:")
+        print(format_table(["device", "threads", "machine", "winner", "median", "status"], rows, max_width=60))
+    return code
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from ..cache import open_cache
+    from ..errors import CacheError
+
+    tc = open_cache(args.cache, create=False)
+    if not tc.path.exists():
+        raise CacheError(f"cache file {str(tc.path)!r} does not exist; nothing to export")
+    doc = tc.export_json(args.file)
+    print(f"exported {len(doc['entries'])} entries from {tc.path} to {args.file}")
+    return 0
+
+
+def run_import(args: argparse.Namespace) -> int:
+    from ..cache import open_cache, parse_export
+
+    entries = parse_export(args.file)
+    tc = open_cache(args.cache)
+    n = tc.put_many(entries, replace=args.replace)
+    print(f"imported {n} of {len(entries)} entries into {tc.path}"
+          + (f" ({len(entries) - n} kept: the cached measurement is newer or --replace never)"
+             if n < len(entries) else ""))
+    return 0
+
+
+def run_prune(args: argparse.Namespace) -> int:
+    from ..cache import open_cache
+
+    tc = open_cache(args.cache, create=False)
+    victims = tc.prune(stale=args.stale, older_than_days=args.older_than, pattern=args.pattern,
+                       dry_run=args.dry_run)
+    verb = "would remove" if args.dry_run else "removed"
+    print(f"{verb} {len(victims)} entr{'y' if len(victims) == 1 else 'ies'} from {tc.path}")
+    for e in victims:
+        print(f"  {e.spec_key} {e.device} threads={e.threads}: {e.candidate} ({e.timestamp})")
+    return 0
+
+
+def run_verify(args: argparse.Namespace) -> int:
+    from ..cache import open_cache, update_from_run
+    from ..errors import CacheError
+    from ..predict import geomean
+    from ..selection import select_winners
+    from ..spec import ConvSpec
+    from ..sweep import sweep
+
+    tc = open_cache(args.cache, create=False)
+    here = _here()
+    mine = [e for e in tc.entries() if e.machine == here.get(e.device)]
+    if not mine:
+        print(f"cache {tc.path}: no entries for this machine; nothing to verify")
+        return 0
+    if args.sample < 0:
+        raise CacheError(f"--sample: {args.sample} must be >= 0 (0: every entry)")
+    picked = mine if args.sample == 0 or args.sample >= len(mine) else \
+        random.Random(args.seed).sample(mine, args.sample)
+    print(f"re-timing {len(picked)} of {len(mine)} entries of this machine in fresh worker processes ...",
+          file=sys.stderr)
+    groups: dict[tuple[int, str], list[Any]] = {}
+    for e in picked:
+        groups.setdefault((e.threads, e.device), []).append(e)
+    rows, ratios, changed = [], [], 0
+    for (threads, device), ents in sorted(groups.items()):
+        specs = [ConvSpec.from_dict({**e.spec, "name": f"entry{i + 1}"}) for i, e in enumerate(ents)]
+        with tempfile.TemporaryDirectory(prefix="convbench-verify-") as tmp:
+            res = sweep(specs, backends=args.backends, device=device,
+                        threads=threads or None, budget_s=args.budget, out=tmp, strategy=args.strategy,
+                        progress=False, update_cache=False, command=["convbench", "cache", "verify"],
+                        peak={"gemm_gflops": None, "gemm_dtype": "float32", "bandwidth_gbs": None,
+                              "note": "not measured by cache verify"})
+            winners = select_winners(res.records)
+            if args.update:
+                print(str(update_from_run(res.run_dir, cache=tc)), file=sys.stderr)
+        for i, e in enumerate(ents):
+            name = f"entry{i + 1}"
+            w = winners.get((name, device))
+            recs = {r["candidate"]: r for r in res.records if r["problem"] == name}
+            old = recs.get(e.candidate)
+            if w is None:
+                rows.append([_label(e), e.candidate, "-", "-", "-", "-", "no candidate ok now"])
+                continue
+            old_med = old.get("median_s") if old and old.get("status") == "ok" else None
+            fastest = min(r["median_s"] for r in recs.values() if r.get("status") == "ok")
+            ratio = old_med / fastest if old_med else math.inf
+            if old_med:
+                ratios.append(ratio)
+            if w.candidate == e.candidate:
+                verdict = "same winner"
+            elif e.candidate in (w.tied or []):
+                verdict = f"tie with {w.candidate}"
+            else:
+                verdict = "CHANGED"
+                changed += 1
+            rows.append([_label(e), e.candidate, w.candidate, _fmt(old_med), _fmt(fastest),
+                         f"{ratio:.3f}" if math.isfinite(ratio) else "not ok now", verdict])
+    print(format_table(["problem", "cached choice", "winner now", "cached choice now", "fastest now",
+                        "ratio", "verdict"],
+                       rows, max_width=48))
+    if ratios:
+        print(f"\nregret of the cached choice (its median / fastest median, re-timed now): "
+              f"geometric mean {geomean(ratios):.3f}, worst {max(ratios):.3f} over {len(ratios)} entries")
+    print(f"{changed} of {len(picked)} winners changed")
+    return 1 if changed else 0

@@ -1,0 +1,600 @@
+"""``convbench.conv()``: run the tuned choice for this shape on the caller's own arrays.
+
+What a call does: the first call for a combination of input type, shapes, dtypes, device and
+convolution parameters builds a *plan* (the ConvSpec, the chosen candidate, and a callable
+that runs it on the caller's arrays) and memoises it in this process; later calls with the
+same combination look the plan up in a dict and call it.
+
+Choosing (policies):
+
+- ``"cache"``: the cached choice (:func:`convbench.lookup`, stale entries are used with a
+  warning); if it cannot run on this input type (see below) the cached runner-up, if it can;
+  otherwise, and on a miss, the predicted choice (:func:`convbench.predict.predict`).
+- ``"tune"``: like ``"cache"``, but a miss times the eligible candidates now, in this
+  process, exactly as ``conv()`` will call them, stores the winner in the cache
+  (``source`` "conv(tune, <input type>)") and uses it.
+- ``"heuristic"``: no cache lookup: the predictor (nearest cached neighbours), else the
+  documented heuristic of :mod:`convbench.predict`.
+
+Copies are not hidden. The caller's activations and weights are handed to a candidate only
+through zero-copy views; a candidate that would need a copy of them for this input type is
+*excluded* for it (never used by ``conv()``):
+
+==================  =====================================================================
+input               eligible candidates
+==================  =====================================================================
+numpy array         ``torch`` on cpu (``torch.from_numpy`` views, bfloat16 through an
+                    int16 view) and the NumPy/SciPy family (their ``prepare()`` keeps views
+                    of the inputs; any padding copy is part of their ``run()``)
+torch CPU tensor    ``torch`` on cpu; the NumPy/SciPy family through ``Tensor.numpy()``
+                    views, unless a tensor requires grad (autograd would silently stop)
+torch CUDA tensor   ``torch`` on cuda
+==================  =====================================================================
+
+Algorithms that transform the weights ahead of time (``*-precomputed-weights``, prepacked,
+...) are excluded too: conv() prepares on every call, so the transformation that a sweep
+leaves untimed would be paid, unmeasured, on every call.
+TensorFlow (``tf.convert_to_tensor`` copies), Triton and numba (their ``prepare()`` owns
+its device/array copies) and third-party backends are excluded, unless a backend provides
+``dispatch_callable(spec, algorithm, device, input_kind) -> callable(x, w) | None``, which
+must run on the given arrays without copying them. Outputs are new arrays: the NumPy/SciPy
+backends' ``Prepared.result()`` copies their output buffer once (that copy, and their
+``prepare()`` allocations, are paid per call; ``policy="tune"`` times them, a sweep does not).
+
+"Calling the chosen candidate directly", the baseline of the 20 µs overhead bound, means:
+for ``torch`` the same ``torch.nn.functional.conv*`` call with the candidate's settings
+(memory format, mkldnn/cuDNN flags) on the caller's tensors; for the NumPy/SciPy backends
+``backend.prepare(spec, x, w, algorithm)``, ``run()``, ``result()``.
+``benchmarks/dispatch_overhead.py`` measures both side by side.
+
+For fast repeated calls pass ``stride``, ``padding``, ... as ints, tuples or strings (lists
+cannot be dict keys, so they take the slow path on every call).
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import threading
+from dataclasses import dataclass
+from typing import Any, Callable, Optional, Union
+
+import numpy as np
+
+from .cache import Choice, PathLike, TunedCache, lookup, open_cache
+from .errors import ConvbenchError, InvalidInputError, UnsupportedError
+from .registry import Candidate, get_backend, list_backends
+from .spec import ConvSpec, canonical_dtype
+
+POLICIES = ("cache", "tune", "heuristic")
+#: policy="tune": timing budget per candidate (seconds) and backend name patterns (None: all)
+TUNE_BUDGET_S = 0.1
+TUNE_BACKENDS: Optional[list[str]] = None
+KINDS = ("numpy", "torch-cpu", "torch-cuda")
+
+#: torch backend algorithms -> (memory format, flag, allow_tf32); mirrors
+#: convbench_backends.torch_backend (flag: mkldnn enabled on cpu, cudnn.benchmark on cuda).
+#: tests/test_dispatch.py checks every entry against the torch backend's own results.
+_TORCH_ALGOS = {
+    "default": ("contiguous", True, False),
+    "channels_last": ("channels_last", True, False),
+    "native": ("contiguous", False, False),
+    "cudnn": ("contiguous", False, False),
+    "cudnn-benchmark": ("contiguous", True, False),
+    "cudnn-tf32": ("contiguous", False, True),
+    "cudnn-channels-last": ("channels_last", False, False),
+}
+
+
+@dataclass
+class Plan:
+    """How conv() runs one combination of inputs: the spec, the choice and the callable."""
+
+    spec: ConvSpec
+    kind: str
+    device: str
+    choice: Choice
+    run: Callable[[Any, Any], Any]
+
+    def __call__(self, x: Any, w: Any) -> Any:
+        return self.run(x, w)
+
+
+_MEMO: dict[tuple, Plan] = {}
+_LOCK = threading.Lock()
+
+
+def clear_memo() -> None:
+    """Forget every plan of this process (e.g. after the cache was updated elsewhere)."""
+    with _LOCK:
+        _MEMO.clear()
+
+
+# ---- the entry point ----------------------------------------------------------------------
+def conv(x: Any, w: Any, stride: Any = 1, padding: Any = 0, dilation: Any = 1, groups: int = 1,
+         transposed: bool = False, output_padding: Any = 0, policy: str = "cache",
+         device: Optional[str] = None, cache: Union[None, PathLike, TunedCache] = None,
+         layout: str = "channels_first") -> Any:
+    """Convolve ``x`` with ``w`` using the fastest known candidate; returns the caller's type.
+
+    ``x``/``w``: numpy arrays or torch tensors (not mixed), activations in ``layout``,
+    weights ``(C_out, C_in/groups, *k)`` (transposed: ``(C_in, C_out/groups, *k)``).
+    Parameters as in :class:`~convbench.ConvSpec`. ``device``: None (where the data is) or
+    that device; data is never moved. See the module docstring for policies and copies.
+    """
+    tx = type(x)
+    try:
+        if tx is np.ndarray:
+            key = (tx, type(w), x.shape, x.dtype, w.shape, w.dtype, stride, padding, dilation,
+                   groups, transposed, output_padding, policy, device, cache, layout)
+        else:
+            key = (tx, type(w), x.shape, x.dtype, w.shape, w.dtype, x.device, w.device,
+                   x.requires_grad or w.requires_grad, stride, padding, dilation, groups,
+                   transposed, output_padding, policy, device, cache, layout)
+        plan = _MEMO[key]
+    except (KeyError, TypeError, AttributeError):
+        plan = _plan_for(x, w, stride, padding, dilation, groups, transposed, output_padding,
+                         policy, device, cache, layout)
+        try:
+            with _LOCK:
+                _MEMO[key] = plan
+        except (TypeError, UnboundLocalError, NameError):
+            pass  # unhashable arguments: no memo, plan again next time
+    return plan.run(x, w)
+
+
+def plan(x: Any, w: Any, stride: Any = 1, padding: Any = 0, dilation: Any = 1, groups: int = 1,
+         transposed: bool = False, output_padding: Any = 0, policy: str = "cache",
+         device: Optional[str] = None, cache: Union[None, PathLike, TunedCache] = None,
+         layout: str = "channels_first") -> Plan:
+    """The plan conv() would use for these arguments (spec, choice, callable), without running it."""
+    return _plan_for(x, w, stride, padding, dilation, groups, transposed, output_padding, policy,
+                     device, cache, layout)
+
+
+# ---- inputs -> spec -----------------------------------------------------------------------
+def _is_torch(a: Any) -> bool:
+    return type(a).__module__.startswith("torch")
+
+
+def input_kind(x: Any, w: Any) -> str:
+    """"numpy", "torch-cpu" or "torch-cuda"; InvalidInputError for anything else or a mix."""
+    tx, tw = _is_torch(x), _is_torch(w)
+    if tx != tw:
+        raise InvalidInputError(
+            f"x and w must both be numpy arrays or both torch tensors (got {type(x).__name__} and "
+            f"{type(w).__name__}); conv() does not convert one into the other")
+    if tx:
+        if x.device != w.device:
+            raise InvalidInputError(f"x is on {x.device} but w is on {w.device}; put both on one device")
+        dev = x.device.type
+        if dev not in ("cpu", "cuda"):
+            raise InvalidInputError(f"x: torch device {x.device} is not supported (cpu or cuda)")
+        return f"torch-{dev}"
+    if not isinstance(x, np.ndarray) or not isinstance(w, np.ndarray):
+        raise InvalidInputError(
+            f"x and w must be numpy arrays or torch tensors (got {type(x).__name__} and "
+            f"{type(w).__name__}); wrap lists with numpy.asarray first")
+    return "numpy"
+
+
+def spec_from_arrays(x: Any, w: Any, stride: Any = 1, padding: Any = 0, dilation: Any = 1,
+                     groups: int = 1, transposed: bool = False, output_padding: Any = 0,
+                     layout: str = "channels_first") -> ConvSpec:
+    """The ConvSpec of convolving these arrays (shape and dtype checks with clear errors)."""
+    xs, ws = tuple(int(v) for v in x.shape), tuple(int(v) for v in w.shape)
+    if len(xs) not in (3, 4, 5):
+        raise InvalidInputError(f"x: shape {xs} must have 3, 4 or 5 dimensions (N, C, *spatial) "
+                                f"for a 1-, 2- or 3-D convolution")
+    if len(ws) != len(xs):
+        raise InvalidInputError(f"w: shape {ws} must have as many dimensions as x {xs}")
+    lay = str(layout).lower()
+    if lay in ("channels_last", "nhwc", "nwc", "ndhwc"):
+        n, c_in, spatial = xs[0], xs[-1], xs[1:-1]
+    elif lay in ("channels_first", "nchw", "ncw", "ncdhw"):
+        n, c_in, spatial = xs[0], xs[1], xs[2:]
+    else:
+        raise InvalidInputError(f"layout: {layout!r} is not a layout; use 'channels_first' or 'channels_last'")
+    if not isinstance(groups, (int, np.integer)) or isinstance(groups, bool) or groups < 1:
+        raise InvalidInputError(f"groups: {groups!r} must be an integer >= 1")
+    if transposed:
+        if ws[0] != c_in:
+            raise InvalidInputError(f"w: shape {ws}: a transposed convolution's weights are "
+                                    f"(C_in={c_in}, C_out/groups, *k); w.shape[0] is {ws[0]}")
+        c_out = ws[1] * groups
+    else:
+        if ws[1] * groups != c_in:
+            raise InvalidInputError(f"w: shape {ws}: weights are (C_out, C_in/groups={c_in}/{groups}, *k); "
+                                    f"w.shape[1] * groups = {ws[1] * groups} != C_in = {c_in}")
+        c_out = ws[0]
+    dx, dw = _dtype_name(x.dtype), _dtype_name(w.dtype)
+    if dx != dw:
+        raise InvalidInputError(f"w: dtype {dw} differs from x's dtype {dx}; convert one of them")
+    return ConvSpec(n=n, c_in=c_in, c_out=c_out, input_size=spatial, kernel_size=ws[2:],
+                    stride=_plain(stride), padding=_plain(padding), dilation=_plain(dilation),
+                    groups=int(groups), transposed=bool(transposed),
+                    output_padding=_plain(output_padding), dtype=dx, layout=lay)
+
+
+def _dtype_name(dt: Any) -> str:
+    try:
+        return canonical_dtype(dt)
+    except ConvbenchError as exc:
+        raise InvalidInputError(f"dtype {dt} is not supported by conv(): {exc}") from exc
+
+
+def _plain(v: Any) -> Any:
+    if isinstance(v, (list, tuple)):
+        return tuple(_plain(i) for i in v)
+    if isinstance(v, np.integer):
+        return int(v)
+    return v
+
+
+# ---- eligibility and runners --------------------------------------------------------------
+def _data_device(kind: str) -> str:
+    return "cuda" if kind == "torch-cuda" else "cpu"
+
+
+def eligible(kind: str, backend: str, algorithm: str, device: str, *, requires_grad: bool = False,
+             spec: Optional[ConvSpec] = None) -> bool:
+    """Whether conv() may run this candidate on inputs of ``kind`` without copying them."""
+    if device != _data_device(kind):
+        return False
+    from .selection import precomputes_weights
+
+    if precomputes_weights({"algorithm": algorithm}):
+        return False  # conv() prepares per call: the precomputation would be paid, untimed, every call
+    try:
+        b = get_backend(backend)
+    except ConvbenchError:
+        return False
+    hook = getattr(b, "dispatch_callable", None)
+    if hook is not None and spec is not None:
+        try:
+            return hook(spec, algorithm, device, kind) is not None
+        except Exception:
+            return False
+    if backend == "torch":
+        return algorithm in _TORCH_ALGOS
+    if getattr(b, "family", "") == "numpy":
+        return kind == "numpy" or (kind == "torch-cpu" and not requires_grad)
+    return False
+
+
+def _torch_fn(spec: ConvSpec, algorithm: str, device: str) -> Callable[[Any, Any], Any]:
+    """conv(x, w) on torch tensors in spec.layout with the torch backend's settings for ``algorithm``."""
+    import torch
+    import torch.nn.functional as F
+
+    memory_format, flag, allow_tf32 = _TORCH_ALGOS[algorithm]
+    d = spec.dims
+    sym = tuple(min(a, b) for a, b in spec.padding)
+    extra = [(a - q, b - q) for (a, b), q in zip(spec.padding, sym)]
+    kw: dict[str, Any] = dict(stride=spec.stride, padding=sym, dilation=spec.dilation, groups=spec.groups)
+    pad = crop = None
+    if spec.transposed:
+        fn = getattr(F, f"conv_transpose{d}d")
+        kw["output_padding"] = spec.output_padding
+        if any(a or b for a, b in extra):
+            full = [o + a + b for o, (a, b) in zip(spec.output_size, extra)]
+            crop = (slice(None), slice(None)) + tuple(slice(a, f - b) for (a, b), f in zip(extra, full))
+    else:
+        fn = getattr(F, f"conv{d}d")
+        if any(a or b for a, b in extra):
+            flat: list[int] = []
+            for a, b in reversed(extra):
+                flat += [a, b]
+            pad = tuple(flat)
+    cl = {2: torch.channels_last, 3: torch.channels_last_3d}.get(d)
+    cl_spec = spec.layout == "channels_last"
+    to_logical = (0, d + 1, *range(1, d + 1))
+    to_spatial_last = (0, *range(2, d + 2), 1)
+    stride_, pad_sym, dil, groups = kw["stride"], kw["padding"], kw["dilation"], kw["groups"]
+
+    if spec.transposed:
+        op = kw["output_padding"]
+
+        def core(t: Any, wt: Any) -> Any:
+            y = fn(t, wt, None, stride_, pad_sym, op, groups, dil)
+            return y[crop] if crop is not None else y
+    elif pad is not None:
+        def core(t: Any, wt: Any) -> Any:
+            return fn(F.pad(t, pad), wt, None, stride_, pad_sym, dil, groups)
+    else:
+        def core(t: Any, wt: Any) -> Any:
+            return fn(t, wt, None, stride_, pad_sym, dil, groups)
+
+    # conversions the torch backend does inside run() when the memory format differs from
+    # spec.layout (the weights are not converted: torch picks the channels-last kernel from
+    # the input's memory format, as it does when the weights are converted)
+    if memory_format == "contiguous":
+        if cl_spec:
+            def body(t: Any, wt: Any) -> Any:
+                return core(t.permute(*to_logical).contiguous(), wt).permute(*to_spatial_last).contiguous()
+        else:
+            body = core
+    else:
+        if cl_spec:
+            def body(t: Any, wt: Any) -> Any:
+                return core(t.permute(*to_logical), wt).permute(*to_spatial_last)
+        else:
+            def body(t: Any, wt: Any) -> Any:
+                return core(t.contiguous(memory_format=cl), wt).contiguous()
+
+    if device == "cpu":
+        get_flag, set_flag = torch._C._get_mkldnn_enabled, torch._C._set_mkldnn_enabled
+
+        def run(t: Any, wt: Any) -> Any:
+            if get_flag() == flag:
+                return body(t, wt)
+            prev = get_flag()
+            set_flag(flag)
+            try:
+                return body(t, wt)
+            finally:
+                set_flag(prev)
+        return run
+
+    cudnn = torch.backends.cudnn
+
+    def run_cuda(t: Any, wt: Any) -> Any:
+        prev = (cudnn.enabled, cudnn.benchmark, cudnn.allow_tf32)
+        if prev == (True, flag, allow_tf32):
+            return body(t, wt)
+        cudnn.enabled, cudnn.benchmark, cudnn.allow_tf32 = True, flag, allow_tf32
+        try:
+            return body(t, wt)
+        finally:
+            cudnn.enabled, cudnn.benchmark, cudnn.allow_tf32 = prev
+    return run_cuda
+
+
+def _np_to_torch(a: np.ndarray) -> Any:
+    import torch
+
+    if a.dtype.name == "bfloat16":
+        return torch.from_numpy(a.view(np.int16)).view(torch.bfloat16)
+    return torch.from_numpy(a)
+
+
+def _torch_to_np(t: Any) -> np.ndarray:
+    import torch
+
+    if t.dtype == torch.bfloat16:
+        import ml_dtypes
+
+        return t.view(torch.int16).numpy().view(ml_dtypes.bfloat16)
+    return t.numpy()
+
+
+def runner(spec: ConvSpec, kind: str, backend: str, algorithm: str, device: str) -> Callable[[Any, Any], Any]:
+    """A callable(x, w) -> y running one candidate on inputs of ``kind`` (no input copies).
+
+    UnsupportedError if the candidate is not eligible for this input kind.
+    """
+    b = get_backend(backend)
+    hook = getattr(b, "dispatch_callable", None)
+    if hook is not None:
+        fn = hook(spec, algorithm, device, kind)
+        if fn is None:
+            raise UnsupportedError(f"{backend}:{algorithm}@{device} cannot run {kind} inputs without a copy")
+        return fn
+    if not eligible(kind, backend, algorithm, device, spec=spec):
+        raise UnsupportedError(f"{backend}:{algorithm}@{device} is not eligible for {kind} inputs "
+                               f"(it would copy them); see convbench.dispatch")
+    if backend == "torch":
+        fn = _torch_fn(spec, algorithm, device)
+        if kind == "numpy":
+            if spec.dtype == "bfloat16":
+                def run_np(x: np.ndarray, w: np.ndarray) -> np.ndarray:
+                    return _torch_to_np(fn(_np_to_torch(x), _np_to_torch(w)))
+                return run_np
+            import torch
+
+            from_numpy = torch.from_numpy
+
+            def run_np_plain(x: np.ndarray, w: np.ndarray) -> np.ndarray:
+                return fn(from_numpy(x), from_numpy(w)).numpy()  # views both ways, no copy
+            return run_np_plain
+        return fn
+    # NumPy/SciPy family: the public Prepared API
+    prepare = b.prepare
+
+    def run_prepared(x: np.ndarray, w: np.ndarray) -> np.ndarray:
+        p = prepare(spec, x, w, algorithm, device)
+        p.run()
+        return p.result()
+
+    if kind == "numpy":
+        return run_prepared
+    import torch
+
+    from_numpy = torch.from_numpy
+    if spec.dtype == "bfloat16":
+        def run_tensor_bf16(x: Any, w: Any) -> Any:
+            return _np_to_torch(run_prepared(_torch_to_np(x), _torch_to_np(w)))
+        return run_tensor_bf16
+
+    def run_tensor(x: Any, w: Any) -> Any:
+        return from_numpy(run_prepared(x.numpy(), w.numpy()))  # views both ways, no copy
+    return run_tensor
+
+
+# ---- choosing -----------------------------------------------------------------------------
+def _plan_for(x: Any, w: Any, stride: Any, padding: Any, dilation: Any, groups: Any, transposed: Any,
+              output_padding: Any, policy: str, device: Optional[str], cache: Any, layout: str) -> Plan:
+    if policy not in POLICIES:
+        raise InvalidInputError(f"policy: {policy!r} is not a policy; use one of {', '.join(POLICIES)}")
+    kind = input_kind(x, w)
+    data_dev = _data_device(kind)
+    if device is not None and device != data_dev:
+        raise InvalidInputError(
+            f"device: {device!r}, but the data is on {data_dev}; conv() does not move data "
+            f"(move it yourself, then call conv)")
+    spec = spec_from_arrays(x, w, stride, padding, dilation, groups, transposed, output_padding, layout)
+    grad = bool(kind != "numpy" and (x.requires_grad or w.requires_grad))
+    choice = choose(spec, kind, data_dev, policy=policy, cache=cache, requires_grad=grad, x=x, w=w)
+    fn = runner(spec, kind, choice.backend, choice.algorithm, data_dev)
+    return Plan(spec, kind, data_dev, choice, fn)
+
+
+def _allow(spec: ConvSpec, kind: str, grad: bool) -> Callable[[str, str, str], bool]:
+    return lambda b, a, d: eligible(kind, b, a, d, requires_grad=grad, spec=spec)
+
+
+def choose(spec: ConvSpec, kind: str = "numpy", device: str = "cpu", *, policy: str = "cache",
+           cache: Union[None, PathLike, TunedCache] = None, requires_grad: bool = False,
+           x: Any = None, w: Any = None) -> Choice:
+    """The candidate conv() uses for ``spec`` on inputs of ``kind`` under ``policy``."""
+    from .predict import predict
+
+    allow = _allow(spec, kind, requires_grad)
+    if policy in ("cache", "tune"):
+        hit = lookup(spec, device, policy="warn", cache=cache)  # stale: warns once per plan
+        if hit is not None:
+            if allow(hit.backend, hit.algorithm, device) and _runs(spec, hit.backend, hit.algorithm, device):
+                return hit
+            if hit.runner_up:
+                try:
+                    ru = Candidate.parse(hit.runner_up)
+                except ConvbenchError:
+                    ru = None
+                if ru is not None and allow(ru.backend, ru.algorithm, device) \
+                        and _runs(spec, ru.backend, ru.algorithm, device):
+                    return Choice(candidate=str(ru), backend=ru.backend, algorithm=ru.algorithm,
+                                  device=device, median_s=hit.runner_up_median_s, margin=None,
+                                  stale=hit.stale, stale_reasons=hit.stale_reasons, run_id=hit.run_id,
+                                  spec_key=spec.key, source="cache-runner-up")
+        if policy == "tune" and hit is None:
+            return tune(spec, kind, device, cache=cache, requires_grad=requires_grad, x=x, w=w)
+    return predict(spec, device, cache=cache, allow=allow)
+
+
+def _runs(spec: ConvSpec, backend: str, algorithm: str, device: str) -> bool:
+    try:
+        b = get_backend(backend)
+        return bool(b.available()) and bool(b.supports(spec, device, algorithm))
+    except ConvbenchError:
+        return False
+
+
+# ---- tuning now ---------------------------------------------------------------------------
+def eligible_candidates(spec: ConvSpec, kind: str, device: str, *, requires_grad: bool = False,
+                        backends: Optional[list[str]] = None) -> list[Candidate]:
+    """Every registered, available candidate that supports ``spec`` and is eligible for ``kind``
+    (``backends``: name patterns with wildcards to consider, default all)."""
+    out = []
+    for name in list_backends(backends):
+        try:
+            b = get_backend(name)
+            if not b.available():
+                continue
+            algos = b.algorithms(device)
+        except ConvbenchError:
+            continue
+        for a in algos:
+            if eligible(kind, name, a, device, requires_grad=requires_grad, spec=spec) \
+                    and _runs(spec, name, a, device):
+                out.append(Candidate(name, a, device))
+    return out
+
+
+def _like(kind: str, a: np.ndarray, device: str) -> Any:
+    if kind == "numpy":
+        return a
+    t = _np_to_torch(np.ascontiguousarray(a))
+    return t.to(device) if device == "cuda" else t
+
+
+def tune(spec: ConvSpec, kind: str = "numpy", device: str = "cpu", *,
+         cache: Union[None, PathLike, TunedCache] = None, requires_grad: bool = False,
+         x: Any = None, w: Any = None, budget_s: Optional[float] = None, seed: int = 0,
+         backends: Optional[list[str]] = None) -> Choice:
+    """Time the eligible candidates for ``spec`` now, in this process, as conv() calls them.
+
+    Each candidate is verified first against the float64 reference (batch reduced to 2;
+    wrong answers are never timed), then raced (:func:`convbench.tuner.race_candidates`) on
+    ``x``/``w`` (or generated inputs) with ``budget_s`` per candidate (default
+    TUNE_BUDGET_S); ``backends`` limits the candidates (default TUNE_BACKENDS: all). The
+    winner (selection rules of :mod:`convbench.selection`) is stored in the cache, keyed by
+    this machine and the default thread count, and returned.
+    """
+    from . import environment
+    from .cache import default_threads, entries_from_run
+    from .reference import make_inputs, reference, relative_error
+    from .results import now_iso
+    from .timing import time_callable
+    from .tuner import RaceConfig, RoundParams, race_candidates
+
+    budget_s = TUNE_BUDGET_S if budget_s is None else float(budget_s)
+    backends = TUNE_BACKENDS if backends is None else backends
+    cands = eligible_candidates(spec, kind, device, requires_grad=requires_grad, backends=backends)
+    if not cands:
+        raise UnsupportedError(f"no eligible candidate for {spec.label} on {device} with {kind} inputs")
+    if x is None or w is None:
+        xn, wn = make_inputs(spec, seed=seed)
+        x, w = _like(kind, xn, device), _like(kind, wn, device)
+    vspec = spec if spec.n <= 2 else spec.replace(n=2)
+    vx, vw = make_inputs(vspec, seed=seed)
+    expected = reference(vspec, vx, vw)
+    vx_k, vw_k = _like(kind, vx, device), _like(kind, vw, device)
+    sync = None
+    if device == "cuda":
+        import torch
+
+        sync = torch.cuda.synchronize
+    fns = {str(c): runner(spec, kind, c.backend, c.algorithm, device) for c in cands}
+    vfns = {str(c): runner(vspec, kind, c.backend, c.algorithm, device) for c in cands}
+
+    def run_round(c: Candidate, p: RoundParams) -> dict[str, Any]:
+        out: dict[str, Any] = {"status": "ok", "message": None, "info": {}}
+        if p.verify:
+            try:
+                y = vfns[str(c)](vx_k, vw_k)
+                if kind != "numpy":
+                    y = _torch_to_np(y.detach().cpu()) if device == "cuda" else _torch_to_np(y.detach())
+                err = relative_error(np.asarray(y), expected)
+            except Exception as exc:  # noqa: BLE001 - recorded, not raised
+                return {"status": "error", "message": f"{type(exc).__name__}: {exc}", "info": {}}
+            tol = get_backend(c.backend).tolerance(spec, device, c.algorithm)
+            out["max_error"], out["tolerance"] = err, tol
+            if not err <= tol:
+                return {**out, "status": "wrong",
+                        "message": f"relative error {err:.3g} exceeds tolerance {tol:.3g}"}
+        fn = fns[str(c)]
+        try:
+            res = time_callable(lambda: fn(x, w), sync=sync, budget_s=p.budget_s,
+                                min_samples=p.min_samples, max_samples=p.max_samples,
+                                rel_ci=p.rel_ci, min_warmup_calls=1, min_warmup_s=0.01)
+        except Exception as exc:  # noqa: BLE001
+            return {"status": "error", "message": f"{type(exc).__name__}: {exc}", "info": {}}
+        out.update(res.to_dict())
+        return out
+
+    threads = default_threads()
+    raced = race_candidates(cands, run_round, budget_s=budget_s, min_samples=5, max_samples=200,
+                            rel_ci=0.02, config=RaceConfig(first_samples=3, first_max_samples=3,
+                                                           middle_fractions=(), middle_samples=()))
+    now = now_iso()
+    run_id = f"conv-tune-{_dt.datetime.now(_dt.timezone.utc).strftime('%Y%m%d-%H%M%S')}"
+    records = []
+    for c, o in raced:
+        rec = {k: o.get(k) for k in ("status", "message", "max_error", "tolerance", "median_s",
+                                     "ci_low_s", "ci_high_s", "n_samples", "info")}
+        rec.update(problem=spec.key, spec=spec.to_dict(), spec_key=spec.key, backend=c.backend,
+                   algorithm=c.algorithm, device=device, candidate=str(c), threads=threads,
+                   run_id=run_id, timestamp=now)
+        records.append(rec)
+    meta = {"run_id": run_id, "created": now, "threads": threads,
+            "environment": environment.fingerprint(threads), "strategy": "race"}
+    entries, _, _ = entries_from_run(records, meta, source=f"conv(tune, {kind} input)")
+    if not entries:
+        reasons = "; ".join(f"{r['candidate']}: {r['status']} {r.get('message') or ''}" for r in records)
+        raise UnsupportedError(f"tuning {spec.label} found no candidate that runs correctly: {reasons}")
+    tc = open_cache(cache)
+    tc.put_many(entries)
+    e = entries[0]
+    return Choice.from_entry(e, source="tuned")
+
+
+__all__ = ["conv", "plan", "choose", "tune", "runner", "eligible", "eligible_candidates",
+           "spec_from_arrays", "input_kind", "clear_memo", "Plan", "POLICIES"]

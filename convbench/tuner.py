@@ -1,0 +1,218 @@
+"""Search strategies beyond timing everything fully: ``race`` (successive halving on CIs).
+
+``race`` gives every candidate of a problem a short first round, then keeps timing only
+those that could still win:
+
+1. **Round 1** (every candidate): verified against the float64 reference (the only
+   verification; a wrong answer ends the candidate there and it is never timed), then
+   ``RaceConfig.first_samples``..``first_max_samples`` samples (default 3..5) within
+   ``first_fraction`` (0.1) of the per-candidate budget.
+2. After each round the *leader* is the candidate with the fastest median over its samples
+   so far; every candidate whose 95% CI lower bound of the median exceeds the leader's CI
+   upper bound is **dropped**: it is slower beyond doubt. (With 5 or fewer samples the
+   distribution-free CI is [min, max]: a candidate is dropped when its fastest call is
+   slower than the leader's slowest.)
+3. **Middle rounds** (``middle_fractions``, default one round with 0.25 of the budget and at
+   least 8 new samples) give the survivors more samples, accumulated with the earlier ones.
+4. **Final round**: every survivor (also a lone one) is measured exactly as ``exhaustive``
+   measures a candidate: the sweep's full budget, ``min_samples``, ``max_samples`` and CI
+   stopping rule. Its record's statistics are those of the final round alone, so finalists'
+   numbers are comparable with ``exhaustive`` ones (earlier rounds ran minutes apart on a
+   drifting machine; mixing them would widen the CIs and blur ties).
+
+Every candidate ends with exactly one record, in the same schema as ``exhaustive``.
+Finalists: ``info["race"] = "finalist"``. Dropped candidates: status ``ok``, statistics and
+``samples_s`` over all the samples they got, ``info["race"] = "dropped in round k"``.
+``info["race_rounds"]`` lists every round (its samples, budget, median), so no sample is
+lost. ``wall_s``, ``warmup_calls`` and ``total_s`` add up all rounds. Candidates that are not
+ok in round 1 keep that round's outcome unchanged.
+
+The saving over ``exhaustive`` comes from clear losers, which stop after a handful of calls
+instead of the full stopping rule; finalists cost a little more than under ``exhaustive``
+(one warm-up and a few samples per earlier round). A dropped candidate's few-sample CI can
+in rare cases still overlap the final winner's; the selection rules then see a tie.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Optional, Sequence
+
+from .errors import ConvbenchError
+from .timing import summarize
+
+
+@dataclass(frozen=True)
+class RaceConfig:
+    """Knobs of the race (fractions are of the sweep's per-candidate budget)."""
+
+    first_samples: int = 3          # samples every candidate gets in round 1 (at least)
+    first_max_samples: int = 5      # ... and at most
+    first_fraction: float = 0.1
+    middle_fractions: tuple[float, ...] = (0.25,)
+    middle_samples: tuple[int, ...] = (8,)   # minimum new samples per middle round
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.first_samples, int) or self.first_samples < 1:
+            raise ConvbenchError(f"first_samples: {self.first_samples!r} must be an integer >= 1")
+        if not isinstance(self.first_max_samples, int) or self.first_max_samples < self.first_samples:
+            raise ConvbenchError(f"first_max_samples: {self.first_max_samples!r} must be an integer "
+                                 f">= first_samples ({self.first_samples})")
+        if len(self.middle_fractions) != len(self.middle_samples):
+            raise ConvbenchError("middle_fractions and middle_samples must have the same length")
+        if not (self.first_fraction > 0 and all(f > 0 for f in self.middle_fractions)):
+            raise ConvbenchError("race budget fractions must be > 0")
+        if any(not isinstance(n, int) or n < 1 for n in self.middle_samples):
+            raise ConvbenchError(f"middle_samples: {self.middle_samples!r} must be integers >= 1")
+
+
+@dataclass
+class RoundParams:
+    """What one round asks of one candidate (becomes a worker Task)."""
+
+    round: int
+    budget_s: float
+    min_samples: int
+    max_samples: int
+    rel_ci: float
+    verify: bool
+    final: bool
+
+
+@dataclass
+class _Entrant:
+    candidate: Any
+    outcomes: list[dict] = field(default_factory=list)
+    samples: list[float] = field(default_factory=list)   # rounds before the final one
+    dropped_in: Optional[int] = None
+    failed: bool = False
+    finalist: bool = False
+
+
+RunRound = Callable[[Any, RoundParams], Mapping[str, Any]]
+
+
+def race_candidates(candidates: Sequence[Any], run_round: RunRound, *, budget_s: float,
+                    min_samples: int = 10, max_samples: int = 10000, rel_ci: float = 0.01,
+                    config: Optional[RaceConfig] = None) -> list[tuple[Any, dict[str, Any]]]:
+    """Race ``candidates``; returns (candidate, outcome for its record) in the input order.
+
+    ``run_round(candidate, params)`` verifies (``params.verify``) and times one candidate and
+    returns a worker outcome dict (``convbench.worker.OUTCOME_KEYS``). ``budget_s``,
+    ``min_samples``, ``max_samples`` and ``rel_ci`` are the sweep's per-candidate settings,
+    used unchanged for the final round.
+    """
+    cfg = config or RaceConfig()
+    entrants = [_Entrant(c) for c in candidates]
+
+    def run(e: _Entrant, p: RoundParams) -> None:
+        out = dict(run_round(e.candidate, p))
+        out["_round"] = p.round
+        out["_budget_s"] = p.budget_s
+        e.outcomes.append(out)
+        if out.get("status") != "ok":
+            e.failed = True
+        elif not p.final:
+            e.samples.extend(float(s) for s in (out.get("samples_s") or []))
+
+    def alive() -> list[_Entrant]:
+        return [e for e in entrants if not e.failed and e.dropped_in is None and e.samples]
+
+    def cull(round_no: int) -> None:
+        live = alive()
+        if len(live) < 2:
+            return
+        stats = {id(e): summarize(e.samples) for e in live}
+        leader = min(live, key=lambda e: stats[id(e)]["median_s"])
+        hi = stats[id(leader)]["ci_high_s"]
+        for e in live:
+            if e is not leader and stats[id(e)]["ci_low_s"] > hi:
+                e.dropped_in = round_no
+
+    first = RoundParams(1, budget_s * cfg.first_fraction, cfg.first_samples,
+                        max(cfg.first_samples, min(cfg.first_max_samples, max_samples)), rel_ci,
+                        verify=True, final=False)
+    for e in entrants:
+        run(e, first)
+    cull(1)
+    rnd = 1
+    for frac, n_new in zip(cfg.middle_fractions, cfg.middle_samples):
+        live = alive()
+        if len(live) < 2:
+            break
+        rnd += 1
+        p = RoundParams(rnd, budget_s * frac, n_new, max(n_new, max_samples), rel_ci,
+                        verify=False, final=False)
+        for e in live:
+            run(e, p)
+        cull(rnd)
+
+    final = RoundParams(rnd + 1, budget_s, min_samples, max_samples, rel_ci, verify=False, final=True)
+    for e in alive():
+        e.finalist = True
+        run(e, final)
+    return [(e.candidate, _merge(e)) for e in entrants]
+
+
+def _round_info(o: Mapping[str, Any]) -> dict[str, Any]:
+    return {"round": o.get("_round"), "budget_s": o.get("_budget_s"), "status": o.get("status"),
+            "n_samples": o.get("n_samples"), "median_s": o.get("median_s"), "loops": o.get("loops"),
+            "samples_s": o.get("samples_s")}
+
+
+def _merge(e: _Entrant) -> dict[str, Any]:
+    """The outcome recorded for one candidate of a race."""
+    first = e.outcomes[0]
+    last = e.outcomes[-1]
+    if len(e.outcomes) == 1 and last.get("status") != "ok":
+        out = dict(last)  # not ok in round 1 (unsupported, wrong, crashed, ...): as is
+    elif e.finalist and last.get("status") == "ok":
+        out = dict(last)  # the final round, measured like exhaustive
+        out["info"] = dict(last.get("info") or {})
+        out["info"]["race"] = "finalist"
+    elif last.get("status") != "ok":
+        out = dict(last)  # failed after passing earlier rounds: that failure is the news
+        out["info"] = dict(last.get("info") or {})
+        out["info"]["race"] = f"failed in round {last.get('_round')} after passing earlier rounds"
+    else:  # dropped: every sample it got
+        out = dict(last)
+        out.update(summarize(e.samples))
+        out["samples_s"] = list(e.samples)
+        out["n_samples"] = len(e.samples)
+        out["converged"] = False
+        out["info"] = dict(last.get("info") or {})
+        out["info"]["race"] = f"dropped in round {e.dropped_in}"
+    if out.get("status") == "ok" or len(e.outcomes) > 1:
+        out["max_error"] = first.get("max_error")
+        out["tolerance"] = first.get("tolerance")
+        for k in ("warmup_calls", "total_s", "wall_s"):
+            vals = [o.get(k) for o in e.outcomes if o.get(k) is not None]
+            out[k] = sum(vals) if vals else None
+        out["info"]["race_rounds"] = [_round_info(o) for o in e.outcomes]
+    out.pop("_round", None)
+    out.pop("_budget_s", None)
+    return out
+
+
+# ---- the sweep strategy -------------------------------------------------------------------
+def race(pool: Any, problem_name: str, spec: Any, candidates: Sequence[Any], make_task: Callable[..., Any],
+         emit: Callable[..., Any], *, config: Optional[RaceConfig] = None) -> None:
+    """Strategy ``race`` for :func:`convbench.sweep.sweep` (see the module docstring)."""
+    template = make_task(candidates[0]) if candidates else None
+    if template is None:
+        return
+    budget_s = float(template.budget_s)
+    min_samples, max_samples, rel_ci = template.min_samples, template.max_samples, template.rel_ci
+
+    def run_round(cand: Any, p: RoundParams) -> dict[str, Any]:
+        task = make_task(cand, budget_s=p.budget_s, min_samples=p.min_samples,
+                         max_samples=max(p.max_samples, p.min_samples), rel_ci=p.rel_ci,
+                         verify=p.verify and template.verify)
+        return dict(pool.run(task))
+
+    for cand, outcome in race_candidates(candidates, run_round, budget_s=budget_s,
+                                         min_samples=min_samples, max_samples=max_samples,
+                                         rel_ci=rel_ci, config=config):
+        emit(cand, outcome)
+
+
+__all__ = ["race", "race_candidates", "RaceConfig", "RoundParams"]

@@ -1,0 +1,224 @@
+"""convbench.conv(): right answers, the caller's type back, cache/predictor/tune policies."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import convbench as cb
+from convbench import cache as C
+from convbench import dispatch as D
+from convbench.errors import InvalidInputError
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch):
+    """Every test gets its own empty cache and a clean memo."""
+    monkeypatch.setenv("CONVBENCH_CACHE", str(tmp_path / "tuned.sqlite"))
+    D.clear_memo()
+    yield tmp_path / "tuned.sqlite"
+    D.clear_memo()
+
+
+def put(path, spec: cb.ConvSpec, candidate: str, runner_up: str | None = None) -> None:
+    c = cb.Candidate.parse(candidate)
+    C.TunedCache(path).put(C.CacheEntry(
+        spec_key=spec.key, machine=C.machine_key(C.current_environment(), "cpu"),
+        threads=C.default_threads(), device="cpu", spec=spec.to_dict(), candidate=candidate,
+        backend=c.backend, algorithm=c.algorithm, median_s=1e-4, runner_up=runner_up,
+        runner_up_median_s=2e-4 if runner_up else None, timestamp="2030-01-01T00:00:00+00:00",
+        versions=C.current_versions()))
+
+
+CASES = [
+    dict(x=(2, 3, 10, 9), w=(4, 3, 3, 3), kw=dict(padding=1)),
+    dict(x=(1, 4, 11), w=(6, 2, 5), kw=dict(stride=2, padding=2, dilation=1, groups=2)),
+    dict(x=(1, 4, 9, 9), w=(4, 1, 3, 3), kw=dict(padding=((1, 0), (2, 1)), groups=4)),       # asymmetric, dw
+    dict(x=(1, 3, 7, 7), w=(3, 5, 3, 3), kw=dict(stride=2, padding=1, transposed=True, output_padding=1)),
+    dict(x=(1, 2, 5, 6, 4), w=(3, 2, 2, 3, 1), kw=dict(dilation=(1, 2, 1))),
+]
+
+
+def _arrays(case, dtype=np.float32, layout="channels_first", seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.uniform(-1, 1, case["x"]).astype(dtype)
+    if layout == "channels_last":
+        x = np.ascontiguousarray(np.moveaxis(x, 1, -1))
+    w = rng.uniform(-1, 1, case["w"]).astype(dtype)
+    return x, w
+
+
+@pytest.mark.parametrize("case", CASES)
+@pytest.mark.parametrize("candidate", ["numpy-im2col:gemm@cpu", "numpy-direct:einsum@cpu"])
+def test_numpy_inputs_cached_numpy_candidate_matches_reference(private_cache, case, candidate):
+    x, w = _arrays(case)
+    spec = D.spec_from_arrays(x, w, **case["kw"])
+    put(private_cache, spec, candidate)
+    y = cb.conv(x, w, **case["kw"])
+    assert type(y) is np.ndarray and y.dtype == np.float32 and y.shape == spec.output_shape
+    assert cb.relative_error(y, cb.reference(spec, x, w)) < 1e-5
+    p = D.plan(x, w, **case["kw"])
+    assert p.choice.candidate == candidate and p.choice.source == "cache"
+
+
+def test_channels_last_numpy(private_cache):
+    case = CASES[0]
+    x, w = _arrays(case, layout="channels_last")
+    spec = D.spec_from_arrays(x, w, layout="channels_last", **case["kw"])
+    assert spec.layout == "channels_last" and spec.c_in == 3
+    put(private_cache, spec, "numpy-im2col:gemm@cpu")
+    y = cb.conv(x, w, layout="channels_last", **case["kw"])
+    assert y.shape == spec.output_shape
+    assert cb.relative_error(y, cb.reference(spec, x, w)) < 1e-5
+
+
+def test_memo_makes_repeated_calls_skip_planning(private_cache, monkeypatch):
+    x, w = _arrays(CASES[0])
+    put(private_cache, D.spec_from_arrays(x, w, padding=1), "numpy-im2col:gemm@cpu")
+    y1 = cb.conv(x, w, padding=1)
+    calls = []
+    real = D._plan_for
+    monkeypatch.setattr(D, "_plan_for", lambda *a: calls.append(a) or real(*a))
+    y2 = cb.conv(x, w, padding=1)
+    assert calls == []  # served from the memo
+    np.testing.assert_array_equal(y1, y2)
+    cb.conv(x, w, padding=[1, 1])  # a list cannot be a dict key: planned again, still right
+    assert len(calls) == 1
+
+
+def test_miss_uses_the_predictor(private_cache):
+    # cached neighbours all won by numpy-direct:einsum -> an unseen shape is predicted the same
+    for c in (2, 3, 4):
+        put(private_cache, cb.ConvSpec(n=2, c_in=c, c_out=4, input_size=(10, 9), kernel_size=3, padding=1),
+            "numpy-direct:einsum@cpu")
+    x = np.random.default_rng(1).uniform(-1, 1, (2, 5, 10, 9)).astype(np.float32)
+    w = np.random.default_rng(2).uniform(-1, 1, (4, 5, 3, 3)).astype(np.float32)
+    p = D.plan(x, w, padding=1)
+    assert (p.choice.source, p.choice.candidate) == ("predicted", "numpy-direct:einsum@cpu")
+    assert cb.lookup(p.spec) is None
+    y = cb.conv(x, w, padding=1)
+    assert cb.relative_error(y, cb.reference(p.spec, x, w)) < 1e-5
+
+
+def test_cached_winner_ineligible_for_input_type_uses_runner_up(private_cache):
+    x, w = _arrays(CASES[0])
+    spec = D.spec_from_arrays(x, w, padding=1)
+    put(private_cache, spec, "tensorflow:eager@cpu", runner_up="numpy-im2col:gemm@cpu")
+    p = D.plan(x, w, padding=1)
+    assert (p.choice.candidate, p.choice.source) == ("numpy-im2col:gemm@cpu", "cache-runner-up")
+
+
+def test_eligibility_rules():
+    assert D.eligible("numpy", "numpy-im2col", "gemm", "cpu")
+    assert not D.eligible("numpy", "numpy-fft", "rfft-precomputed-weights", "cpu")  # untimed precompute
+    assert not D.eligible("numpy", "tensorflow", "eager", "cpu")                    # copies inputs
+    assert not D.eligible("numpy", "numpy-im2col", "gemm", "cuda")                  # data is on the cpu
+    assert D.eligible("torch-cpu", "numpy-im2col", "gemm", "cpu")
+    assert not D.eligible("torch-cpu", "numpy-im2col", "gemm", "cpu", requires_grad=True)
+    assert not D.eligible("torch-cuda", "numpy-im2col", "gemm", "cpu")
+
+
+def test_tune_policy_times_and_stores_an_entry(private_cache, monkeypatch):
+    monkeypatch.setattr(D, "TUNE_BACKENDS", ["numpy-im2col", "numpy-direct"])
+    monkeypatch.setattr(D, "TUNE_BUDGET_S", 0.02)
+    x, w = _arrays(CASES[0])
+    spec = D.spec_from_arrays(x, w, padding=1)
+    assert cb.lookup(spec) is None
+    y = cb.conv(x, w, padding=1, policy="tune")
+    assert cb.relative_error(y, cb.reference(spec, x, w)) < 1e-5
+    ch = cb.lookup(spec)
+    assert ch is not None and ch.backend in ("numpy-im2col", "numpy-direct")
+    e = C.TunedCache(private_cache).get(spec)
+    assert e.source == "conv(tune, numpy input)" and e.median_s > 0 and e.max_error < 1e-4
+    assert e.runner_up is not None  # three candidates were timed
+    D.clear_memo()
+    assert D.plan(x, w, padding=1, policy="tune").choice.source == "cache"  # a hit now: no re-tuning
+
+
+def test_input_errors():
+    x, w = _arrays(CASES[0])
+    with pytest.raises(InvalidInputError, match="w.shape"):
+        cb.conv(x, w[:, :2], padding=1)
+    with pytest.raises(InvalidInputError, match="dtype"):
+        cb.conv(x, w.astype(np.float64), padding=1)
+    with pytest.raises(InvalidInputError, match="does not move data"):
+        cb.conv(x, w, padding=1, device="cuda")
+    with pytest.raises(InvalidInputError, match="numpy arrays or torch tensors"):
+        cb.conv(x.tolist(), w)
+    with pytest.raises(InvalidInputError, match="policy"):
+        cb.conv(x, w, policy="fastest")
+    with pytest.raises(InvalidInputError, match="3, 4 or 5"):
+        cb.conv(x[0, 0], w[0, 0])
+
+
+# ---- torch ---------------------------------------------------------------------------------
+@pytest.mark.parametrize("case", CASES)
+def test_torch_tensors_match_torch_and_reference(case):
+    torch = pytest.importorskip("torch", reason="torch not installed")
+    import torch.nn.functional as F
+
+    x, w = _arrays(case)
+    xt, wt = torch.from_numpy(x), torch.from_numpy(w)
+    kw = case["kw"]
+    y = cb.conv(xt, wt, **kw)
+    assert isinstance(y, torch.Tensor) and y.dtype == torch.float32 and y.device.type == "cpu"
+    spec = D.spec_from_arrays(x, w, **kw)
+    assert cb.relative_error(y.numpy(), cb.reference(spec, x, w)) < 1e-5
+    if not kw.get("transposed") and spec.symmetric_padding:
+        fn = getattr(F, f"conv{spec.dims}d")
+        ref = fn(xt, wt, stride=spec.stride, padding=tuple(a for a, _ in spec.padding),
+                 dilation=spec.dilation, groups=spec.groups)
+        torch.testing.assert_close(y, ref, rtol=1e-5, atol=1e-5)
+    if kw.get("transposed"):
+        ref = F.conv_transpose2d(xt, wt, stride=2, padding=1, output_padding=1)
+        torch.testing.assert_close(y, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_torch_numpy_candidate_gives_tensor_back(private_cache):
+    torch = pytest.importorskip("torch", reason="torch not installed")
+    x, w = _arrays(CASES[0])
+    spec = D.spec_from_arrays(x, w, padding=1)
+    put(private_cache, spec, "numpy-im2col:gemm@cpu")
+    xt, wt = torch.from_numpy(x), torch.from_numpy(w)
+    p = D.plan(xt, wt, padding=1)
+    assert p.choice.candidate == "numpy-im2col:gemm@cpu"
+    y = cb.conv(xt, wt, padding=1)
+    assert isinstance(y, torch.Tensor)
+    assert cb.relative_error(y.numpy(), cb.reference(spec, x, w)) < 1e-5
+    # a tensor that requires grad cannot go through numpy: torch is used, gradients flow
+    xg = xt.clone().requires_grad_(True)
+    pg = D.plan(xg, wt, padding=1)
+    assert pg.choice.backend == "torch"
+    cb.conv(xg, wt, padding=1).sum().backward()
+    assert xg.grad is not None and xg.grad.shape == xg.shape
+
+
+@pytest.mark.parametrize("case", CASES[:4])
+def test_torch_mirror_matches_torch_backend_for_every_algorithm(case):
+    """dispatch's torch adapter reproduces each torch backend algorithm (no silent drift)."""
+    pytest.importorskip("torch", reason="torch not installed")
+    x, w = _arrays(case)
+    spec = D.spec_from_arrays(x, w, **case["kw"])
+    b = cb.get_backend("torch")
+    assert set(b.algorithms("cpu")) <= set(D._TORCH_ALGOS)
+    assert set(b.algorithms("cuda")) <= set(D._TORCH_ALGOS)
+    for algo in b.algorithms("cpu"):
+        if not b.supports(spec, "cpu", algo):
+            continue
+        mine = D.runner(spec, "numpy", "torch", algo, "cpu")(x, w)
+        theirs = cb.convolve(spec, x, w, backend="torch", algorithm=algo)
+        assert type(mine) is np.ndarray and mine.shape == theirs.shape
+        np.testing.assert_allclose(mine, theirs, rtol=1e-5, atol=1e-6)
+
+
+def test_torch_bfloat16_numpy_zero_copy_path():
+    torch = pytest.importorskip("torch", reason="torch not installed")
+    import ml_dtypes
+
+    x, w = _arrays(CASES[0])
+    xb, wb = x.astype(ml_dtypes.bfloat16), w.astype(ml_dtypes.bfloat16)
+    spec = D.spec_from_arrays(xb, wb, padding=1)
+    assert spec.dtype == "bfloat16"
+    y = D.runner(spec, "numpy", "torch", "default", "cpu")(xb, wb)
+    assert y.dtype == np.dtype(ml_dtypes.bfloat16)
+    assert cb.relative_error(y, cb.reference(spec, xb, wb)) < 2e-2
+    assert torch.from_numpy(xb.view(np.int16)).data_ptr() == xb.__array_interface__["data"][0]
