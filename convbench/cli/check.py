@@ -49,8 +49,10 @@ def run(args: argparse.Namespace) -> int:
     failed = 0
     for name in names:
         b = get_backend(name)
-        if args.device not in b.capabilities.devices:
-            print(f"{name}@{args.device}: skipped: backend has no {args.device} support")
+        if args.device not in b.capabilities.devices or not b.algorithms(args.device):
+            hint = getattr(b, "description", "") or ""
+            print(f"{name}@{args.device}: skipped: no {args.device} algorithm"
+                  + (f" ({hint})" if hint else ""))
             continue
         print(f"checking {name}@{args.device} ...", end="", flush=True, file=sys.stderr)
         report = check_backend(b, device=args.device, level=args.level, seed=args.seed)
