@@ -455,6 +455,14 @@ def _support(bp: _BackendPlan, spec: ConvSpec, device: str, algorithm: str) -> t
     return (True, None) if s else (False, s.reason)
 
 
+def _load_avg() -> Optional[float]:
+    """The 1-minute load average (recorded in meta: timings taken on a busy machine are suspect)."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):
+        return None
+
+
 def _now_iso() -> str:
     from .results import now_iso
 
@@ -645,7 +653,7 @@ def sweep(suite: Union[str, os.PathLike, Suite, ConvSpec, Sequence[Any], None] =
                 "threads": threads, "device": device, "budget_s": budget_s, "strategy": strategy,
                 "convbench_version": __version__, "environment": fp, "env_id": eid, "peak": peak,
                 "shuffle_seed": shuffle_seed, "problems": len(the_suite.problems),
-                "candidates": n_candidates, "finished": None,
+                "candidates": n_candidates, "finished": None, "load_avg_start": _load_avg(),
                 # beyond the schema: what --resume needs to continue the same run
                 "suite_source": the_suite.path or the_suite.source,
                 "backends": None if backends is None else list(backends),
@@ -697,8 +705,17 @@ def sweep(suite: Union[str, os.PathLike, Suite, ConvSpec, Sequence[Any], None] =
                     emit(cand, {"status": entry.status, "message": entry.reason, "_measured": False})
             if runnable:
                 STRATEGIES[strategy](pool, prob.name, spec, runnable, make_task, emit)
+        load_end = _load_avg()
+        writer.update_meta(load_avg_end=load_end)
         writer.finish()
         result_meta = dict(writer.meta)
+        busy = max([v for v in (writer.meta.get("load_avg_start"), load_end) if v is not None] or [0.0])
+        cores = available_cores()
+        if busy > cores + 1:  # the sweep itself keeps about `threads` cores busy
+            print(f"convbench sweep: warning: the machine was busy while measuring (1-minute load "
+                  f"average {busy:.1f} on {cores} usable cores, threads={threads}); other processes "
+                  f"shared the cores, so these timings are not trustworthy - re-run on a quiet machine",
+                  file=stream)
     except KeyboardInterrupt:
         interrupted = True
         if writer is not None:
