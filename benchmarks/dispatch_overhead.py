@@ -42,8 +42,12 @@ def main(argv: list[str] | None = None) -> int:
     from convbench.environment import set_thread_env
 
     os.environ.update(set_thread_env(args.threads))
-    tmp = tempfile.mkdtemp(prefix="convbench-dispatch-")
-    os.environ["CONVBENCH_CACHE"] = os.path.join(tmp, "tuned.sqlite")
+    with tempfile.TemporaryDirectory(prefix="convbench-dispatch-") as tmp:
+        os.environ["CONVBENCH_CACHE"] = os.path.join(tmp, "tuned.sqlite")
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
 
     import numpy as np
 

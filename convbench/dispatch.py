@@ -34,8 +34,9 @@ torch CUDA tensor   ``torch`` on cuda
 Algorithms that transform the weights ahead of time (``*-precomputed-weights``, prepacked,
 ...) are excluded too: conv() prepares on every call, so the transformation that a sweep
 leaves untimed would be paid, unmeasured, on every call.
-TensorFlow (``tf.convert_to_tensor`` copies), Triton and numba (their ``prepare()`` owns
-its device/array copies) and third-party backends are excluded, unless a backend provides
+TensorFlow (``tf.convert_to_tensor`` copies), numba (its ``prepare()`` copies the inputs
+into flat arrays of its own), Triton (its ``prepare()`` takes numpy arrays and copies them to
+the GPU) and third-party backends are excluded, unless a backend provides
 ``dispatch_callable(spec, algorithm, device, input_kind) -> callable(x, w) | None``, which
 must run on the given arrays without copying them. Outputs are new arrays: the NumPy/SciPy
 backends' ``Prepared.result()`` copies their output buffer once (that copy, and their
@@ -573,7 +574,8 @@ def tune(spec: ConvSpec, kind: str = "numpy", device: str = "cpu", *,
     threads = default_threads()
     raced = race_candidates(cands, run_round, budget_s=budget_s, min_samples=5, max_samples=200,
                             rel_ci=0.02, config=RaceConfig(first_samples=3, first_max_samples=3,
-                                                           middle_fractions=(), middle_samples=()))
+                                                           middle_fractions=(), middle_samples=(),
+                                                           strikes=1))
     now = now_iso()
     run_id = f"conv-tune-{_dt.datetime.now(_dt.timezone.utc).strftime('%Y%m%d-%H%M%S')}"
     records = []

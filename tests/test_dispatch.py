@@ -222,3 +222,20 @@ def test_torch_bfloat16_numpy_zero_copy_path():
     assert y.dtype == np.dtype(ml_dtypes.bfloat16)
     assert cb.relative_error(y, cb.reference(spec, xb, wb)) < 2e-2
     assert torch.from_numpy(xb.view(np.int16)).data_ptr() == xb.__array_interface__["data"][0]
+
+
+@pytest.mark.parametrize("kw", [dict(padding=1), dict(stride=2, padding=1, transposed=True, output_padding=1)])
+def test_eligible_numpy_family_candidates_do_not_copy_inputs_in_prepare(kw):
+    """conv() calls prepare() per call; eligible means prepare() reads the caller's arrays, not
+    a copy (checked by changing the arrays after prepare: run() must see the change)."""
+    x, w = _arrays(CASES[3] if kw.get("transposed") else CASES[0])
+    spec = D.spec_from_arrays(x, w, **kw)
+    cands = D.eligible_candidates(spec, "numpy", "cpu", backends=["numpy-*", "scipy-*"])
+    assert {c.backend for c in cands} >= {"numpy-im2col", "numpy-direct"}
+    for c in cands:
+        xa, wa = x.copy(), w.copy()
+        p = cb.get_backend(c.backend).prepare(spec, xa, wa, c.algorithm)
+        xa *= 2
+        wa *= 3
+        p.run()
+        assert cb.relative_error(p.result(), cb.reference(spec, xa, wa)) < 1e-4, str(c)

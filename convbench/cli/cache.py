@@ -71,7 +71,10 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     v.add_argument("--budget", type=float, default=None, metavar="SECONDS", help="timing budget per candidate")
     v.add_argument("--backends", "-b", nargs="+", default=None, metavar="PATTERN",
                    help="backends to re-time (default: all)")
-    v.add_argument("--strategy", default="exhaustive", help="exhaustive (default) or race")
+    from ..sweep import STRATEGIES
+
+    v.add_argument("--strategy", default="exhaustive", choices=sorted(STRATEGIES),
+                   help="how to re-time: exhaustive (default) or race")
     v.add_argument("--update", action="store_true", help="store the re-measured winners in the cache")
     v.set_defaults(func=run_verify)
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
