@@ -332,6 +332,9 @@ class TorchBackend(Backend):
     family = "torch"
     description = "PyTorch torch.nn.functional.conv*: oneDNN (mkldnn) and native kernels on CPU, cuDNN on CUDA"
     install_hint = "pip install convbench[torch]"
+    #: algorithm -> (memory format, mkldnn enabled [cpu] / cudnn.benchmark [cuda], allow_tf32);
+    #: convbench.conv() reads it to call torch directly with the same settings
+    settings = _CONFIG
     capabilities = Capabilities(dims=frozenset({1, 2, 3}), dtypes=frozenset(DTYPES),
                                 devices=frozenset({"cpu", "cuda"}))
 

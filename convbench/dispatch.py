@@ -71,18 +71,10 @@ TUNE_BUDGET_S = 0.1
 TUNE_BACKENDS: Optional[list[str]] = None
 KINDS = ("numpy", "torch-cpu", "torch-cuda")
 
-#: torch backend algorithms -> (memory format, flag, allow_tf32); mirrors
-#: convbench_backends.torch_backend (flag: mkldnn enabled on cpu, cudnn.benchmark on cuda).
-#: tests/test_dispatch.py checks every entry against the torch backend's own results.
-_TORCH_ALGOS = {
-    "default": ("contiguous", True, False),
-    "channels_last": ("channels_last", True, False),
-    "native": ("contiguous", False, False),
-    "cudnn": ("contiguous", False, False),
-    "cudnn-benchmark": ("contiguous", True, False),
-    "cudnn-tf32": ("contiguous", False, True),
-    "cudnn-channels-last": ("channels_last", False, False),
-}
+def _torch_algos() -> dict:
+    """torch algorithm -> (memory format, flag, allow_tf32), read from the torch backend itself
+    (its ``settings``; flag: mkldnn enabled on cpu, cudnn.benchmark on cuda), so there is one table."""
+    return get_backend("torch").settings
 
 
 @dataclass
@@ -255,7 +247,7 @@ def eligible(kind: str, backend: str, algorithm: str, device: str, *, requires_g
         except Exception:
             return False
     if backend == "torch":
-        return algorithm in _TORCH_ALGOS
+        return algorithm in _torch_algos()
     if getattr(b, "family", "") == "numpy":
         return kind == "numpy" or (kind == "torch-cpu" and not requires_grad)
     return False
@@ -266,7 +258,7 @@ def _torch_fn(spec: ConvSpec, algorithm: str, device: str) -> Callable[[Any, Any
     import torch
     import torch.nn.functional as F
 
-    memory_format, flag, allow_tf32 = _TORCH_ALGOS[algorithm]
+    memory_format, flag, allow_tf32 = _torch_algos()[algorithm]
     d = spec.dims
     sym = tuple(min(a, b) for a, b in spec.padding)
     extra = [(a - q, b - q) for (a, b), q in zip(spec.padding, sym)]
