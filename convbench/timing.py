@@ -248,7 +248,7 @@ def _check_knobs(budget_s: float, min_samples: int, max_samples: int, rel_ci: fl
 def measure(prepared: Any, *, budget_s: float = 2.0, min_samples: int = 10,
             max_samples: int = 10000, rel_ci: float = 0.01, min_warmup_s: float = 0.05,
             min_warmup_calls: int = 3, min_sample_s: float = 1e-3, cold_cache: bool = False,
-            flush_bytes: Optional[int] = None) -> TimingResult:
+            flush_bytes: Optional[int] = None, stop_above_s: Optional[float] = None) -> TimingResult:
     """Time ``prepared.run()`` (one convolution per call) and return per-call statistics.
 
     ``budget_s`` bounds the whole measurement (warm-up included) except that
@@ -258,9 +258,16 @@ def measure(prepared: Any, *, budget_s: float = 2.0, min_samples: int = 10,
     prepared object has a ``flush_device_cache()`` method (e.g. a GPU L2 flush) it is called
     too. ``warmup_calls`` in the result counts every untimed call: the discarded first call,
     the warm-up and the calibration samples.
+
+    ``stop_above_s`` (used by the ``race`` strategy): stop as soon as every sample so far is
+    slower than this many seconds per call, even before ``min_samples`` - the caller only
+    needs to know that the candidate is slower than that. The result then has fewer than
+    ``min_samples`` samples (at least one) and ``converged`` False.
     """
     _check_knobs(budget_s, min_samples, max_samples, rel_ci, min_warmup_s, min_warmup_calls,
                  min_sample_s)
+    if stop_above_s is not None and not (isinstance(stop_above_s, (int, float)) and stop_above_s > 0):
+        raise InvalidInputError(f"stop_above_s: {stop_above_s!r} must be a number of seconds > 0 (or None)")
     flusher = None
     device_flush = None
     if cold_cache:
@@ -313,11 +320,12 @@ def measure(prepared: Any, *, budget_s: float = 2.0, min_samples: int = 10,
         n_warm = warmup_calls - 1
         per_call = max((clock() - w0) * 1e-9 / max(n_warm, 1), 1e-9)
 
-        # calibration: loops so that one sample >= min_sample_s (cold cache: one call)
-        if cold_cache:
+        # calibration: loops so that one sample >= min_sample_s (cold cache: one call); a
+        # warm-up call already that long needs no calibration sample: one call per sample
+        if cold_cache or per_call >= min_sample_s:
             loops = 1
         else:
-            loops = 1 if per_call >= min_sample_s else min(_MAX_LOOPS, math.ceil(min_sample_s / per_call))
+            loops = min(_MAX_LOOPS, math.ceil(min_sample_s / per_call))
             for _ in range(8):
                 t = one_sample(loops)
                 warmup_calls += loops
@@ -330,10 +338,17 @@ def measure(prepared: Any, *, budget_s: float = 2.0, min_samples: int = 10,
         budget_ns = budget_s * 1e9
         next_check = min_samples
         converged = False
+        fastest = math.inf
+        stopped_above = False
         while True:
-            samples.append(one_sample(loops) / loops)
+            t_call = one_sample(loops) / loops
+            samples.append(t_call)
+            fastest = min(fastest, t_call)
             n = len(samples)
             if n >= max_samples:
+                break
+            if stop_above_s is not None and fastest > stop_above_s:
+                stopped_above = True
                 break
             if n >= next_check:
                 if _ci_within(sorted(samples), rel_ci):
@@ -349,7 +364,7 @@ def measure(prepared: Any, *, budget_s: float = 2.0, min_samples: int = 10,
             gc.enable()
 
     stats = summarize(samples)
-    if not converged:
+    if not converged and not stopped_above:
         converged = _ci_within(sorted(samples), rel_ci)
     return TimingResult(n_samples=len(samples), loops=loops, samples_s=samples, timer=timer_name,
                         cold_cache=bool(cold_cache), converged=converged,

@@ -3,10 +3,19 @@
 ``race`` gives every candidate of a problem a short first round, then keeps timing only
 those that could still win:
 
-1. **Round 1** (every candidate): verified against the float64 reference (the only
-   verification; a wrong answer ends the candidate there and it is never timed), then
+0. **Verification** (every candidate): checked against the float64 reference, the only
+   verification (a wrong answer ends the candidate there and it is never timed). The
+   verification call's duration, scaled to the full batch, estimates each candidate's cost.
+1. **Round 1** (every verified candidate, cheapest estimate first):
    ``RaceConfig.first_samples``..``first_max_samples`` samples (default 3..5) within
-   ``first_fraction`` (0.1) of the per-candidate budget.
+   ``first_fraction`` (0.1) of the per-candidate budget. Once some candidate has round-1
+   samples, the next one stops after its first sample if that sample is slower than
+   ``decisive_ratio`` (default 2) times the leader's slowest round-1 sample, and is dropped
+   at once (``info["race"] = "dropped in round 1 (decisively slower)"``): a call more than
+   twice as slow as the leader's slowest is not a close call, and the expensive losers (FFT
+   and direct loops that take a second per call on a ResNet layer) cost one timed call
+   instead of ten. Re-admission (step 5) still brings such a candidate back if the leader
+   turns out slower in the final round.
 2. After each round the *leader* is the candidate with the fastest median over all its
    samples so far. A candidate whose 95% CI lower bound of the median, over *this round's*
    samples, exceeds the leader's CI upper bound over this round's samples gets a **strike**:
@@ -48,7 +57,7 @@ costs the same under both strategies.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Mapping, Optional, Sequence
 
 from .errors import ConvbenchError
@@ -65,6 +74,8 @@ class RaceConfig:
     middle_fractions: tuple[float, ...] = (0.25,)
     middle_samples: tuple[int, ...] = (8,)   # minimum new samples per middle round
     strikes: int = 2                # rounds a candidate must lose beyond doubt before it is dropped
+    decisive_ratio: Optional[float] = 2.0  # round 1: stop and drop after one sample this much slower
+                                           # than the leader's slowest; None: off
 
     def __post_init__(self) -> None:
         if not isinstance(self.first_samples, int) or self.first_samples < 1:
@@ -80,6 +91,9 @@ class RaceConfig:
             raise ConvbenchError(f"middle_samples: {self.middle_samples!r} must be integers >= 1")
         if not isinstance(self.strikes, int) or self.strikes < 1:
             raise ConvbenchError(f"strikes: {self.strikes!r} must be an integer >= 1")
+        if self.decisive_ratio is not None and not (
+                isinstance(self.decisive_ratio, (int, float)) and self.decisive_ratio > 1):
+            raise ConvbenchError(f"decisive_ratio: {self.decisive_ratio!r} must be a number > 1 (or None)")
 
 
 @dataclass
@@ -93,6 +107,8 @@ class RoundParams:
     rel_ci: float
     verify: bool
     final: bool
+    time: bool = True                    # False: verification only (round 0)
+    stop_above_s: Optional[float] = None  # see timing.measure
 
 
 @dataclass
@@ -106,6 +122,8 @@ class _Entrant:
     failed: bool = False
     finalist: bool = False
     readmitted: bool = False
+    decisive: bool = False               # dropped after one sample in round 1
+    est_s: float = float("inf")          # verification call scaled to the full batch
 
 
 RunRound = Callable[[Any, RoundParams], Mapping[str, Any]]
@@ -129,7 +147,11 @@ def race_candidates(candidates: Sequence[Any], run_round: RunRound, *, budget_s:
         out["_round"] = p.round
         out["_budget_s"] = p.budget_s
         e.outcomes.append(out)
-        if out.get("status") != "ok":
+        status = out.get("status")
+        if status == "verified" and not p.time:
+            est = (out.get("info") or {}).get("verify_est_s")
+            e.est_s = float(est) if isinstance(est, (int, float)) else float("inf")
+        elif status != "ok":
             e.failed = True
         elif not p.final:
             got = [float(s) for s in (out.get("samples_s") or [])]
@@ -153,11 +175,25 @@ def race_candidates(candidates: Sequence[Any], run_round: RunRound, *, budget_s:
                 if e.strikes >= cfg.strikes:
                     e.dropped_in = round_no
 
+    # round 0: verify everything; round 1 then runs the cheapest-looking candidates first so
+    # that a leader exists before the expensive ones are timed
+    verify = RoundParams(0, 0.0, 1, 1, rel_ci, verify=True, final=False, time=False)
+    for e in entrants:
+        run(e, verify)
     n1 = max(cfg.first_samples, min(cfg.first_max_samples, max_samples))
     first = RoundParams(1, budget_s * cfg.first_fraction, cfg.first_samples, n1, rel_ci,
-                        verify=True, final=False)
-    for e in entrants:
-        run(e, first)
+                        verify=False, final=False)
+    for e in sorted((e for e in entrants if not e.failed), key=lambda e: e.est_s):
+        timed = [x for x in entrants if x.by_round.get(1)]
+        stop = None
+        if cfg.decisive_ratio is not None and timed:
+            leader = min(timed, key=lambda x: summarize(x.by_round[1])["median_s"])
+            stop = cfg.decisive_ratio * max(leader.by_round[1])
+        run(e, replace(first, stop_above_s=stop))
+        got = e.by_round.get(1)
+        if stop is not None and got and len(got) < cfg.first_samples and min(got) > stop:
+            e.dropped_in = 1
+            e.decisive = True
     cull(1)
     rnd = 1
     for frac, n_new in zip(cfg.middle_fractions, cfg.middle_samples):
@@ -208,7 +244,7 @@ def _merge(e: _Entrant) -> dict[str, Any]:
     first = e.outcomes[0]
     last = e.outcomes[-1]
     if len(e.outcomes) == 1 and last.get("status") != "ok":
-        out = dict(last)  # not ok in round 1 (unsupported, wrong, crashed, ...): as is
+        out = dict(last)  # not ok when verified (unsupported, wrong, crashed, ...): as is
     elif e.finalist and last.get("status") == "ok":
         out = dict(last)  # the final round, measured like exhaustive
         out["info"] = dict(last.get("info") or {})
@@ -217,7 +253,9 @@ def _merge(e: _Entrant) -> dict[str, Any]:
     elif last.get("status") != "ok":
         out = dict(last)  # failed after passing earlier rounds: that failure is the news
         out["info"] = dict(last.get("info") or {})
-        out["info"]["race"] = f"failed in round {last.get('_round')} after passing earlier rounds"
+        rnd = last.get("_round")
+        out["info"]["race"] = (f"failed in round {rnd} after passing verification" if rnd == 1
+                               else f"failed in round {rnd} after passing earlier rounds")
     else:  # dropped: every sample it got
         out = dict(last)
         out.update(summarize(e.samples))
@@ -225,7 +263,8 @@ def _merge(e: _Entrant) -> dict[str, Any]:
         out["n_samples"] = len(e.samples)
         out["converged"] = False
         out["info"] = dict(last.get("info") or {})
-        out["info"]["race"] = f"dropped in round {e.dropped_in}"
+        out["info"]["race"] = (f"dropped in round {e.dropped_in}"
+                               + (" (decisively slower)" if e.decisive else ""))
     if out.get("status") == "ok" or len(e.outcomes) > 1:
         out["max_error"] = first.get("max_error")
         out["tolerance"] = first.get("tolerance")
@@ -233,6 +272,10 @@ def _merge(e: _Entrant) -> dict[str, Any]:
             vals = [o.get(k) for o in e.outcomes if o.get(k) is not None]
             out[k] = sum(vals) if vals else None
         out["info"]["race_rounds"] = [_round_info(o) for o in e.outcomes]
+        for k in ("verify_call_s", "verify_est_s"):
+            v = (first.get("info") or {}).get(k)
+            if v is not None:
+                out["info"].setdefault(k, v)
     out.pop("_round", None)
     out.pop("_budget_s", None)
     return out
@@ -251,7 +294,7 @@ def race(pool: Any, problem_name: str, spec: Any, candidates: Sequence[Any], mak
     def run_round(cand: Any, p: RoundParams) -> dict[str, Any]:
         task = make_task(cand, budget_s=p.budget_s, min_samples=p.min_samples,
                          max_samples=max(p.max_samples, p.min_samples), rel_ci=p.rel_ci,
-                         verify=p.verify and template.verify)
+                         verify=p.verify, time=p.time, stop_above_s=p.stop_above_s)
         return dict(pool.run(task))
 
     for cand, outcome in race_candidates(candidates, run_round, budget_s=budget_s,

@@ -66,6 +66,10 @@ class Task:
     # a candidate whose single call (measured during verification, scaled to the full batch)
     # exceeds this is recorded as "timeout" without being timed; None: no limit
     max_call_s: Optional[float] = None
+    # stop timing as soon as every sample is slower than this (see timing.measure); None: off
+    stop_above_s: Optional[float] = None
+    # False: verify only and return status "verified" without timing (the race's round 0)
+    time: bool = True
 
     def __post_init__(self) -> None:
         if hasattr(self.spec, "to_dict"):
@@ -227,18 +231,24 @@ class _WorkerState:
                     return out
                 limit = t.get("max_call_s")
                 est = call_s * spec.n / vspec.n
+                info["verify_est_s"] = est
                 if limit is not None and est > limit:
                     out.update(status="timeout", message=(
                         f"one call took {call_s:.3g} s at batch {vspec.n} (about {est:.3g} s at batch "
                         f"{spec.n}), over the per-call limit max_call_s={limit:g} s; verified, not timed"))
                     return out
+            if not t.get("time", True):
+                out.update(status="verified", message=None)
+                for k in TIMING_KEYS:
+                    out[k] = None
+                return out
 
             x, w = make_inputs(spec, seed=t["seed"])
             p = b.prepare(spec, x, w, algorithm=algorithm, device=device)
             try:
                 res = measure(p, budget_s=t["budget_s"], min_samples=t["min_samples"],
                               max_samples=t["max_samples"], rel_ci=t["rel_ci"],
-                              cold_cache=t["cold_cache"])
+                              cold_cache=t["cold_cache"], stop_above_s=t.get("stop_above_s"))
                 pinfo = dict(getattr(p, "info", None) or {})
             finally:
                 p.close()
@@ -595,7 +605,8 @@ class WorkerPool:
     def run(self, task: Task) -> dict[str, Any]:
         """Verify and time one candidate in its family's worker; returns the outcome fields.
 
-        Keys: OUTCOME_KEYS. ``status`` is one of STATUSES; timing fields are None unless ok.
+        Keys: OUTCOME_KEYS. ``status`` is one of STATUSES, or ``"verified"`` for a verified
+        task with ``time=False``; timing fields are None unless ok.
         """
         if not isinstance(task, Task):
             raise InvalidInputError(f"task: expected a convbench.worker.Task, got {type(task).__name__}")

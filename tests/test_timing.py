@@ -143,9 +143,25 @@ def test_slow_call_uses_one_loop_and_min_warmup_calls(clock):
     r = measure(p, budget_s=0.0, min_samples=4)
     assert r.loops == 1
     assert r.n_samples == 4                  # budget spent, min_samples still taken
-    # first call + 3 warm-up calls (already past 50 ms) + one calibration sample
-    assert r.warmup_calls == 1 + 3 + 1
+    # first call + 3 warm-up calls (already past 50 ms); each is over 1 ms: no calibration sample
+    assert r.warmup_calls == 1 + 3
     assert p.calls == r.warmup_calls + 4
+
+
+def test_stop_above_ends_after_the_first_slower_sample(clock):
+    p = FakePrepared(clock, 0.2)
+    r = measure(p, budget_s=10.0, min_samples=10, stop_above_s=0.1)
+    assert r.n_samples == 1 and r.median_s == pytest.approx(0.2) and not r.converged
+    assert p.calls == 1 + 3 + 1
+
+
+def test_stop_above_keeps_timing_a_candidate_that_is_fast_enough(clock):
+    times = iter([0.2] * 4 + [0.05] + [0.2] * 100)   # warm-up, then a first sample under the bar
+    p = FakePrepared(clock, lambda: next(times))
+    r = measure(p, budget_s=0.0, min_samples=6, stop_above_s=0.1)
+    assert r.n_samples == 6                  # a sample under 0.1 s: the minimum is taken
+    with pytest.raises(InvalidInputError, match="stop_above_s"):
+        measure(p, stop_above_s=0.0)
 
 
 def test_stops_when_ci_within_rel_ci(clock):

@@ -66,8 +66,15 @@ def _fake_round(speeds: dict, calls: dict, wrong: set = frozenset(), rng_seed: i
         if p.verify and cand in wrong:
             return {"status": "wrong", "message": "off by one", "max_error": 1.0, "info": {},
                     "median_s": None, "samples_s": None, "n_samples": None}
+        if not p.time:  # round 0: verification only; the verify call estimates the cost
+            return {"status": "verified", "message": None, "max_error": 1e-7, "tolerance": 1e-4,
+                    "wall_s": 0.01, "info": {"verify_est_s": speeds[cand] * 1.5,
+                                             "verify_call_s": speeds[cand] * 1.5}}
         n = p.min_samples if not p.final else max(p.min_samples, 12)
         samples = list(speeds[cand] * (1 + 0.01 * rng.random(n)))
+        if p.stop_above_s is not None and samples[0] > p.stop_above_s:
+            samples = samples[:1]   # what timing.measure does
+            n = 1
         st = summarize(samples)
         return {"status": "ok", "message": None, "max_error": 1e-7 if p.verify else None,
                 "tolerance": 1e-4 if p.verify else None, "samples_s": samples, "n_samples": n,
@@ -81,14 +88,14 @@ def test_race_keeps_the_fastest_and_drops_clear_losers():
     speeds = {"a": 1e-3, "b": 1.005e-3, "c": 5e-3, "d": 20e-3, "e": 1e-3}
     calls: dict = {}
     out = dict(race_candidates(list(speeds), _fake_round(speeds, calls, wrong={"e"}), budget_s=1.0,
-                               min_samples=10))
+                               min_samples=10, config=RaceConfig(decisive_ratio=None)))
     assert list(out) == list(speeds)  # one outcome per candidate, input order
     # the clear losers stop after two short looks (two strikes); the near-tie goes to the final
     assert out["c"]["info"]["race"] == "dropped in round 2"
     assert out["d"]["info"]["race"] == "dropped in round 2"
-    assert [(p.round, p.min_samples) for p in calls["c"]] == [(1, 3), (2, 3)]  # round-1-sized look
+    assert [(p.round, p.min_samples) for p in calls["c"]] == [(0, 1), (1, 3), (2, 3)]  # round-1-sized look
     assert out["a"]["info"]["race"] == out["b"]["info"]["race"] == "finalist"
-    assert [(p.round, p.min_samples) for p in calls["a"]] == [(1, 3), (2, 8), (3, 10)]
+    assert [(p.round, p.min_samples) for p in calls["a"]] == [(0, 1), (1, 3), (2, 8), (3, 10)]
     assert calls["a"][-1].final and calls["a"][-1].budget_s == 1.0
     # dropped: ok, statistics over every sample they got
     for k in ("c", "d"):
@@ -99,24 +106,68 @@ def test_race_keeps_the_fastest_and_drops_clear_losers():
     fa = out["a"]
     assert fa["n_samples"] == 12 and fa["median_s"] == pytest.approx(statistics.median(fa["samples_s"]))
     rounds = fa["info"]["race_rounds"]
-    assert [r["round"] for r in rounds] == [1, 2, 3] and all(r["samples_s"] for r in rounds)
-    assert fa["max_error"] == 1e-7  # from the verified first round
-    assert fa["wall_s"] == pytest.approx(sum(sum(r["samples_s"]) + 0.01 for r in rounds))  # all rounds
+    assert [r["round"] for r in rounds] == [0, 1, 2, 3] and all(r["samples_s"] for r in rounds[1:])
+    assert rounds[0]["status"] == "verified" and not calls["a"][0].time
+    assert fa["max_error"] == 1e-7  # from the verification round
+    assert fa["info"]["verify_est_s"] == pytest.approx(1.5e-3)
+    assert fa["wall_s"] == pytest.approx(0.01 + sum(sum(r["samples_s"]) + 0.01 for r in rounds[1:]))
     # the wrong one: verified once, never timed
     assert out["e"]["status"] == "wrong" and out["e"]["median_s"] is None
     assert len(calls["e"]) == 1 and calls["e"][0].verify
-    assert [p.verify for p in calls["a"]] == [True, False, False]  # verification happens once
+    assert [p.verify for p in calls["a"]] == [True, False, False, False]  # verification happens once
+
+
+def test_round_one_runs_cheapest_first_and_drops_the_decisively_slower_after_one_sample():
+    speeds = {"d": 20e-3, "c": 5e-3, "b": 1.005e-3, "a": 1e-3, "e": 1.9e-3}
+    calls: dict = {}
+    order: list = []
+    fake = _fake_round(speeds, calls)
+
+    def run_round(cand, p):
+        if p.round == 1:
+            order.append(cand)
+        return fake(cand, p)
+
+    out = dict(race_candidates(list(speeds), run_round, budget_s=1.0, min_samples=10))
+    assert order == ["a", "b", "e", "c", "d"]           # by the verification estimate
+    assert calls["a"][1].stop_above_s is None          # nobody to compare with yet
+    leader_max = max(out["a"]["info"]["race_rounds"][1]["samples_s"])
+    assert calls["c"][1].stop_above_s == pytest.approx(2 * leader_max)
+    for k in ("c", "d"):                               # > 2x the leader's slowest: one sample, out
+        assert out[k]["info"]["race"] == "dropped in round 1 (decisively slower)"
+        assert out[k]["n_samples"] == 1 and len(calls[k]) == 2
+        assert out[k]["status"] == "ok" and out[k]["median_s"] == pytest.approx(speeds[k], rel=0.02)
+    # 1.9x slower is not decisive: it gets the normal rounds (and two strikes)
+    assert out["e"]["info"]["race"] == "dropped in round 2" and out["e"]["n_samples"] == 6
+    assert out["a"]["info"]["race"] == out["b"]["info"]["race"] == "finalist"
+
+
+def test_a_decisively_dropped_candidate_is_readmitted_when_the_leader_slows_down():
+    speeds = {"a": 1e-3, "b": 3e-3}
+    calls: dict = {}
+    normal = _fake_round(speeds, calls)
+
+    def drifting(cand, p):  # a is fast in round 1 only; in the final it is 5x slower than b
+        out = normal(cand, p)
+        if cand == "a" and p.final:
+            out["samples_s"] = [s * 15 for s in out["samples_s"]]
+            out.update(summarize(out["samples_s"]))
+        return out
+
+    out = dict(race_candidates(list(speeds), drifting, budget_s=1.0, min_samples=10))
+    assert out["b"]["info"]["race"] == "finalist (re-admitted after being dropped in round 1)"
+    assert out["b"]["n_samples"] >= 10
 
 
 def test_race_lone_survivor_still_gets_the_full_final_round():
     speeds = {"a": 1e-3, "b": 9e-3}
     calls: dict = {}
-    cfg = RaceConfig(strikes=1)
+    cfg = RaceConfig(strikes=1, decisive_ratio=None)
     out = dict(race_candidates(list(speeds), _fake_round(speeds, calls), budget_s=0.5, min_samples=10,
                                config=cfg))
     assert out["b"]["info"]["race"] == "dropped in round 1"
     assert out["a"]["info"]["race"] == "finalist"
-    assert [p.round for p in calls["a"]] == [1, 2]  # no middle round with one survivor
+    assert [p.round for p in calls["a"]] == [0, 1, 2]  # no middle round with one survivor
     assert calls["a"][-1].final and calls["a"][-1].budget_s == 0.5
 
 
@@ -149,6 +200,8 @@ def test_race_config_validation():
         RaceConfig(first_samples=0)
     with pytest.raises(cb.ConvbenchError, match="same length"):
         RaceConfig(middle_fractions=(0.1, 0.2), middle_samples=(3,))
+    with pytest.raises(cb.ConvbenchError, match="decisive_ratio"):
+        RaceConfig(decisive_ratio=1.0)
 
 
 # ---- the sweep strategy, with worker processes ---------------------------------------------
@@ -232,7 +285,7 @@ def test_dropped_candidate_that_would_beat_a_drifted_final_is_readmitted():
     out = dict(race_candidates(list(speeds), drifting, budget_s=1.0, min_samples=10))
     assert out["c"]["info"]["race"] == "finalist (re-admitted after being dropped in round 2)"
     assert out["c"]["median_s"] == pytest.approx(6e-3, rel=0.02)  # its own final round
-    assert out["d"]["info"]["race"] == "dropped in round 2"       # clearly slower still: not re-run
+    assert out["d"]["info"]["race"] == "dropped in round 1 (decisively slower)"  # still: not re-run
     recs = [{"problem": "p", "device": "cpu", "spec_key": "k", "candidate": c, "backend": "x",
              "algorithm": c, **o} for c, o in out.items()]
     assert select_winners(recs)[("p", "cpu")].candidate in ("a", "b")
