@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import os
 from dataclasses import dataclass
-from typing import Optional
+from typing import Any, Callable, Optional
 
 import numpy as np
 
@@ -283,6 +283,31 @@ class NumpyFamilyBackend(Backend):
 
     def versions(self) -> dict[str, str]:
         return {"numpy": np.__version__}
+
+    def dispatch_callable(self, spec: ConvSpec, algorithm: str, device: str, kind: str,
+                          requires_grad: bool = False) -> Optional[Callable[[Any, Any], Any]]:
+        """For convbench.conv(): ``prepare(spec, x, w)``, ``run()``, ``result()`` on the caller's
+        arrays (prepare keeps views of them; any padding copy is part of the convolution).
+
+        ``kind`` "numpy"; or "torch-cpu" through ``Tensor.numpy()`` views both ways, unless
+        a tensor requires grad (autograd would silently stop). None otherwise.
+        """
+        if device != "cpu" or kind not in ("numpy", "torch-cpu") or (kind == "torch-cpu" and requires_grad):
+            return None
+        prepare = self.prepare
+
+        def run_prepared(x: np.ndarray, w: np.ndarray) -> np.ndarray:
+            p = prepare(spec, x, w, algorithm, device)
+            p.run()
+            return p.result()
+
+        if kind == "numpy":
+            return run_prepared
+        from .torch_backend import numpy_as_tensor, tensor_as_numpy
+
+        def run_tensor(x: Any, w: Any) -> Any:
+            return numpy_as_tensor(run_prepared(tensor_as_numpy(x), tensor_as_numpy(w)))
+        return run_tensor
 
     def base_info(self, spec: ConvSpec, algorithm: str) -> dict:
         info = {"numpy": np.__version__, "algorithm": algorithm,

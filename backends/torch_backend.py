@@ -105,6 +105,24 @@ def to_numpy(t: Any) -> np.ndarray:
     return t.numpy().copy()
 
 
+def numpy_as_tensor(a: np.ndarray) -> Any:
+    """A CPU tensor sharing ``a``'s memory (bfloat16 through an int16 view): no copy."""
+    torch = _torch()
+    if a.dtype.name == "bfloat16":
+        return torch.from_numpy(a.view(np.int16)).view(torch.bfloat16)
+    return torch.from_numpy(a)
+
+
+def tensor_as_numpy(t: Any) -> np.ndarray:
+    """A numpy array sharing a CPU tensor's memory (bfloat16 as ml_dtypes.bfloat16): no copy."""
+    torch = _torch()
+    if t.dtype == torch.bfloat16:
+        import ml_dtypes
+
+        return t.view(torch.int16).numpy().view(ml_dtypes.bfloat16)
+    return t.numpy()
+
+
 def _backend_name(b: Any) -> str:
     name = str(b).split(".")[-1]
     if "?" in name:
@@ -152,6 +170,17 @@ class _ConvPlan:
         if crop is not None:
             return lambda x: fn(x, w, **kwargs)[crop]
         return lambda x: fn(x, w, **kwargs)
+
+    def build2(self) -> Callable[[Any, Any], Any]:
+        """conv(x, w), the weights passed per call (what convbench.conv() needs)."""
+        import torch.nn.functional as F
+
+        fn, kwargs, pad, crop = self.fn, self.kwargs, self.pad, self.crop
+        if pad is not None:
+            return lambda x, w: fn(F.pad(x, pad), w, **kwargs)
+        if crop is not None:
+            return lambda x, w: fn(x, w, **kwargs)[crop]
+        return lambda x, w: fn(x, w, **kwargs)
 
 
 class _CudaEventTimer(DeviceTimer):
@@ -332,8 +361,7 @@ class TorchBackend(Backend):
     family = "torch"
     description = "PyTorch torch.nn.functional.conv*: oneDNN (mkldnn) and native kernels on CPU, cuDNN on CUDA"
     install_hint = "pip install convbench[torch]"
-    #: algorithm -> (memory format, mkldnn enabled [cpu] / cudnn.benchmark [cuda], allow_tf32);
-    #: convbench.conv() reads it to call torch directly with the same settings
+    #: algorithm -> (memory format, mkldnn enabled [cpu] / cudnn.benchmark [cuda], allow_tf32)
     settings = _CONFIG
     capabilities = Capabilities(dims=frozenset({1, 2, 3}), dtypes=frozenset(DTYPES),
                                 devices=frozenset({"cpu", "cuda"}))
@@ -408,6 +436,97 @@ class TorchBackend(Backend):
         if "MKL-DNN v" in config:
             out["onednn"] = config.split("MKL-DNN v", 1)[1].split()[0]
         return out
+
+    # -- convbench.conv() ---------------------------------------------------------------------
+    #: the input kinds of convbench.conv() whose arrays are torch tensors
+    native_kinds = ("torch-cpu", "torch-cuda")
+
+    def dispatch_callable(self, spec: ConvSpec, algorithm: str, device: str, kind: str,
+                          requires_grad: bool = False) -> Optional[Callable[[Any, Any], Any]]:
+        """callable(x, w) -> y running this candidate on the caller's own arrays (no copies).
+
+        ``kind`` "torch-cpu"/"torch-cuda": tensors on that device; "numpy" (cpu only):
+        numpy arrays, passed through ``torch.from_numpy`` views (bfloat16 through an int16
+        view) and returned as a numpy view of torch's output. Same settings as the
+        candidate's Prepared: memory format, mkldnn flag (cpu), cuDNN benchmark/TF32 (cuda),
+        the layout conversions and the asymmetric padding in the call. The weights are not
+        converted to channels-last (torch picks the channels-last kernel from the input's
+        memory format either way). None when the kind/device pair does not fit.
+        """
+        if algorithm not in _CONFIG or kind not in ("numpy", "torch-cpu", "torch-cuda"):
+            return None
+        if (kind == "torch-cuda") != (device == "cuda"):
+            return None
+        if not self.available():
+            return None
+        torch = _torch()
+        memory_format, flag, allow_tf32 = _CONFIG[algorithm]
+        d = spec.dims
+        core = _ConvPlan(spec).build2()
+        cl = {2: torch.channels_last, 3: torch.channels_last_3d}.get(d)
+        to_logical = (0, d + 1, *range(1, d + 1))
+        to_spatial_last = (0, *range(2, d + 2), 1)
+        if memory_format == "contiguous":
+            if spec.layout == "channels_last":
+                def body(t: Any, wt: Any) -> Any:
+                    return core(t.permute(*to_logical).contiguous(), wt).permute(*to_spatial_last).contiguous()
+            else:
+                body = core
+        elif spec.layout == "channels_last":
+            def body(t: Any, wt: Any) -> Any:
+                return core(t.permute(*to_logical), wt).permute(*to_spatial_last)
+        else:
+            def body(t: Any, wt: Any) -> Any:
+                return core(t.contiguous(memory_format=cl), wt).contiguous()
+
+        if device == "cpu":
+            get_flag, set_flag = torch._C._get_mkldnn_enabled, torch._C._set_mkldnn_enabled
+
+            def run(t: Any, wt: Any) -> Any:
+                if get_flag() == flag:
+                    return body(t, wt)
+                prev = get_flag()
+                set_flag(flag)
+                try:
+                    return body(t, wt)
+                finally:
+                    set_flag(prev)
+        else:
+            cudnn = torch.backends.cudnn
+
+            def run(t: Any, wt: Any) -> Any:
+                prev = (cudnn.enabled, cudnn.benchmark, cudnn.allow_tf32)
+                if prev == (True, flag, allow_tf32):
+                    return body(t, wt)
+                cudnn.enabled, cudnn.benchmark, cudnn.allow_tf32 = True, flag, allow_tf32
+                try:
+                    return body(t, wt)
+                finally:
+                    cudnn.enabled, cudnn.benchmark, cudnn.allow_tf32 = prev
+        if kind != "numpy":
+            return run
+        if spec.dtype == "bfloat16":
+            def run_np_bf16(x: np.ndarray, w: np.ndarray) -> np.ndarray:
+                return tensor_as_numpy(run(numpy_as_tensor(x), numpy_as_tensor(w)))
+            return run_np_bf16
+        from_numpy = torch.from_numpy
+
+        def run_np(x: np.ndarray, w: np.ndarray) -> np.ndarray:
+            return run(from_numpy(x), from_numpy(w)).numpy()  # views both ways, no copy
+        return run_np
+
+    def to_native(self, a: np.ndarray, kind: str) -> Any:
+        """A tensor of input kind ``kind`` holding a copy of ``a`` (for tuning and checks)."""
+        return to_torch(a, "cuda" if kind == "torch-cuda" else "cpu")
+
+    def from_native(self, t: Any) -> np.ndarray:
+        """A numpy copy of a tensor conv() returned."""
+        return to_numpy(t)
+
+    def synchronize_native(self, kind: str) -> None:
+        """Wait for queued work on the device of input kind ``kind`` (CUDA)."""
+        if kind == "torch-cuda":
+            _torch().cuda.synchronize()
 
     def _prepare(self, spec: ConvSpec, x: np.ndarray, w: np.ndarray, algorithm: str, device: str) -> Prepared:
         if self._threads is not None and _torch().get_num_threads() != self._threads:

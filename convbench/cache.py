@@ -39,7 +39,7 @@ from typing import Any, Iterable, Iterator, Mapping, Optional, Sequence, Union
 from .errors import CacheError, ConvbenchError
 from .spec import ConvSpec
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2   # 2 added entries.timings (version 1 files are upgraded in place)
 EXPORT_FORMAT = "convbench-tuned-cache"
 EXPORT_VERSION = 1
 POLICIES = ("warn", "skip", "ignore")
@@ -93,13 +93,17 @@ class CacheEntry:
     previous_candidate: Optional[str] = None
     updated: Optional[str] = None           # when it was written to this cache
     source: Optional[str] = None            # what produced it: "sweep (exhaustive)", "conv(tune)"...
+    # every candidate measured on this problem in that run: candidate -> seconds per call
+    # (the median for ok candidates; for candidates over the per-call limit, status timeout,
+    # the verification call scaled to the batch). What the miss predictor learns from.
+    timings: dict = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
 
 
 _ENTRY_FIELDS = [f.name for f in fields(CacheEntry)]
-_JSON_FIELDS = ("spec", "versions")
+_JSON_FIELDS = ("spec", "versions", "timings")
 _REQUIRED = {"spec_key": str, "machine": str, "threads": int, "device": str, "spec": dict,
              "candidate": str, "backend": str, "algorithm": str}
 _OPTIONAL_TYPES: dict[str, tuple] = {
@@ -108,7 +112,7 @@ _OPTIONAL_TYPES: dict[str, tuple] = {
     "margin": (int, float), "decisive": (bool,), "tie_rule": (str,), "max_error": (int, float),
     "run_id": (str,), "timestamp": (str,), "env_id": (str,), "machine_desc": (str,),
     "versions": (dict,), "previous_run_id": (str,), "previous_candidate": (str,),
-    "updated": (str,), "source": (str,),
+    "updated": (str,), "source": (str,), "timings": (dict,),
 }
 
 
@@ -267,7 +271,7 @@ _COLUMNS = [
     ("tie_rule", "TEXT"), ("max_error", "REAL"), ("run_id", "TEXT"), ("timestamp", "TEXT"),
     ("env_id", "TEXT"), ("machine_desc", "TEXT NOT NULL"), ("versions", "TEXT NOT NULL"),
     ("previous_run_id", "TEXT"), ("previous_candidate", "TEXT"), ("updated", "TEXT"),
-    ("source", "TEXT"),
+    ("source", "TEXT"), ("timings", "TEXT NOT NULL DEFAULT '{}'"),
 ]
 assert [c for c, _ in _COLUMNS] == _ENTRY_FIELDS  # internal invariant, not user input
 
@@ -357,7 +361,8 @@ class TunedCache:
                 raise CacheError(f"cache file {str(self.path)!r} cannot be opened: {exc}") from exc
             try:
                 conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
-                self._validate(conn)
+                if self._validate(conn) < SCHEMA_VERSION:
+                    self._upgrade(conn)
                 mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
                 if str(mode).lower() != "wal":
                     self._retry(lambda: conn.execute("PRAGMA journal_mode = WAL"))
@@ -371,7 +376,24 @@ class TunedCache:
             self._conn, self._pid = conn, os.getpid()
             return conn
 
-    def _validate(self, conn: sqlite3.Connection) -> None:
+    def _upgrade(self, conn: sqlite3.Connection) -> None:
+        """Bring an older convbench cache to SCHEMA_VERSION in one transaction (entries kept)."""
+        def step() -> None:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                row = conn.execute("SELECT value FROM convbench_meta WHERE key = 'schema_version'").fetchone()
+                if int(row[0]) < 2:  # another process may have upgraded it meanwhile
+                    for table in ("entries", "history"):
+                        conn.execute(f"ALTER TABLE {table} ADD COLUMN timings TEXT NOT NULL DEFAULT '{{}}'")
+                    conn.execute("UPDATE convbench_meta SET value = ? WHERE key = 'schema_version'",
+                                 (str(SCHEMA_VERSION),))
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+        self._retry(step)
+
+    def _validate(self, conn: sqlite3.Connection) -> int:
         tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
         if "convbench_meta" not in tables:
             raise self._fail("is an SQLite database but not a convbench cache (no convbench_meta "
@@ -394,6 +416,7 @@ class TunedCache:
         check = conn.execute("PRAGMA quick_check").fetchone()
         if not check or check[0] != "ok":
             raise self._fail(f"is corrupt (SQLite quick_check: {check[0] if check else 'no answer'})")
+        return version
 
     def _create_file(self) -> None:
         """Build a new cache next to the target and link it into place (never over a file)."""
@@ -752,8 +775,13 @@ def _validate_entry(d: Any, where: str) -> CacheEntry:
     if d["candidate"] != expect:
         raise CacheError(f"{where}: candidate {d['candidate']!r} does not match backend, "
                          f"algorithm and device ({expect!r})")
+    for cand, t in (d.get("timings") or {}).items():
+        if not isinstance(cand, str) or isinstance(t, bool) or not isinstance(t, (int, float)) \
+                or not math.isfinite(t) or t < 0:
+            raise CacheError(f"{where}: field 'timings' maps {cand!r} to {t!r}; expected candidate "
+                             f"-> seconds per call (a finite number >= 0)")
     kwargs = {k: d[k] for k in _ENTRY_FIELDS if k in d}
-    for k, default in (("versions", {}), ("machine_desc", ""), ("decisive", False)):
+    for k, default in (("versions", {}), ("machine_desc", ""), ("decisive", False), ("timings", {})):
         if kwargs.get(k) is None:
             kwargs[k] = default
     return CacheEntry(**kwargs)
@@ -891,6 +919,11 @@ def entries_from_run(records: Sequence[Mapping[str, Any]], meta: Mapping[str, An
     env = dict(meta.get("environment") or {})
     versions = versions_from_environment(env)
     winners = select_winners(list(records))
+    timings: dict[tuple, dict[str, float]] = {}
+    for r in records:
+        t = _record_time(r)
+        if t is not None:
+            timings.setdefault((r.get("problem"), r.get("device")), {})[str(r["candidate"])] = t
     by_key: dict[tuple, CacheEntry] = {}
     problems = {(r.get("problem"), r.get("device")) for r in records}
     duplicates = 0
@@ -913,7 +946,8 @@ def entries_from_run(records: Sequence[Mapping[str, Any]], meta: Mapping[str, An
             max_error=_f(rec.get("max_error")), run_id=rec.get("run_id") or meta.get("run_id"),
             timestamp=rec.get("timestamp") or meta.get("created"), env_id=rec.get("env_id") or meta.get("env_id"),
             machine_desc=machine_description(env, dev), versions=dict(versions),
-            source=source or f"sweep ({meta.get('strategy') or 'exhaustive'})")
+            source=source or f"sweep ({meta.get('strategy') or 'exhaustive'})",
+            timings=timings.get((problem, device), {}))
         k = (entry.spec_key, entry.machine, entry.threads, entry.device)
         if k in by_key:
             duplicates += 1
@@ -923,6 +957,15 @@ def entries_from_run(records: Sequence[Mapping[str, Any]], meta: Mapping[str, An
         by_key[k] = entry
     no_winner = len(problems) - len(winners)
     return list(by_key.values()), max(no_winner, 0), duplicates
+
+
+def _record_time(r: Mapping[str, Any]) -> Optional[float]:
+    """Seconds per call of a record for CacheEntry.timings (None: nothing measured)."""
+    if r.get("status") == "ok":
+        return _f(r.get("median_s"))
+    if r.get("status") == "timeout":
+        return _f((r.get("info") or {}).get("verify_est_s"))
+    return None
 
 
 def _f(v: Any) -> Optional[float]:

@@ -18,7 +18,10 @@ Choosing (policies):
 
 Copies are not hidden. The caller's activations and weights are handed to a candidate only
 through zero-copy views; a candidate that would need a copy of them for this input type is
-*excluded* for it (never used by ``conv()``):
+*excluded* for it (never used by ``conv()``). Which candidates can do this is each backend's
+own business: ``Backend.dispatch_callable(spec, algorithm, device, kind, requires_grad)``
+returns a callable(x, w) running the candidate on the caller's arrays, or None. The core
+knows input kinds only by name; the built-in backends answer:
 
 ==================  =====================================================================
 input               eligible candidates
@@ -35,12 +38,10 @@ Algorithms that transform the weights ahead of time (``*-precomputed-weights``, 
 ...) are excluded too: conv() prepares on every call, so the transformation that a sweep
 leaves untimed would be paid, unmeasured, on every call.
 TensorFlow (``tf.convert_to_tensor`` copies), numba (its ``prepare()`` copies the inputs
-into flat arrays of its own), Triton (its ``prepare()`` takes numpy arrays and copies them to
-the GPU) and third-party backends are excluded, unless a backend provides
-``dispatch_callable(spec, algorithm, device, input_kind) -> callable(x, w) | None``, which
-must run on the given arrays without copying them. Outputs are new arrays: the NumPy/SciPy
-backends' ``Prepared.result()`` copies their output buffer once (that copy, and their
-``prepare()`` allocations, are paid per call; ``policy="tune"`` times them, a sweep does not).
+into flat arrays of its own) and Triton (its ``prepare()`` takes numpy arrays and copies
+them to the GPU) return None. Outputs are new arrays: the NumPy/SciPy backends'
+``Prepared.result()`` copies their output buffer once (that copy, and their ``prepare()``
+allocations, are paid per call; ``policy="tune"`` times them, a sweep does not).
 
 "Calling the chosen candidate directly", the baseline of the 20 µs overhead bound, means:
 for ``torch`` the same ``torch.nn.functional.conv*`` call with the candidate's settings
@@ -55,6 +56,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, Union
 
@@ -70,12 +72,6 @@ POLICIES = ("cache", "tune", "heuristic")
 TUNE_BUDGET_S = 0.1
 TUNE_BACKENDS: Optional[list[str]] = None
 KINDS = ("numpy", "torch-cpu", "torch-cuda")
-
-def _torch_algos() -> dict:
-    """torch algorithm -> (memory format, flag, allow_tf32), read from the torch backend itself
-    (its ``settings``; flag: mkldnn enabled on cpu, cudnn.benchmark on cuda), so there is one table."""
-    return get_backend("torch").settings
-
 
 @dataclass
 class Plan:
@@ -227,189 +223,63 @@ def _data_device(kind: str) -> str:
     return "cuda" if kind == "torch-cuda" else "cpu"
 
 
-def eligible(kind: str, backend: str, algorithm: str, device: str, *, requires_grad: bool = False,
-             spec: Optional[ConvSpec] = None) -> bool:
-    """Whether conv() may run this candidate on inputs of ``kind`` without copying them."""
+def eligible(kind: str, backend: str, algorithm: str, device: str, *, spec: ConvSpec,
+             requires_grad: bool = False) -> bool:
+    """Whether conv() may run this candidate on ``spec``'s inputs of ``kind`` without copying
+    them: the data's device, no untimed weight precomputation, and the backend's
+    ``dispatch_callable`` hook gives a callable."""
+    return _callable(spec, kind, backend, algorithm, device, requires_grad) is not None
+
+
+def _callable(spec: ConvSpec, kind: str, backend: str, algorithm: str, device: str,
+              requires_grad: bool) -> Optional[Callable[[Any, Any], Any]]:
     if device != _data_device(kind):
-        return False
+        return None
     from .selection import precomputes_weights
 
     if precomputes_weights({"algorithm": algorithm}):
-        return False  # conv() prepares per call: the precomputation would be paid, untimed, every call
+        return None  # conv() prepares per call: the precomputation would be paid, untimed, every call
     try:
         b = get_backend(backend)
-    except ConvbenchError:
-        return False
-    hook = getattr(b, "dispatch_callable", None)
-    if hook is not None and spec is not None:
-        try:
-            return hook(spec, algorithm, device, kind) is not None
-        except Exception:
-            return False
-    if backend == "torch":
-        return algorithm in _torch_algos()
-    if getattr(b, "family", "") == "numpy":
-        return kind == "numpy" or (kind == "torch-cpu" and not requires_grad)
-    return False
+        if not b.available():
+            return None
+        return b.dispatch_callable(spec, algorithm, device, kind, requires_grad=requires_grad)
+    except Exception:  # a third-party hook that fails: that candidate is not eligible
+        return None
 
 
-def _torch_fn(spec: ConvSpec, algorithm: str, device: str) -> Callable[[Any, Any], Any]:
-    """conv(x, w) on torch tensors in spec.layout with the torch backend's settings for ``algorithm``."""
-    import torch
-    import torch.nn.functional as F
-
-    memory_format, flag, allow_tf32 = _torch_algos()[algorithm]
-    d = spec.dims
-    sym = tuple(min(a, b) for a, b in spec.padding)
-    extra = [(a - q, b - q) for (a, b), q in zip(spec.padding, sym)]
-    kw: dict[str, Any] = dict(stride=spec.stride, padding=sym, dilation=spec.dilation, groups=spec.groups)
-    pad = crop = None
-    if spec.transposed:
-        fn = getattr(F, f"conv_transpose{d}d")
-        kw["output_padding"] = spec.output_padding
-        if any(a or b for a, b in extra):
-            full = [o + a + b for o, (a, b) in zip(spec.output_size, extra)]
-            crop = (slice(None), slice(None)) + tuple(slice(a, f - b) for (a, b), f in zip(extra, full))
-    else:
-        fn = getattr(F, f"conv{d}d")
-        if any(a or b for a, b in extra):
-            flat: list[int] = []
-            for a, b in reversed(extra):
-                flat += [a, b]
-            pad = tuple(flat)
-    cl = {2: torch.channels_last, 3: torch.channels_last_3d}.get(d)
-    cl_spec = spec.layout == "channels_last"
-    to_logical = (0, d + 1, *range(1, d + 1))
-    to_spatial_last = (0, *range(2, d + 2), 1)
-    stride_, pad_sym, dil, groups = kw["stride"], kw["padding"], kw["dilation"], kw["groups"]
-
-    if spec.transposed:
-        op = kw["output_padding"]
-
-        def core(t: Any, wt: Any) -> Any:
-            y = fn(t, wt, None, stride_, pad_sym, op, groups, dil)
-            return y[crop] if crop is not None else y
-    elif pad is not None:
-        def core(t: Any, wt: Any) -> Any:
-            return fn(F.pad(t, pad), wt, None, stride_, pad_sym, dil, groups)
-    else:
-        def core(t: Any, wt: Any) -> Any:
-            return fn(t, wt, None, stride_, pad_sym, dil, groups)
-
-    # conversions the torch backend does inside run() when the memory format differs from
-    # spec.layout (the weights are not converted: torch picks the channels-last kernel from
-    # the input's memory format, as it does when the weights are converted)
-    if memory_format == "contiguous":
-        if cl_spec:
-            def body(t: Any, wt: Any) -> Any:
-                return core(t.permute(*to_logical).contiguous(), wt).permute(*to_spatial_last).contiguous()
-        else:
-            body = core
-    else:
-        if cl_spec:
-            def body(t: Any, wt: Any) -> Any:
-                return core(t.permute(*to_logical), wt).permute(*to_spatial_last)
-        else:
-            def body(t: Any, wt: Any) -> Any:
-                return core(t.contiguous(memory_format=cl), wt).contiguous()
-
-    if device == "cpu":
-        get_flag, set_flag = torch._C._get_mkldnn_enabled, torch._C._set_mkldnn_enabled
-
-        def run(t: Any, wt: Any) -> Any:
-            if get_flag() == flag:
-                return body(t, wt)
-            prev = get_flag()
-            set_flag(flag)
-            try:
-                return body(t, wt)
-            finally:
-                set_flag(prev)
-        return run
-
-    cudnn = torch.backends.cudnn
-
-    def run_cuda(t: Any, wt: Any) -> Any:
-        prev = (cudnn.enabled, cudnn.benchmark, cudnn.allow_tf32)
-        if prev == (True, flag, allow_tf32):
-            return body(t, wt)
-        cudnn.enabled, cudnn.benchmark, cudnn.allow_tf32 = True, flag, allow_tf32
-        try:
-            return body(t, wt)
-        finally:
-            cudnn.enabled, cudnn.benchmark, cudnn.allow_tf32 = prev
-    return run_cuda
-
-
-def _np_to_torch(a: np.ndarray) -> Any:
-    import torch
-
-    if a.dtype.name == "bfloat16":
-        return torch.from_numpy(a.view(np.int16)).view(torch.bfloat16)
-    return torch.from_numpy(a)
-
-
-def _torch_to_np(t: Any) -> np.ndarray:
-    import torch
-
-    if t.dtype == torch.bfloat16:
-        import ml_dtypes
-
-        return t.view(torch.int16).numpy().view(ml_dtypes.bfloat16)
-    return t.numpy()
-
-
-def runner(spec: ConvSpec, kind: str, backend: str, algorithm: str, device: str) -> Callable[[Any, Any], Any]:
+def runner(spec: ConvSpec, kind: str, backend: str, algorithm: str, device: str, *,
+           requires_grad: bool = False) -> Callable[[Any, Any], Any]:
     """A callable(x, w) -> y running one candidate on inputs of ``kind`` (no input copies).
 
     UnsupportedError if the candidate is not eligible for this input kind.
     """
-    b = get_backend(backend)
-    hook = getattr(b, "dispatch_callable", None)
-    if hook is not None:
-        fn = hook(spec, algorithm, device, kind)
-        if fn is None:
-            raise UnsupportedError(f"{backend}:{algorithm}@{device} cannot run {kind} inputs without a copy")
-        return fn
-    if not eligible(kind, backend, algorithm, device, spec=spec):
+    fn = _callable(spec, kind, backend, algorithm, device, requires_grad)
+    if fn is None:
         raise UnsupportedError(f"{backend}:{algorithm}@{device} is not eligible for {kind} inputs "
-                               f"(it would copy them); see convbench.dispatch")
-    if backend == "torch":
-        fn = _torch_fn(spec, algorithm, device)
-        if kind == "numpy":
-            if spec.dtype == "bfloat16":
-                def run_np(x: np.ndarray, w: np.ndarray) -> np.ndarray:
-                    return _torch_to_np(fn(_np_to_torch(x), _np_to_torch(w)))
-                return run_np
-            import torch
+                               f"(it would copy them, or it precomputes weights); see convbench.dispatch")
+    return fn
 
-            from_numpy = torch.from_numpy
 
-            def run_np_plain(x: np.ndarray, w: np.ndarray) -> np.ndarray:
-                return fn(from_numpy(x), from_numpy(w)).numpy()  # views both ways, no copy
-            return run_np_plain
-        return fn
-    # NumPy/SciPy family: the public Prepared API
-    prepare = b.prepare
+def _kind_owner(kind: str) -> Any:
+    """The backend whose framework holds arrays of input kind ``kind`` (not "numpy")."""
+    for name in list_backends():
+        try:
+            b = get_backend(name)
+        except ConvbenchError:
+            continue
+        if kind in getattr(b, "native_kinds", ()):
+            return b
+    raise UnsupportedError(f"no registered backend handles {kind} arrays")
 
-    def run_prepared(x: np.ndarray, w: np.ndarray) -> np.ndarray:
-        p = prepare(spec, x, w, algorithm, device)
-        p.run()
-        return p.result()
 
-    if kind == "numpy":
-        return run_prepared
-    import torch
+def _like(kind: str, a: np.ndarray) -> Any:
+    """``a`` (a copy) as an array of ``kind``."""
+    return a if kind == "numpy" else _kind_owner(kind).to_native(np.ascontiguousarray(a), kind)
 
-    from_numpy = torch.from_numpy
-    if spec.dtype == "bfloat16":
-        def run_tensor_bf16(x: Any, w: Any) -> Any:
-            return _np_to_torch(run_prepared(_torch_to_np(x), _torch_to_np(w)))
-        return run_tensor_bf16
 
-    def run_tensor(x: Any, w: Any) -> Any:
-        return from_numpy(run_prepared(x.numpy(), w.numpy()))  # views both ways, no copy
-    return run_tensor
+def _to_numpy(kind: str, y: Any) -> np.ndarray:
+    return np.asarray(y) if kind == "numpy" else _kind_owner(kind).from_native(y)
 
 
 # ---- choosing -----------------------------------------------------------------------------
@@ -426,7 +296,7 @@ def _plan_for(x: Any, w: Any, stride: Any, padding: Any, dilation: Any, groups: 
     spec = spec_from_arrays(x, w, stride, padding, dilation, groups, transposed, output_padding, layout)
     grad = bool(kind != "numpy" and (x.requires_grad or w.requires_grad))
     choice = choose(spec, kind, data_dev, policy=policy, cache=cache, requires_grad=grad, x=x, w=w)
-    fn = runner(spec, kind, choice.backend, choice.algorithm, data_dev)
+    fn = runner(spec, kind, choice.backend, choice.algorithm, data_dev, requires_grad=grad)
     return Plan(spec, kind, data_dev, choice, fn)
 
 
@@ -491,13 +361,6 @@ def eligible_candidates(spec: ConvSpec, kind: str, device: str, *, requires_grad
     return out
 
 
-def _like(kind: str, a: np.ndarray, device: str) -> Any:
-    if kind == "numpy":
-        return a
-    t = _np_to_torch(np.ascontiguousarray(a))
-    return t.to(device) if device == "cuda" else t
-
-
 def tune(spec: ConvSpec, kind: str = "numpy", device: str = "cpu", *,
          cache: Union[None, PathLike, TunedCache] = None, requires_grad: bool = False,
          x: Any = None, w: Any = None, budget_s: Optional[float] = None, seed: int = 0,
@@ -525,39 +388,48 @@ def tune(spec: ConvSpec, kind: str = "numpy", device: str = "cpu", *,
         raise UnsupportedError(f"no eligible candidate for {spec.label} on {device} with {kind} inputs")
     if x is None or w is None:
         xn, wn = make_inputs(spec, seed=seed)
-        x, w = _like(kind, xn, device), _like(kind, wn, device)
+        x, w = _like(kind, xn), _like(kind, wn)
     vspec = spec if spec.n <= 2 else spec.replace(n=2)
     vx, vw = make_inputs(vspec, seed=seed)
     expected = reference(vspec, vx, vw)
-    vx_k, vw_k = _like(kind, vx, device), _like(kind, vw, device)
-    sync = None
-    if device == "cuda":
-        import torch
-
-        sync = torch.cuda.synchronize
-    fns = {str(c): runner(spec, kind, c.backend, c.algorithm, device) for c in cands}
-    vfns = {str(c): runner(vspec, kind, c.backend, c.algorithm, device) for c in cands}
+    vx_k, vw_k = _like(kind, vx), _like(kind, vw)
+    sync: Optional[Callable[[], Any]] = None
+    if kind != "numpy":
+        owner_sync = getattr(_kind_owner(kind), "synchronize_native", None)
+        if owner_sync is not None:
+            def sync() -> None:
+                owner_sync(kind)
+    fns = {str(c): runner(spec, kind, c.backend, c.algorithm, device, requires_grad=requires_grad)
+           for c in cands}
+    vfns = {str(c): runner(vspec, kind, c.backend, c.algorithm, device, requires_grad=requires_grad)
+            for c in cands}
 
     def run_round(c: Candidate, p: RoundParams) -> dict[str, Any]:
         out: dict[str, Any] = {"status": "ok", "message": None, "info": {}}
         if p.verify:
             try:
+                t0 = time.perf_counter()
                 y = vfns[str(c)](vx_k, vw_k)
-                if kind != "numpy":
-                    y = _torch_to_np(y.detach().cpu()) if device == "cuda" else _torch_to_np(y.detach())
-                err = relative_error(np.asarray(y), expected)
+                if sync is not None:
+                    sync()
+                call_s = time.perf_counter() - t0
+                err = relative_error(_to_numpy(kind, y), expected)
             except Exception as exc:  # noqa: BLE001 - recorded, not raised
                 return {"status": "error", "message": f"{type(exc).__name__}: {exc}", "info": {}}
             tol = get_backend(c.backend).tolerance(spec, device, c.algorithm)
             out["max_error"], out["tolerance"] = err, tol
+            out["info"] = {"verify_call_s": call_s, "verify_est_s": call_s * spec.n / vspec.n}
             if not err <= tol:
                 return {**out, "status": "wrong",
                         "message": f"relative error {err:.3g} exceeds tolerance {tol:.3g}"}
+            if not p.time:
+                return {**out, "status": "verified"}
         fn = fns[str(c)]
         try:
             res = time_callable(lambda: fn(x, w), sync=sync, budget_s=p.budget_s,
                                 min_samples=p.min_samples, max_samples=p.max_samples,
-                                rel_ci=p.rel_ci, min_warmup_calls=1, min_warmup_s=0.01)
+                                rel_ci=p.rel_ci, min_warmup_calls=1, min_warmup_s=0.01,
+                                stop_above_s=p.stop_above_s)
         except Exception as exc:  # noqa: BLE001
             return {"status": "error", "message": f"{type(exc).__name__}: {exc}", "info": {}}
         out.update(res.to_dict())

@@ -1,12 +1,30 @@
-"""Choosing for shapes nobody tuned: nearest neighbours over this machine's cached winners.
+"""Choosing for shapes nobody tuned: nearest neighbours over this machine's cached results.
 
 Each problem becomes a point in a log-scaled feature space (see :func:`features`); every
-feature is standardised over the training entries so none dominates the distance. A miss
-takes the ``k`` nearest cached problems (same device, same machine) and votes for their
-winners, weighted by ``1 / (distance + 0.1)``; the best-voted candidate that supports the
-new spec (``get_backend(b).supports(spec, device, algorithm)``, backend available, and
-allowed by the caller's filter) is the prediction. When no neighbour's winner qualifies,
-the search widens to every entry, then falls back to :func:`heuristic_choice`.
+feature is standardised over the training entries so none dominates the distance.
+
+What is learnt is not just each cached problem's winner but how every measured candidate
+did there: an entry's ``timings`` (every candidate timed on that problem in its sweep) give
+each candidate's *log-regret* there, ``log(time / fastest time)``. For a miss, the ``k``
+nearest cached problems (same device, same machine) are weighted by
+``1 / (distance + 0.5)`` and every candidate's score is its weighted mean log-regret over
+the neighbours that measured it, shrunk toward its mean log-regret over the whole training
+set (the *prior*, with weight ``prior_weight``; 1.0 weighs as much as one neighbour at
+distance 0.5):
+
+    score(c) = (sum_i w_i * lr_i(c) + prior_weight * prior(c)) / (sum_i w_i + prior_weight)
+
+``k`` and ``prior_weight`` are chosen by cross-validation on the training entries (see
+:class:`Predictor`) unless given.
+
+The lowest-scoring candidate that supports the new spec (``get_backend(b).supports(spec,
+device, algorithm)``, backend available, and allowed by the caller's filter) is the
+prediction. The score is an estimate of the log-regret being minimised, so with no useful
+neighbours the prediction falls back to the candidate that is best across the training set,
+and near cached problems it follows them. Entries written before timings were cached know
+only their winner (log-regret 0) and runner-up (``log(1 + margin)``); there, any other
+candidate counts as ``log(2)`` slower, or as slow as the runner-up if that is slower. When
+no candidate with any training data qualifies, :func:`heuristic_choice` decides.
 
 Heuristic fallback (no cached data, or no cached winner runs this spec), first that
 supports the spec and is available:
@@ -26,7 +44,7 @@ from __future__ import annotations
 import math
 import threading
 from dataclasses import dataclass
-from typing import Callable, Optional, Sequence, Union
+from typing import Callable, Mapping, Optional, Sequence, Union
 
 import numpy as np
 
@@ -107,21 +125,58 @@ class Neighbour:
     distance: float
 
 
-class Predictor:
-    """k-nearest-neighbour vote over cached winners (fit on entries of one machine and device)."""
+#: log-regret assumed for a candidate an old (winner-only) entry does not list
+_UNLISTED_LOG_REGRET = math.log(2.0)
 
-    def __init__(self, k: int = 3) -> None:
-        if not isinstance(k, int) or isinstance(k, bool) or k < 1:
-            raise ConvbenchError(f"k: {k!r} must be an integer >= 1")
-        self.k = k
+
+def log_regrets(entry: CacheEntry) -> dict[str, float]:
+    """candidate -> log(its time / the fastest time) on this entry's problem (see module doc)."""
+    times = {c: float(t) for c, t in (entry.timings or {}).items()
+             if isinstance(t, (int, float)) and t > 0 and c.endswith("@" + entry.device)}
+    if entry.median_s and entry.median_s > 0:
+        times.setdefault(entry.candidate, float(entry.median_s))
+    if times:
+        best = min(times.values())
+        return {c: math.log(t / best) for c, t in times.items()}
+    return {entry.candidate: 0.0}
+
+
+#: the (k, prior_weight) pairs Predictor(k="auto") chooses from
+K_GRID = (1, 3, 5, 8, 13)
+PRIOR_GRID = (0.0, 0.3, 1.0, 3.0)
+
+
+class Predictor:
+    """k-nearest-neighbour regret estimate over cached entries (one machine and device).
+
+    ``k="auto"`` (the default) picks ``k`` and ``prior_weight`` from :data:`K_GRID` x
+    :data:`PRIOR_GRID` by cross-validation on the training entries themselves: leave one run
+    out when the entries come from two or more runs (so the choice rewards predicting a
+    network not seen yet), else leave one entry out; the pair with the lowest mean
+    log-regret of its picks wins (ties: the smaller k, then the smaller weight). With fewer
+    than 4 entries it keeps ``k=5, prior_weight=1.0``.
+    """
+
+    def __init__(self, k: Union[int, str] = "auto", prior_weight: float = 1.0) -> None:
+        if k != "auto" and (not isinstance(k, int) or isinstance(k, bool) or k < 1):
+            raise ConvbenchError(f"k: {k!r} must be an integer >= 1 or 'auto'")
+        if isinstance(prior_weight, bool) or not isinstance(prior_weight, (int, float)) \
+                or not (prior_weight >= 0 and math.isfinite(prior_weight)):
+            raise ConvbenchError(f"prior_weight: {prior_weight!r} must be a finite number >= 0")
+        self.auto = k == "auto"
+        self.k = 5 if self.auto else int(k)
+        self.prior_weight = float(prior_weight)
+        self.cv_log_regret: Optional[float] = None   # the chosen pair's cross-validated score
         self.entries: list[CacheEntry] = []
+        self._tables: list[tuple[dict[str, float], Optional[float]]] = []
+        self._prior: dict[str, float] = {}
         self._x = np.zeros((0, len(FEATURES)))
         self._mu = np.zeros(len(FEATURES))
         self._sd = np.ones(len(FEATURES))
 
     def fit(self, entries: Sequence[CacheEntry]) -> "Predictor":
-        """Learn from cached entries (their spec, winner and thread count)."""
-        rows, keep = [], []
+        """Learn from cached entries (their spec, thread count and timings)."""
+        rows, keep, tables = [], [], []
         for e in entries:
             try:
                 spec = ConvSpec.from_dict(e.spec)
@@ -129,7 +184,16 @@ class Predictor:
                 continue
             rows.append(features(spec, e.threads or 1))
             keep.append(e)
-        self.entries = keep
+            table = log_regrets(e)
+            unlisted: Optional[float] = None   # complete timings: unlisted = not measured
+            if len(table) == 1 and not e.timings:
+                unlisted = _UNLISTED_LOG_REGRET
+                if e.runner_up and e.margin is not None and e.margin >= 0:
+                    table[e.runner_up] = math.log1p(e.margin)
+                    unlisted = max(unlisted, table[e.runner_up])
+            tables.append((table, unlisted))
+        self.entries, self._tables = keep, tables
+        self._prior = self._prior_over(range(len(tables)))
         if rows:
             x = np.vstack(rows)
             self._mu = x.mean(axis=0)
@@ -138,7 +202,68 @@ class Predictor:
             self._x = (x - self._mu) / self._sd
         else:
             self._x = np.zeros((0, len(FEATURES)))
+        if self.auto and len(keep) >= 4:
+            self._select()
         return self
+
+    def _prior_over(self, idx: Sequence[int]) -> dict[str, float]:
+        sums: dict[str, list[float]] = {}
+        for i in idx:
+            for c, lr in self._tables[i][0].items():
+                sums.setdefault(c, []).append(lr)
+        return {c: sum(v) / len(v) for c, v in sums.items()}
+
+    def _score(self, d: np.ndarray, pool: Sequence[int], prior: Mapping[str, float], device: str,
+               k: int, lam: float) -> dict[str, float]:
+        """Scores from the entries ``pool`` (indices, nearest first by ``d``)."""
+        near = [i for i in pool if self.entries[i].device == device][:k]
+        out = {}
+        for c, pr in prior.items():
+            if not c.endswith("@" + device):
+                continue
+            num, den = lam * pr, lam
+            for i in near:
+                table, unlisted = self._tables[i]
+                lr = table.get(c, unlisted)
+                if lr is None:
+                    continue  # that neighbour did not measure c: no information
+                w = 1.0 / (float(d[i]) + 0.5)
+                num += w * lr
+                den += w
+            if den > 0:
+                out[c] = num / den
+        return out
+
+    def _select(self) -> None:
+        """Cross-validate (k, prior_weight) over the training entries (see the class doc)."""
+        runs: dict[Optional[str], list[int]] = {}
+        for i, e in enumerate(self.entries):
+            runs.setdefault(e.run_id, []).append(i)
+        folds = list(runs.values()) if len(runs) >= 2 else [[i] for i in range(len(self.entries))]
+        dist = np.sqrt(((self._x[:, None, :] - self._x[None, :, :]) ** 2).sum(axis=2))
+        results = {}
+        for k in K_GRID:
+            for lam in PRIOR_GRID:
+                total, n = 0.0, 0
+                for fold in folds:
+                    held = set(fold)
+                    rest = [i for i in range(len(self.entries)) if i not in held]
+                    prior = self._prior_over(rest)
+                    for i in fold:
+                        table, unlisted = self._tables[i]
+                        if unlisted is not None or len(table) < 2:
+                            continue  # no full timings: cannot score a pick there
+                        order = [j for j in np.argsort(dist[i], kind="stable") if j not in held]
+                        sc = self._score(dist[i], order, prior, self.entries[i].device, k, lam)
+                        picks = [(v, c) for c, v in sc.items() if c in table]
+                        if picks:
+                            total += table[min(picks)[1]]
+                            n += 1
+                if n:
+                    results[(k, lam)] = total / n
+        if results:
+            (self.k, self.prior_weight), self.cv_log_regret = min(
+                results.items(), key=lambda kv: (round(kv[1], 12), kv[0]))
 
     def __len__(self) -> int:
         return len(self.entries)
@@ -154,22 +279,27 @@ class Predictor:
             order = order[:k]
         return [Neighbour(self.entries[i], float(d[i])) for i in order]
 
+    def scores(self, spec: ConvSpec, device: str = "cpu", *, threads: int = 1) -> dict[str, float]:
+        """Estimated log-regret of every candidate with training data (lower is better)."""
+        if not self.entries:
+            return {}
+        q = (features(spec, threads) - self._mu) / self._sd
+        d = np.sqrt(((self._x - q) ** 2).sum(axis=1))
+        return self._score(d, list(np.argsort(d, kind="stable")), self._prior, device, self.k,
+                           self.prior_weight)
+
     def predict(self, spec: ConvSpec, device: str = "cpu", *, threads: int = 1,
                 allow: Optional[Allow] = None) -> Choice:
         """The predicted choice for ``spec`` (source "predicted"), else the heuristic's."""
-        for pool in (self.neighbours(spec, threads, self.k), self.neighbours(spec, threads)):
-            votes: dict[tuple[str, str], float] = {}
-            for nb in pool:
-                e = nb.entry
-                if e.device != device:
-                    continue
-                votes[(e.backend, e.algorithm)] = votes.get((e.backend, e.algorithm), 0.0) \
-                    + 1.0 / (nb.distance + 0.1)
-            for (b, a), _ in sorted(votes.items(), key=lambda kv: -kv[1]):
-                if _supported(spec, b, a, device, allow):
-                    return Choice(candidate=str(Candidate(b, a, device)), backend=b, algorithm=a,
-                                  device=device, median_s=None, margin=None, spec_key=spec.key,
-                                  threads=threads, source="predicted")
+        for cand, _ in sorted(self.scores(spec, device, threads=threads).items(), key=lambda kv: (kv[1], kv[0])):
+            try:
+                c = Candidate.parse(cand)
+            except ConvbenchError:
+                continue
+            if _supported(spec, c.backend, c.algorithm, device, allow):
+                return Choice(candidate=cand, backend=c.backend, algorithm=c.algorithm,
+                              device=device, median_s=None, margin=None, spec_key=spec.key,
+                              threads=threads, source="predicted")
         return heuristic_choice(spec, device, allow=allow)
 
 
@@ -188,7 +318,7 @@ def _cache_state(tc: TunedCache) -> tuple:
 
 
 def predictor_for(device: str = "cpu", *, cache: Union[None, PathLike, TunedCache] = None,
-                  k: int = 3) -> Predictor:
+                  k: Union[int, str] = "auto") -> Predictor:
     """A Predictor fit on this machine's cached entries for ``device`` (refit when the cache changes)."""
     tc = open_cache(cache, create=False)
     machine = machine_key(current_environment(), device)
@@ -205,7 +335,7 @@ def predictor_for(device: str = "cpu", *, cache: Union[None, PathLike, TunedCach
 
 
 def predict(spec: ConvSpec, device: str = "cpu", *, threads: Optional[int] = None,
-            cache: Union[None, PathLike, TunedCache] = None, k: int = 3,
+            cache: Union[None, PathLike, TunedCache] = None, k: Union[int, str] = "auto",
             allow: Optional[Allow] = None) -> Choice:
     """A choice for a spec that is not in the cache: nearest cached neighbours, else the heuristic."""
     from .cache import default_threads

@@ -234,6 +234,28 @@ class Backend(ABC):
         """Versions of the libraries this backend runs on (recorded with every result)."""
         return {}
 
+    # -- convbench.conv() -----------------------------------------------------------------
+    #: input kinds of convbench.conv() whose arrays belong to this backend's framework
+    #: (e.g. ("torch-cpu", "torch-cuda")); such a backend also implements to_native/from_native
+    native_kinds: tuple = ()
+
+    def dispatch_callable(self, spec: ConvSpec, algorithm: str, device: str, kind: str,
+                          requires_grad: bool = False) -> Optional[Callable[[Any, Any], Any]]:
+        """A callable(x, w) -> y that runs this candidate on convbench.conv()'s caller's own
+        arrays of input kind ``kind`` ("numpy", "torch-cpu", "torch-cuda") and returns the
+        caller's type, without copying the inputs; None if it cannot (then conv() never
+        uses this candidate for that kind). Default: None.
+        """
+        return None
+
+    def to_native(self, a: np.ndarray, kind: str) -> Any:
+        """An array of one of ``native_kinds`` holding a copy of ``a``."""
+        raise UnsupportedError(f"backend {self.name!r} has no native input kinds")
+
+    def from_native(self, t: Any) -> np.ndarray:
+        """A numpy copy of an array of one of ``native_kinds``."""
+        raise UnsupportedError(f"backend {self.name!r} has no native input kinds")
+
     # -- running ------------------------------------------------------------------------
     @abstractmethod
     def _prepare(self, spec: ConvSpec, x: np.ndarray, w: np.ndarray, algorithm: str, device: str) -> Prepared:

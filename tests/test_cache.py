@@ -25,7 +25,7 @@ def here_machine(device: str = "cpu") -> str:
 def make_entry(spec: cb.ConvSpec = SPEC, *, candidate: str = "numpy-im2col:gemm@cpu",
                median: float = 1e-3, threads: int | None = None, timestamp: str = "2030-01-01T00:00:00+00:00",
                run_id: str = "run-a", versions: dict | None = None, machine: str | None = None,
-               device: str = "cpu") -> C.CacheEntry:
+               device: str = "cpu", timings: dict | None = None) -> C.CacheEntry:
     c = cb.Candidate.parse(candidate)
     return C.CacheEntry(
         spec_key=spec.key, machine=machine or here_machine(device),
@@ -34,7 +34,8 @@ def make_entry(spec: cb.ConvSpec = SPEC, *, candidate: str = "numpy-im2col:gemm@
         median_s=median, ci_low_s=median * 0.99, ci_high_s=median * 1.01, n_samples=12,
         runner_up="numpy-direct:tensordot@cpu", runner_up_median_s=median * 2, margin=1.0,
         decisive=True, tie_rule="fastest", max_error=1e-7, run_id=run_id, timestamp=timestamp,
-        versions=C.current_versions(device) if versions is None else versions)
+        versions=C.current_versions(device) if versions is None else versions,
+        timings=timings or {})
 
 
 def spec_i(i: int) -> cb.ConvSpec:
@@ -69,9 +70,41 @@ def test_wal_mode_and_schema_version(tmp_path):
     C.TunedCache(path).put(make_entry())
     con = sqlite3.connect(path)
     assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert con.execute("SELECT value FROM convbench_meta WHERE key='schema_version'").fetchone()[0] == "1"
+    assert con.execute("SELECT value FROM convbench_meta WHERE key='schema_version'").fetchone()[0] == "2"
     con.close()
     assert path.read_bytes()[18:20] == b"\x02\x02"  # WAL is persistent in the file header
+
+
+def test_a_version_1_cache_is_upgraded_in_place_and_keeps_its_entries(tmp_path):
+    path = tmp_path / "c.sqlite"
+    C.TunedCache(path).put(make_entry())
+    # turn it into what convbench wrote before entries.timings existed
+    con = sqlite3.connect(path)
+    for table in ("entries", "history"):
+        con.execute(f"ALTER TABLE {table} DROP COLUMN timings")
+    con.execute("UPDATE convbench_meta SET value = '1' WHERE key = 'schema_version'")
+    con.commit()
+    con.close()
+    C._OPEN.clear()
+    tc = C.TunedCache(path)
+    (e,) = tc.entries()
+    assert e.candidate == "numpy-im2col:gemm@cpu" and e.timings == {}
+    tc.put(make_entry(run_id="run-b", timestamp="2031-01-01T00:00:00+00:00",
+                      timings={"numpy-im2col:gemm@cpu": 1e-3, "numpy-fft:rfft@cpu": 3e-3}))
+    (e,) = tc.entries()
+    assert e.timings == {"numpy-im2col:gemm@cpu": 1e-3, "numpy-fft:rfft@cpu": 3e-3}
+    assert len(tc.history()) == 1
+    tc.close()
+    con = sqlite3.connect(path)
+    assert con.execute("SELECT value FROM convbench_meta WHERE key='schema_version'").fetchone()[0] == "2"
+    con.close()
+
+
+def test_entry_timings_are_validated(tmp_path):
+    tc = C.TunedCache(tmp_path / "c.sqlite")
+    for bad in ({"numpy-fft:rfft@cpu": -1.0}, {"numpy-fft:rfft@cpu": "fast"}, {"x": float("nan")}):
+        with pytest.raises(C.CacheError, match="timings"):
+            tc.put(make_entry(timings=bad))
 
 
 def test_threads_lookup_rules(tmp_path):
@@ -370,8 +403,10 @@ def test_update_from_run(tmp_path):
         _record("run1", "p1", s1, "numpy-im2col:gemm@cpu", 1e-3, 0.01),
         _record("run1", "p1", s1, "numpy-fft:rfft@cpu", 2e-3, 0.01),
         _record("run1", "p1", s1, "numpy-direct:tensordot@cpu", 5e-4, 0.01, status="wrong"),
+        _record("run1", "p1", s1, "scipy-signal:correlate-direct@cpu", 0, 0, status="timeout"),
         _record("run1", "p2", s2, "numpy-direct:einsum@cpu", 1e-3, 0.01, status="crashed"),
     ]
+    recs[4]["info"] = {"verify_est_s": 4.5}   # over the per-call limit: its estimated call time
     run1 = _write_run(tmp_path, "run1", recs, "2030-01-01T00:00:00Z")
     cpath = tmp_path / "c.sqlite"
     rep = C.update_from_run(run1, cache=cpath)
@@ -384,6 +419,9 @@ def test_update_from_run(tmp_path):
     e = C.TunedCache(cpath).get(s1, threads=2)
     assert e.n_samples == 20 and e.max_error == 1e-7 and e.ci_low_s == pytest.approx(0.99e-3)
     assert e.source == "sweep (exhaustive)"
+    # every candidate measured on the problem, for the predictor; wrong ones are left out
+    assert e.timings == {"numpy-direct:einsum@cpu": 3e-3, "numpy-im2col:gemm@cpu": 1e-3,
+                         "numpy-fft:rfft@cpu": 2e-3, "scipy-signal:correlate-direct@cpu": 4.5}
     assert cb.lookup(s2, threads=2, cache=cpath) is None
 
     # a newer run with another winner replaces it; the previous run id stays on the entry

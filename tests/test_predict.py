@@ -12,12 +12,60 @@ from convbench import registry
 from convbench.registry import Backend, Capabilities, Support
 
 
-def entry(spec: cb.ConvSpec, candidate: str, *, machine: str | None = None, threads: int = 2) -> C.CacheEntry:
+def entry(spec: cb.ConvSpec, candidate: str, *, machine: str | None = None, threads: int = 2,
+          timings: dict | None = None) -> C.CacheEntry:
     c = cb.Candidate.parse(candidate)
     return C.CacheEntry(spec_key=spec.key, machine=machine or C.machine_key(C.current_environment(), "cpu"),
                         threads=threads, device="cpu", spec=spec.to_dict(), candidate=candidate,
-                        backend=c.backend, algorithm=c.algorithm, median_s=1e-3,
-                        timestamp="2030-01-01T00:00:00+00:00", versions=C.current_versions())
+                        backend=c.backend, algorithm=c.algorithm,
+                        median_s=(timings or {}).get(candidate, 1e-3),
+                        timestamp="2030-01-01T00:00:00+00:00", versions=C.current_versions(),
+                        timings=timings or {})
+
+
+IM2COL, FFT, DIRECT = "numpy-im2col:gemm@cpu", "numpy-fft:rfft@cpu", "numpy-direct:einsum@cpu"
+
+
+def test_scores_are_the_shrunk_weighted_mean_log_regret():
+    a, b, far = small(8, 8), small(8, 16), big_kernel(64, 64)
+    train = [entry(a, IM2COL, timings={IM2COL: 1.0, FFT: 2.0}),
+             entry(b, FFT, timings={IM2COL: 1.5, FFT: 1.0}),
+             entry(far, FFT, timings={IM2COL: 8.0, FFT: 1.0, DIRECT: 4.0})]
+    p = P.Predictor(k=2, prior_weight=1.0).fit(train)
+    q = small(8, 10)
+    nb = {n.entry.spec_key: n.distance for n in p.neighbours(q, threads=2)}
+    wa, wb = 1 / (nb[a.key] + 0.5), 1 / (nb[b.key] + 0.5)   # the two nearest
+    prior_im2col = (0 + math.log(1.5) + math.log(8)) / 3
+    prior_fft = (math.log(2) + 0 + 0) / 3
+    got = p.scores(q, threads=2)
+    assert got[IM2COL] == pytest.approx((wa * 0 + wb * math.log(1.5) + prior_im2col) / (wa + wb + 1))
+    assert got[FFT] == pytest.approx((wa * math.log(2) + wb * 0 + prior_fft) / (wa + wb + 1))
+    # only the far problem measured DIRECT: the neighbours know nothing of it, the prior decides
+    assert got[DIRECT] == pytest.approx(math.log(4))
+    assert p.predict(q, threads=2).candidate == min(got, key=got.get)
+
+
+def test_the_prior_pulls_toward_the_candidate_that_is_good_everywhere():
+    # FFT is never much slower and often far faster; IM2COL wins the one nearby problem by 5%
+    near = entry(small(8, 8), IM2COL, timings={IM2COL: 1.0, FFT: 1.05})
+    others = [entry(big_kernel(c, s), FFT, timings={IM2COL: 6.0, FFT: 1.0})
+              for c in (16, 32, 64) for s in (32, 64)]
+    q = small(8, 9)
+    assert P.Predictor(k=1, prior_weight=0.0).fit([near, *others]).predict(q, threads=2).candidate == IM2COL
+    assert P.Predictor(k=1, prior_weight=1.0).fit([near, *others]).predict(q, threads=2).candidate == FFT
+
+
+def test_winner_only_entries_count_unlisted_candidates_as_2x_slower():
+    e = entry(small(8, 8), IM2COL)               # no timings: an entry from an older cache
+    assert e.timings == {}
+    p = P.Predictor(k=1, prior_weight=0.0).fit([e])
+    assert p.scores(small(8, 8), threads=2) == {IM2COL: 0.0}
+    e2 = entry(small(8, 8), IM2COL)
+    e2.runner_up, e2.margin = FFT, 3.0              # runner-up 4x slower
+    p = P.Predictor(k=1, prior_weight=0.0).fit([e2, entry(big_kernel(8, 8), DIRECT)])
+    s = p.scores(small(8, 8), threads=2)
+    assert s[FFT] == pytest.approx(math.log(4)) and s[IM2COL] == 0.0
+    assert s[DIRECT] == pytest.approx(math.log(4))  # not listed: at least as slow as the runner-up
 
 
 def small(c: int, s: int) -> cb.ConvSpec:
