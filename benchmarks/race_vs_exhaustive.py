@@ -12,7 +12,9 @@ set); ``DIFFERENT`` otherwise. Cost: the sum of the records' ``wall_s`` (time sp
 candidates, verification included; common candidates only) and the runs' elapsed time
 (meta ``created`` to ``finished``; all candidates). Regret: each run's winner timed in the *other* run (an independent
 measurement in fresh worker processes), divided by the fastest median of that other run;
-geometric mean and worst.
+geometric mean, worst, and on how many problems it is within 5% of that fastest. Run it on
+two exhaustive runs (or two race runs) to see the noise floor: how often a strategy agrees
+with itself.
 """
 from __future__ import annotations
 
@@ -93,6 +95,11 @@ def main(argv: list[str] | None = None) -> int:
     print()
     for label, (records, meta, _) in runs.items():
         wall = sum(float(r.get("wall_s") or 0) for r in records)
+        by_status: dict[str, float] = {}
+        for r in records:
+            by_status[r.get("status")] = by_status.get(r.get("status"), 0.0) + float(r.get("wall_s") or 0)
+        print(f"{label:<11} candidate time by status: "
+              + ", ".join(f"{k} {v:.0f} s" for k, v in sorted(by_status.items(), key=lambda kv: -kv[1])))
         el = _elapsed(meta)
         print(f"{label:<11} run {meta.get('run_id')}: {len(records)} records, candidate time "
               f"(sum of wall_s) {wall:.0f} s, elapsed {el:.0f} s" if el is not None else
@@ -107,8 +114,9 @@ def main(argv: list[str] | None = None) -> int:
     print("winners: " + ", ".join(f"{v} {k}" for k, v in agree.items()))
     for name, vals in regret.items():
         if vals:
-            print(f"regret of the {name}: geometric mean {geomean(vals):.3f}, worst {max(vals):.3f} "
-                  f"({len(vals)} problems)")
+            near = sum(v <= 1.05 for v in vals)
+            print(f"regret of the {name}: geometric mean {geomean(vals):.3f}, worst {max(vals):.3f}, "
+                  f"within 5% of the fastest on {near} of {len(vals)} problems")
     return 0
 
 

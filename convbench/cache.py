@@ -476,6 +476,17 @@ class TunedCache:
             return None
         return self._connect()
 
+    def state(self) -> tuple:
+        """A cheap fingerprint of the file's contents (modification time and size of the
+        database and its WAL): it changes whenever any process commits a write."""
+        try:
+            st = self.path.stat()
+            wal = self.path.with_name(self.path.name + "-wal")
+            ws = wal.stat() if wal.exists() else None
+            return (st.st_mtime_ns, st.st_size, ws.st_mtime_ns if ws else 0, ws.st_size if ws else 0)
+        except OSError:
+            return (0, 0, 0, 0)
+
     def close(self) -> None:
         with self._lock:
             if self._conn is not None and self._pid == os.getpid():

@@ -57,6 +57,7 @@ from __future__ import annotations
 import datetime as _dt
 import threading
 import time
+from time import monotonic as _monotonic
 from dataclasses import dataclass
 from typing import Any, Callable, Optional, Union
 
@@ -89,12 +90,33 @@ class Plan:
 
 _MEMO: dict[tuple, Plan] = {}
 _LOCK = threading.Lock()
+#: how often (seconds) conv() checks whether a cache its plans came from has changed
+RECHECK_S = 1.0
+_next_check = 0.0
+_cache_states: dict[Any, tuple] = {}   # conv()'s cache argument -> TunedCache.state() at planning
 
 
 def clear_memo() -> None:
-    """Forget every plan of this process (e.g. after the cache was updated elsewhere)."""
+    """Forget every plan of this process (conv() also does this by itself, at most RECHECK_S
+    seconds after any process wrote to a cache that its plans were made from)."""
     with _LOCK:
         _MEMO.clear()
+        _cache_states.clear()
+
+
+def _recheck(now: float) -> None:
+    global _next_check
+    _next_check = now + RECHECK_S
+    with _LOCK:
+        seen = list(_cache_states.items())
+    for cache, state in seen:
+        try:
+            current = open_cache(cache, create=False).state()
+        except ConvbenchError:
+            current = None
+        if current != state:
+            clear_memo()  # a sweep, tune or import changed it: plan again from the new contents
+            return
 
 
 # ---- the entry point ----------------------------------------------------------------------
@@ -109,6 +131,9 @@ def conv(x: Any, w: Any, stride: Any = 1, padding: Any = 0, dilation: Any = 1, g
     Parameters as in :class:`~convbench.ConvSpec`. ``device``: None (where the data is) or
     that device; data is never moved. See the module docstring for policies and copies.
     """
+    now = _monotonic()
+    if now >= _next_check:
+        _recheck(now)
     tx = type(x)
     try:
         if tx is np.ndarray:
@@ -294,6 +319,12 @@ def _plan_for(x: Any, w: Any, stride: Any, padding: Any, dilation: Any, groups: 
             f"device: {device!r}, but the data is on {data_dev}; conv() does not move data "
             f"(move it yourself, then call conv)")
     spec = spec_from_arrays(x, w, stride, padding, dilation, groups, transposed, output_padding, layout)
+    try:  # before reading it: a write after this point makes the next recheck plan again
+        state = open_cache(cache, create=False).state()
+        with _LOCK:
+            _cache_states.setdefault(cache, state)
+    except (ConvbenchError, TypeError):
+        pass
     grad = bool(kind != "numpy" and (x.requires_grad or w.requires_grad))
     choice = choose(spec, kind, data_dev, policy=policy, cache=cache, requires_grad=grad, x=x, w=w)
     fn = runner(spec, kind, choice.backend, choice.algorithm, data_dev, requires_grad=grad)

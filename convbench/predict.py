@@ -307,23 +307,13 @@ _MEMO: dict[tuple, tuple[tuple, Predictor]] = {}
 _MEMO_LOCK = threading.Lock()
 
 
-def _cache_state(tc: TunedCache) -> tuple:
-    try:
-        st = tc.path.stat()
-        wal = tc.path.with_name(tc.path.name + "-wal")
-        ws = wal.stat() if wal.exists() else None
-        return (st.st_mtime_ns, st.st_size, ws.st_mtime_ns if ws else 0, ws.st_size if ws else 0)
-    except OSError:
-        return (0, 0, 0, 0)
-
-
 def predictor_for(device: str = "cpu", *, cache: Union[None, PathLike, TunedCache] = None,
                   k: Union[int, str] = "auto") -> Predictor:
     """A Predictor fit on this machine's cached entries for ``device`` (refit when the cache changes)."""
     tc = open_cache(cache, create=False)
     machine = machine_key(current_environment(), device)
     key = (str(tc.path), machine, device, k)
-    state = _cache_state(tc)
+    state = tc.state()
     with _MEMO_LOCK:
         hit = _MEMO.get(key)
         if hit is not None and hit[0] == state:

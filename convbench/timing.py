@@ -248,7 +248,8 @@ def _check_knobs(budget_s: float, min_samples: int, max_samples: int, rel_ci: fl
 def measure(prepared: Any, *, budget_s: float = 2.0, min_samples: int = 10,
             max_samples: int = 10000, rel_ci: float = 0.01, min_warmup_s: float = 0.05,
             min_warmup_calls: int = 3, min_sample_s: float = 1e-3, cold_cache: bool = False,
-            flush_bytes: Optional[int] = None, stop_above_s: Optional[float] = None) -> TimingResult:
+            flush_bytes: Optional[int] = None, stop_above_s: Optional[float] = None,
+            stop_after: int = 3) -> TimingResult:
     """Time ``prepared.run()`` (one convolution per call) and return per-call statistics.
 
     ``budget_s`` bounds the whole measurement (warm-up included) except that
@@ -259,15 +260,19 @@ def measure(prepared: Any, *, budget_s: float = 2.0, min_samples: int = 10,
     too. ``warmup_calls`` in the result counts every untimed call: the discarded first call,
     the warm-up and the calibration samples.
 
-    ``stop_above_s`` (used by the ``race`` strategy): stop as soon as every sample so far is
-    slower than this many seconds per call, even before ``min_samples`` - the caller only
-    needs to know that the candidate is slower than that. The result then has fewer than
-    ``min_samples`` samples (at least one) and ``converged`` False.
+    ``stop_above_s`` (used by the ``race`` strategy): once ``stop_after`` samples are in, stop
+    as soon as every sample so far is slower than this many seconds per call, even before
+    ``min_samples`` - the caller only needs to know that the candidate is slower than that.
+    ``converged`` is then False. (Not after one sample: right after the warm-up, the first
+    samples of a multi-threaded call were measured up to 16x slow on the 2-core development
+    machine, while the previous worker process's threads were still spin-waiting.)
     """
     _check_knobs(budget_s, min_samples, max_samples, rel_ci, min_warmup_s, min_warmup_calls,
                  min_sample_s)
     if stop_above_s is not None and not (isinstance(stop_above_s, (int, float)) and stop_above_s > 0):
         raise InvalidInputError(f"stop_above_s: {stop_above_s!r} must be a number of seconds > 0 (or None)")
+    if isinstance(stop_after, bool) or not isinstance(stop_after, int) or stop_after < 1:
+        raise InvalidInputError(f"stop_after: {stop_after!r} must be an integer >= 1")
     flusher = None
     device_flush = None
     if cold_cache:
@@ -347,7 +352,7 @@ def measure(prepared: Any, *, budget_s: float = 2.0, min_samples: int = 10,
             n = len(samples)
             if n >= max_samples:
                 break
-            if stop_above_s is not None and fastest > stop_above_s:
+            if stop_above_s is not None and n >= stop_after and fastest > stop_above_s:
                 stopped_above = True
                 break
             if n >= next_check:

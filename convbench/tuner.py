@@ -191,7 +191,7 @@ def race_candidates(candidates: Sequence[Any], run_round: RunRound, *, budget_s:
             stop = cfg.decisive_ratio * max(leader.by_round[1])
         run(e, replace(first, stop_above_s=stop))
         got = e.by_round.get(1)
-        if stop is not None and got and len(got) < cfg.first_samples and min(got) > stop:
+        if stop is not None and got and min(got) > stop:
             e.dropped_in = 1
             e.decisive = True
     cull(1)

@@ -107,6 +107,22 @@ def test_cached_winner_ineligible_for_input_type_uses_runner_up(private_cache):
     assert (p.choice.candidate, p.choice.source) == ("numpy-im2col:gemm@cpu", "cache-runner-up")
 
 
+def test_memo_follows_cache_updates_made_after_planning(private_cache, monkeypatch):
+    monkeypatch.setattr(D, "RECHECK_S", 0.0)
+    monkeypatch.setattr(D, "_next_check", 0.0)
+    x, w = _arrays(CASES[0])
+    spec = D.spec_from_arrays(x, w, padding=1)
+    put(private_cache, spec, "numpy-direct:einsum@cpu")
+    cb.conv(x, w, padding=1)
+    assert [p.choice.candidate for p in D._MEMO.values()] == ["numpy-direct:einsum@cpu"]
+    cb.conv(x, w, padding=1)
+    assert len(D._MEMO) == 1                       # unchanged cache: the plan is kept
+    put(private_cache, spec, "numpy-im2col:gemm@cpu")   # e.g. a sweep in another process
+    y = cb.conv(x, w, padding=1)
+    assert [p.choice.candidate for p in D._MEMO.values()] == ["numpy-im2col:gemm@cpu"]
+    assert cb.relative_error(y, cb.reference(spec, x, w)) < 1e-5
+
+
 def test_eligibility_rules():
     s = cb.ConvSpec(n=1, c_in=4, c_out=4, input_size=(8, 8), kernel_size=3, padding=1)
     assert D.eligible("numpy", "numpy-im2col", "gemm", "cpu", spec=s)

@@ -148,11 +148,15 @@ def test_slow_call_uses_one_loop_and_min_warmup_calls(clock):
     assert p.calls == r.warmup_calls + 4
 
 
-def test_stop_above_ends_after_the_first_slower_sample(clock):
+def test_stop_above_ends_once_stop_after_samples_are_all_slower(clock):
     p = FakePrepared(clock, 0.2)
-    r = measure(p, budget_s=10.0, min_samples=10, stop_above_s=0.1)
-    assert r.n_samples == 1 and r.median_s == pytest.approx(0.2) and not r.converged
-    assert p.calls == 1 + 3 + 1
+    r = measure(p, budget_s=10.0, min_samples=10, stop_above_s=0.1, stop_after=3)
+    assert r.n_samples == 3 and r.median_s == pytest.approx(0.2) and not r.converged
+    assert p.calls == 1 + 3 + 3
+    p = FakePrepared(clock, 0.2)
+    assert measure(p, budget_s=10.0, min_samples=10, stop_above_s=0.1, stop_after=1).n_samples == 1
+    with pytest.raises(InvalidInputError, match="stop_after"):
+        measure(p, stop_above_s=0.1, stop_after=0)
 
 
 def test_stop_above_keeps_timing_a_candidate_that_is_fast_enough(clock):
