@@ -6,7 +6,8 @@ those that could still win:
 0. **Verification** (every candidate): checked against the float64 reference, the only
    verification (a wrong answer ends the candidate there and it is never timed). The
    verification call's duration, scaled to the full batch, estimates each candidate's cost.
-1. **Round 1** (every verified candidate, cheapest estimate first):
+1. **Round 1** (every verified candidate, cheapest estimate first, worker family by worker
+   family, the family with the cheapest candidate first):
    ``RaceConfig.first_samples``..``first_max_samples`` samples (default 3..5) within
    ``first_fraction`` (0.1) of the per-candidate budget. Once some candidate has round-1
    samples, the next one stops after its first sample if that sample is slower than
@@ -122,8 +123,9 @@ class _Entrant:
     failed: bool = False
     finalist: bool = False
     readmitted: bool = False
-    decisive: bool = False               # dropped after one sample in round 1
+    decisive: bool = False               # dropped as decisively slower in round 1
     est_s: float = float("inf")          # verification call scaled to the full batch
+    family: str = ""                     # the worker family that ran it (from verification)
 
 
 RunRound = Callable[[Any, RoundParams], Mapping[str, Any]]
@@ -149,8 +151,10 @@ def race_candidates(candidates: Sequence[Any], run_round: RunRound, *, budget_s:
         e.outcomes.append(out)
         status = out.get("status")
         if status == "verified" and not p.time:
-            est = (out.get("info") or {}).get("verify_est_s")
+            info = out.get("info") or {}
+            est = info.get("verify_est_s")
             e.est_s = float(est) if isinstance(est, (int, float)) else float("inf")
+            e.family = str(info.get("worker_family") or "")
         elif status != "ok":
             e.failed = True
         elif not p.final:
@@ -183,7 +187,11 @@ def race_candidates(candidates: Sequence[Any], run_round: RunRound, *, budget_s:
     n1 = max(cfg.first_samples, min(cfg.first_max_samples, max_samples))
     first = RoundParams(1, budget_s * cfg.first_fraction, cfg.first_samples, n1, rel_ci,
                         verify=False, final=False)
-    for e in sorted((e for e in entrants if not e.failed), key=lambda e: e.est_s):
+    # cheapest first, but one worker family after another (cheapest family first): switching
+    # families costs a settling pause in the pool (the previous family's threads spin-wait)
+    ok = [e for e in entrants if not e.failed]
+    fam_est = {f: min(e.est_s for e in ok if e.family == f) for f in {e.family for e in ok}}
+    for e in sorted(ok, key=lambda e: (fam_est[e.family], e.family, e.est_s)):
         timed = [x for x in entrants if x.by_round.get(1)]
         stop = None
         if cfg.decisive_ratio is not None and timed:

@@ -28,7 +28,7 @@ import time
 import traceback
 import weakref
 from dataclasses import asdict, dataclass
-from typing import Any, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 from .errors import (BackendUnavailableError, ConvbenchError, InvalidInputError,
                      UnsupportedError)
@@ -43,6 +43,13 @@ OUTCOME_KEYS = ("status", "message", "algorithm", "max_error", "tolerance", *TIM
                 "cold_cache", "info", "wall_s")
 
 _STDERR_TAIL = 2000
+#: seconds WorkerPool waits before timing a candidate of another family than the previous
+#: task's: after a call, OpenBLAS worker threads spin-wait for about 2**28 cycles (0.1 s at
+#: 2.5 GHz) and Intel OpenMP threads for KMP_BLOCKTIME (200 ms by default), taking cores from
+#: the next process. On the 2-core development machine, with no pause, the first samples of
+#: torch candidates timed right after other families were up to 16x their median (resnet50
+#: layer3.conv3: 19 ms against 1.2 ms), which is what this pause is for.
+SETTLE_S = 0.25
 
 
 @dataclass
@@ -128,10 +135,43 @@ def _jsonable(obj: Any) -> Any:
 
 
 class _WorkerState:
-    def __init__(self, threads: int, family: str) -> None:
+    def __init__(self, threads: int, family: str, send: Optional[Callable[[dict], None]] = None) -> None:
         self.threads = threads
         self.family = family
         self.backends: dict[str, Any] = {}
+        self.send = send                 # the reply channel (None: in-process use, no watchdog)
+        self._send_lock = threading.Lock()
+
+    def _call_with_watchdog(self, fn: Callable[[], None], kill_after_s: Optional[float],
+                            outcome: dict, message: str) -> None:
+        """Run ``fn()``; if it is still running after ``kill_after_s``, reply ``outcome`` with
+        status ``timeout`` and ``message`` and end this worker process (a call cannot be
+        interrupted otherwise; the pool starts a fresh worker for the next task)."""
+        if kill_after_s is None or self.send is None:
+            fn()
+            return
+        done = threading.Event()
+
+        def expire() -> None:
+            with self._send_lock:
+                if done.is_set():
+                    return
+                out = dict(outcome)
+                out.update(status="timeout", message=message, _restart=True)
+                for k in TIMING_KEYS:
+                    out[k] = None
+                self.send({"ok": True, "result": out})
+            os._exit(0)
+
+        timer = threading.Timer(kill_after_s, expire)
+        timer.daemon = True
+        timer.start()
+        try:
+            fn()
+        finally:
+            with self._send_lock:
+                done.set()
+            timer.cancel()
 
     def backend(self, target: str, name: str) -> Any:
         if target not in self.backends:
@@ -210,10 +250,22 @@ class _WorkerState:
                 vspec = spec if spec.n <= t["verify_batch"] else spec.replace(n=t["verify_batch"])
                 x, w = make_inputs(vspec, seed=t["seed"])
                 p = b.prepare(vspec, x, w, algorithm=algorithm, device=device)
-                try:
-                    t0 = time.perf_counter()
+                limit = t.get("max_call_s")
+                # a verification call that runs past twice the per-call limit (scaled to the
+                # verification batch) is stopped by ending the worker: it would be recorded as
+                # timeout anyway, and some take 20 s (scipy.signal on a ResNet stem)
+                kill_after = None if limit is None else 2.0 * limit * vspec.n / spec.n
+                msg = (f"the verification call at batch {vspec.n} was still running after "
+                       f"{kill_after:.3g} s (twice the per-call limit max_call_s={limit:g} s at batch "
+                       f"{spec.n}, scaled); stopped by ending the worker process, not timed"
+                       if kill_after is not None else "")
+
+                def first_call() -> None:
                     p.run()
                     p.synchronize()
+                try:
+                    t0 = time.perf_counter()
+                    self._call_with_watchdog(first_call, kill_after, out, msg)
                     call_s = time.perf_counter() - t0
                     y = p.result()
                 finally:
@@ -229,7 +281,6 @@ class _WorkerState:
                         msg += f"; expected failure declared by the backend: {declared}"
                     out.update(status="wrong", message=msg)
                     return out
-                limit = t.get("max_call_s")
                 est = call_s * spec.n / vspec.n
                 info["verify_est_s"] = est
                 if limit is not None and est > limit:
@@ -300,7 +351,7 @@ def _child_main(argv: Sequence[str]) -> int:
         wfile.write(json.dumps(obj, default=str).encode() + b"\n")
         wfile.flush()
 
-    state = _WorkerState(threads, family)
+    state = _WorkerState(threads, family, send)
     send({"op": "ready", "pid": os.getpid()})
     for line in rfile:
         try:
@@ -527,11 +578,14 @@ class WorkerPool:
     in front of the workers' ``sys.path`` (the parent's ``sys.path`` is appended), ``env``
     replaces ``os.environ`` as the base environment. Several threads may share a pool as long
     as each family is used by one thread at a time (workers are started under a lock).
+    Before a task that times a candidate of another family than the previous task's, the
+    pool waits until ``settle_s`` (default :data:`SETTLE_S`) have passed since that task
+    ended; the pause is not part of the task's ``wall_s``.
     """
 
     def __init__(self, threads: int, *, extra_sys_path: Sequence[str] = (),
                  env: Optional[dict[str, str]] = None, start_method: str = "spawn",
-                 startup_timeout_s: float = 120.0) -> None:
+                 startup_timeout_s: float = 120.0, settle_s: float = SETTLE_S) -> None:
         from .environment import _check_threads
 
         self.threads = _check_threads(threads)
@@ -544,6 +598,10 @@ class WorkerPool:
         self.extra_sys_path = [os.fspath(p) for p in extra_sys_path]
         self.env = dict(os.environ if env is None else env)
         self.startup_timeout_s = float(startup_timeout_s)
+        if not (isinstance(settle_s, (int, float)) and 0 <= settle_s < 60):
+            raise InvalidInputError(f"settle_s: {settle_s!r} must be a number of seconds in [0, 60)")
+        self.settle_s = float(settle_s)
+        self._last: tuple[str, float] = ("", 0.0)   # family of the last task, when it ended
         self._workers: dict[str, _Worker] = {}
         self._families: dict[str, str] = {}
         self._lock = threading.Lock()
@@ -619,6 +677,12 @@ class WorkerPool:
         payload = task.to_dict()
         payload["target"] = target
         family = self.family_of(target, task.backend)
+        last_family, last_end = self._last
+        if task.time and self.settle_s and last_family and last_family != family:
+            pause = last_end + self.settle_s - time.perf_counter()
+            if pause > 0:
+                time.sleep(pause)  # let the other family's threads stop spinning first
+            t0 = time.perf_counter()
         out: dict[str, Any]
         try:
             w = self._worker(family)
@@ -631,7 +695,9 @@ class WorkerPool:
             out["algorithm"] = task.algorithm
         for k in OUTCOME_KEYS:
             out.setdefault(k, None)
-        out["wall_s"] = time.perf_counter() - t0
+        end = time.perf_counter()
+        self._last = (family, end)
+        out["wall_s"] = end - t0
         return out
 
     def _request_run(self, w: _Worker, family: str, payload: dict, task: Task) -> dict[str, Any]:
