@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import math
 import random
@@ -76,6 +77,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     v.add_argument("--strategy", default="exhaustive", choices=sorted(STRATEGIES),
                    help="how to re-time: exhaustive (default) or race")
     v.add_argument("--update", action="store_true", help="store the re-measured winners in the cache")
+    v.add_argument("--out", default=None, metavar="DIR",
+                   help="keep the re-timing run under DIR (default: a temporary directory, removed)")
     v.set_defaults(func=run_verify)
     p.set_defaults(func=lambda args: (p.print_help(), 2)[1])
 
@@ -233,18 +236,24 @@ def run_verify(args: argparse.Namespace) -> int:
         groups.setdefault((e.threads, e.device), []).append(e)
     rows, ratios, changed = [], [], 0
     for (threads, device), ents in sorted(groups.items()):
-        specs = [ConvSpec.from_dict({**e.spec, "name": f"entry{i + 1}"}) for i, e in enumerate(ents)]
-        with tempfile.TemporaryDirectory(prefix="convbench-verify-") as tmp:
+        # problems keep the names they were swept under when those are unique
+        names = [str(e.spec.get("name") or "") for e in ents]
+        if not all(names) or len(set(names)) != len(names):
+            names = [f"entry{i + 1}" for i in range(len(ents))]
+        specs = [ConvSpec.from_dict({**e.spec, "name": nm}) for nm, e in zip(names, ents)]
+        with contextlib.ExitStack() as stack:
+            out_dir = args.out or stack.enter_context(tempfile.TemporaryDirectory(prefix="convbench-verify-"))
             res = sweep(specs, backends=args.backends, device=device,
-                        threads=threads or None, budget_s=args.budget, out=tmp, strategy=args.strategy,
+                        threads=threads or None, budget_s=args.budget, out=out_dir, strategy=args.strategy,
                         progress=False, update_cache=False, command=["convbench", "cache", "verify"],
                         peak={"gemm_gflops": None, "gemm_dtype": "float32", "bandwidth_gbs": None,
                               "note": "not measured by cache verify"})
             winners = select_winners(res.records)
             if args.update:
                 print(str(update_from_run(res.run_dir, cache=tc)), file=sys.stderr)
-        for i, e in enumerate(ents):
-            name = f"entry{i + 1}"
+            if args.out:
+                print(f"re-timing run kept in {res.run_dir}", file=sys.stderr)
+        for name, e in zip(names, ents):
             w = winners.get((name, device))
             recs = {r["candidate"]: r for r in res.records if r["problem"] == name}
             old = recs.get(e.candidate)
