@@ -527,7 +527,8 @@ class TunedCache:
         ``replace="newer"``: an existing entry for the same key is replaced only by a
         measurement at least as recent (by ``timestamp``); ``"always"``: always replaced;
         ``"never"``: existing entries are kept. A replaced entry moves to the history table
-        and its run id stays on the new entry as ``previous_run_id``.
+        and its run id stays on the new entry as ``previous_run_id``. The same measurement
+        again (same run, candidate, median, timestamp and timings) is not written twice.
         """
         if replace not in ("newer", "always", "never"):
             raise CacheError(f"replace: {replace!r} is not a rule; use 'newer', 'always' or 'never'")
@@ -545,8 +546,8 @@ class TunedCache:
                                    "AND threads = ? AND device = ?", key).fetchone()
                 if row is not None:
                     old = self._entry(row)
-                    if replace == "never":
-                        continue
+                    if replace == "never" or _same_measurement(old, e):
+                        continue  # (the same run's same result again: nothing new to store)
                     if replace == "newer":
                         t_new, t_old = _parse_time(e.timestamp), _parse_time(old.timestamp)
                         if t_new is not None and t_old is not None and t_new < t_old:
@@ -734,6 +735,11 @@ class TunedCache:
 
 class StaleCacheWarning(UserWarning):
     """A cached choice was measured under other software versions than the ones installed now."""
+
+
+def _same_measurement(a: CacheEntry, b: CacheEntry) -> bool:
+    return (a.run_id, a.candidate, a.median_s, a.timestamp, a.timings, a.runner_up) == \
+        (b.run_id, b.candidate, b.median_s, b.timestamp, b.timings, b.runner_up)
 
 
 def _copy(e: CacheEntry, **changes: Any) -> CacheEntry:

@@ -499,8 +499,8 @@ def sweep(suite: Union[str, os.PathLike, Suite, ConvSpec, Sequence[Any], None] =
     (or run id under ``out``) to continue: pairs already recorded (any status) are skipped and
     the run's seed, threads, device, budget and strategy are kept (giving a different value is
     an error). ``seed`` (default 0) seeds the inputs. ``dry_run`` plans without measuring or
-    writing anything. ``update_cache``: store the winners in the tuned cache afterwards (if
-    :mod:`convbench.cache` is present); ``cache``: its path (default: the default cache).
+    writing anything. ``update_cache``: store each problem's winner in the tuned cache as soon
+    as the problem is finished; ``cache``: its path (default: the default cache).
     ``peak``: an already measured ``{"gemm_gflops", "gemm_dtype", "bandwidth_gbs"}`` to store
     instead of calibrating (tests, repeated sweeps). ``max_call_s`` (default
     DEFAULT_MAX_CALL_S; 0 or a negative value: no limit): a candidate whose one verification
@@ -594,6 +594,7 @@ def sweep(suite: Union[str, os.PathLike, Suite, ConvSpec, Sequence[Any], None] =
     plan: list[PlanEntry] = []
     interrupted = False
     result_meta: dict = {}
+    updates = _CacheUpdates(cache) if update_cache else None
     try:
         prog.note(f"convbench sweep {the_suite.name}: {len(the_suite.problems)} problems, "
                   f"loading {len(names)} backends ({threads} threads, {device})")
@@ -668,6 +669,12 @@ def sweep(suite: Union[str, os.PathLike, Suite, ConvSpec, Sequence[Any], None] =
         prog.note(f"run {run_id}: {prog.total} candidate runs, results in {run_dir}")
 
         status_of = {(e.problem, str(e.candidate)): e for e in plan}
+        if updates is not None and old_records:  # resumed: what the earlier process recorded
+            done_before: dict[str, list[dict]] = {}
+            for r in old_records:
+                done_before.setdefault(r["problem"], []).append(r)
+            for recs in done_before.values():
+                updates.store(recs, writer.meta)
         for index, prob, cands in per_problem:
             spec = prob.spec
             base = {
@@ -705,6 +712,8 @@ def sweep(suite: Union[str, os.PathLike, Suite, ConvSpec, Sequence[Any], None] =
                     emit(cand, {"status": entry.status, "message": entry.reason, "_measured": False})
             if runnable:
                 STRATEGIES[strategy](pool, prob.name, spec, runnable, make_task, emit)
+                if updates is not None:
+                    updates.store([r for r in records if r["problem"] == prob.name], writer.meta)
         load_end = _load_avg()
         writer.update_meta(load_avg_end=load_end)
         writer.finish()
@@ -720,7 +729,9 @@ def sweep(suite: Union[str, os.PathLike, Suite, ConvSpec, Sequence[Any], None] =
         interrupted = True
         if writer is not None:
             prog.close()
-            print(f"\nconvbench sweep: interrupted; {writer.written} records written. Continue with "
+            kept = (f"; the winners of finished problems are in the tuned cache ({updates.written} "
+                    f"entries)" if updates is not None and updates.error is None else "")
+            print(f"\nconvbench sweep: interrupted; {writer.written} records written{kept}. Continue with "
                   f"--resume {run_dir}", file=stream)
         raise
     finally:
@@ -733,8 +744,10 @@ def sweep(suite: Union[str, os.PathLike, Suite, ConvSpec, Sequence[Any], None] =
     winners = select_winners(records)
     result = SweepResult(run_dir, records, winners, result_meta, the_suite, plan,
                          interrupted=interrupted)
-    if update_cache:
-        result.cache_report = _update_cache(run_dir, stream if progress else None, cache)
+    if updates is not None and not interrupted:
+        result.cache_report = updates.report(result_meta.get("run_id"))
+        if progress:
+            print(result.cache_report, file=stream)
     return result
 
 
@@ -773,24 +786,41 @@ def _make_record(base: Mapping[str, Any], spec: ConvSpec, cand: Candidate, outco
     return rec
 
 
-def _update_cache(run_dir: Optional[Path], stream: Any, cache: Any = None) -> Optional[str]:
-    """Store the run's winners in the tuned cache, if this build has one."""
-    if run_dir is None:
-        return None
-    try:
-        from . import cache as _cache
-    except ImportError:
-        return None
-    update = getattr(_cache, "update_from_run", None)
-    if update is None:
-        return None
-    try:
-        report = str(update(run_dir) if cache is None else update(run_dir, cache=cache))
-    except ConvbenchError as exc:
-        report = f"tuned cache not updated: {exc}"
-    if stream is not None:
-        print(report, file=stream)
-    return report
+class _CacheUpdates:
+    """Stores winners in the tuned cache as each problem finishes, so a killed or interrupted
+    sweep keeps what it finished (and concurrent sweeps interleave their transactions). A
+    cache that cannot be written is reported once at the end; measuring goes on."""
+
+    def __init__(self, cache: Any) -> None:
+        self.cache = cache
+        self.tc: Any = None
+        self.written = self.unchanged = self.no_winner = 0
+        self.error: Optional[str] = None
+
+    def store(self, records: Sequence[Mapping[str, Any]], meta: Mapping[str, Any]) -> None:
+        if self.error is not None or not records:
+            return
+        from .cache import entries_from_run, open_cache
+
+        try:
+            if self.tc is None:
+                self.tc = open_cache(self.cache)
+            entries, no_winner, _ = entries_from_run(list(records), meta)
+            written = self.tc.put_many(entries, replace="newer")
+        except ConvbenchError as exc:
+            self.error = str(exc)
+            return
+        self.written += written
+        self.unchanged += len(entries) - written
+        self.no_winner += no_winner
+
+    def report(self, run_id: Optional[str]) -> str:
+        if self.error is not None:
+            return f"tuned cache not updated: {self.error}"
+        path = self.tc.path if self.tc is not None else "(none)"
+        return (f"cache {path}: {self.written} entr{'y' if self.written == 1 else 'ies'} written from "
+                f"run {run_id} as problems finished, {self.unchanged} unchanged or kept (newer "
+                f"cached), {self.no_winner} problem(s) without a winner")
 
 
 __all__ = ["sweep", "SweepResult", "STRATEGIES", "DEFAULT_BUDGET_S", "DEFAULT_TIMEOUT_S", "DEFAULT_MAX_CALL_S",

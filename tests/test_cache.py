@@ -310,7 +310,11 @@ def test_export_import_round_trip(tmp_path):
     assert b.import_json(out) == 5
     strip = lambda es: sorted((dict(e.to_json(), updated=None) for e in es), key=lambda d: d["spec_key"])
     assert strip(a.entries()) == strip(b.entries())
-    assert b.import_json(out) == 5  # same timestamps: "newer" includes equal
+    assert b.import_json(out) == 0  # the same measurements again: nothing new, no history rows
+    assert b.history() == []
+    newer = [make_entry(spec_i(0), run_id="r9", timestamp="2030-01-01T00:00:00+00:00", median=5e-4)]
+    assert b.put_many(newer) == 1   # same timestamp, another measurement: "newer" includes equal
+    assert len(b.history()) == 1
     assert b.import_json(out, replace="never") == 0
 
 

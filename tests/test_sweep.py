@@ -245,6 +245,36 @@ def test_statuses_are_recorded_and_the_sweep_goes_on(fakes, tmp_path):
     assert res.run_dir is not None and read_records(res.run_dir) == res.records
 
 
+def test_winners_reach_the_cache_as_problems_finish_so_an_interrupt_keeps_them(fakes, tmp_path):
+    from convbench import cache as C
+    from convbench.sweep import STRATEGIES, sweep
+
+    seen = []
+
+    def stop_at_second(pool, problem_name, spec, candidates, make_task, emit):
+        if seen:
+            raise KeyboardInterrupt  # Ctrl-C while the second problem is measured
+        seen.append(problem_name)
+        STRATEGIES["exhaustive"](pool, problem_name, spec, candidates, make_task, emit)
+
+    STRATEGIES["stop-at-second"] = stop_at_second
+    specs = [ConvSpec(n=1, c_in=2, c_out=2, input_size=(5, 5), kernel_size=3, name="a"),
+             ConvSpec(n=1, c_in=2, c_out=3, input_size=(5, 5), kernel_size=3, name="b")]
+    cpath = tmp_path / "tuned.sqlite"
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            sweep(suite_from_specs(specs), backends=["fake-ok"], threads=1, budget_s=0.02,
+                  out=tmp_path, progress=False, strategy="stop-at-second", peak=PEAK,
+                  min_samples=5, cache=cpath)
+    finally:
+        del STRATEGIES["stop-at-second"]
+    (done,) = seen
+    finished = next(s for s in specs if s.name == done)
+    (e,) = C.TunedCache(cpath).entries()
+    assert e.spec_key == finished.key and e.candidate == "fake-ok:default@cpu"
+    assert set(e.timings) == {"fake-ok:default@cpu"} and e.median_s > 0
+
+
 def test_unknown_strategy_and_bad_budget(tmp_path):
     import convbench
     import convbench.sweep  # noqa: F401 - rebinds convbench.sweep to the module: still callable
