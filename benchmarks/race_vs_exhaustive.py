@@ -36,6 +36,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("race", help="run directory of the race sweep")
     ap.add_argument("exhaustive", help="run directory of the exhaustive sweep")
+    ap.add_argument("--labels", nargs=2, default=("race", "exhaustive"), metavar=("A", "B"),
+                    help="names of the two runs in the output (e.g. exh1 exh2 for a noise floor)")
     ap.add_argument("--all-candidates", action="store_true",
                     help="do not restrict both runs to the candidates they have in common")
     args = ap.parse_args(argv)
@@ -44,7 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     from convbench.predict import geomean
     from convbench.selection import select_winners
 
-    loaded = {label: read_run(path) for label, path in (("race", args.race), ("exhaustive", args.exhaustive))}
+    la, lb = args.labels
+    loaded = {label: read_run(path) for label, path in ((la, args.race), (lb, args.exhaustive))}
     cands = [{r["candidate"] for r in recs} for recs, _ in loaded.values()]
     common = cands[0] & cands[1]
     only = sorted((cands[0] | cands[1]) - common)
@@ -56,7 +59,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.all_candidates:
             records = [r for r in records if r["candidate"] in common]
         runs[label] = (records, meta, select_winners(records))
-    (rr, rm, rw), (er, em, ew) = runs["race"], runs["exhaustive"]
+    (rr, rm, rw), (er, em, ew) = runs[la], runs[lb]
     if rm.get("suite") != em.get("suite"):
         print(f"warning: suites differ ({rm.get('suite')} vs {em.get('suite')})", file=sys.stderr)
 
@@ -70,8 +73,9 @@ def main(argv: list[str] | None = None) -> int:
     rt, et = times(rr), times(er)
     keys = sorted(set(rw) | set(ew))
     agree = {"same": 0, "tie": 0, "DIFFERENT": 0, "missing": 0}
-    regret = {"race winner, timed by exhaustive": [], "exhaustive winner, timed by race": []}
-    print(f"{'problem':<22} {'race winner':<42} {'exhaustive winner':<42} verdict")
+    ra, rb = f"{la} winner, timed by {lb}", f"{lb} winner, timed by {la}"
+    regret: dict[str, list[float]] = {ra: [], rb: []}
+    print(f"{'problem':<22} {la + ' winner':<42} {lb + ' winner':<42} verdict")
     for k in keys:
         a, b = rw.get(k), ew.get(k)
         if a is None or b is None:
@@ -85,8 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             verdict = "DIFFERENT"
         agree[verdict] += 1
-        for (win, other), name in (((a, et), "race winner, timed by exhaustive"),
-                                   ((b, rt), "exhaustive winner, timed by race")):
+        for (win, other), name in (((a, et), ra), ((b, rt), rb)):
             t = other.get(k[0], {})
             if win.candidate in t:
                 regret[name].append(t[win.candidate] / min(t.values()))
@@ -107,10 +110,10 @@ def main(argv: list[str] | None = None) -> int:
     rwall = sum(float(r.get("wall_s") or 0) for r in rr)
     ewall = sum(float(r.get("wall_s") or 0) for r in er)
     if ewall:
-        print(f"race / exhaustive candidate time: {rwall / ewall:.2f}")
+        print(f"{la} / {lb} candidate time: {rwall / ewall:.2f}")
     el_r, el_e = _elapsed(rm), _elapsed(em)
     if el_r and el_e:
-        print(f"race / exhaustive elapsed time:   {el_r / el_e:.2f}")
+        print(f"{la} / {lb} elapsed time:   {el_r / el_e:.2f}")
     print("winners: " + ", ".join(f"{v} {k}" for k, v in agree.items()))
     for name, vals in regret.items():
         if vals:

@@ -234,36 +234,40 @@ class Predictor:
                 out[c] = num / den
         return out
 
-    def _select(self) -> None:
-        """Cross-validate (k, prior_weight) over the training entries (see the class doc)."""
+    def _select(self, max_held: int = 400) -> None:
+        """Cross-validate (k, prior_weight) over the training entries (see the class doc);
+        at most ``max_held`` held-out entries are scored (a fixed-seed sample of them)."""
         runs: dict[Optional[str], list[int]] = {}
         for i, e in enumerate(self.entries):
             runs.setdefault(e.run_id, []).append(i)
         folds = list(runs.values()) if len(runs) >= 2 else [[i] for i in range(len(self.entries))]
-        dist = np.sqrt(((self._x[:, None, :] - self._x[None, :, :]) ** 2).sum(axis=2))
-        results = {}
-        for k in K_GRID:
-            for lam in PRIOR_GRID:
-                total, n = 0.0, 0
-                for fold in folds:
-                    held = set(fold)
-                    rest = [i for i in range(len(self.entries)) if i not in held]
-                    prior = self._prior_over(rest)
-                    for i in fold:
-                        table, unlisted = self._tables[i]
-                        if unlisted is not None or len(table) < 2:
-                            continue  # no full timings: cannot score a pick there
-                        order = [j for j in np.argsort(dist[i], kind="stable") if j not in held]
-                        sc = self._score(dist[i], order, prior, self.entries[i].device, k, lam)
-                        picks = [(v, c) for c, v in sc.items() if c in table]
-                        if picks:
-                            total += table[min(picks)[1]]
-                            n += 1
-                if n:
-                    results[(k, lam)] = total / n
-        if results:
-            (self.k, self.prior_weight), self.cv_log_regret = min(
-                results.items(), key=lambda kv: (round(kv[1], 12), kv[0]))
+        scorable = [i for i, (table, unlisted) in enumerate(self._tables)
+                    if unlisted is None and len(table) >= 2]   # full timings: a pick can be scored
+        if len(scorable) > max_held:
+            scorable = sorted(np.random.default_rng(0).choice(scorable, max_held, replace=False).tolist())
+        scorable_set = set(scorable)
+        totals = {(k, lam): 0.0 for k in K_GRID for lam in PRIOR_GRID}
+        n = 0
+        for fold in folds:
+            held = set(fold)
+            todo = [i for i in fold if i in scorable_set]
+            if not todo:
+                continue
+            prior = self._prior_over([i for i in range(len(self.entries)) if i not in held])
+            for i in todo:
+                d = np.sqrt(((self._x - self._x[i]) ** 2).sum(axis=1))
+                order = [j for j in np.argsort(d, kind="stable") if j not in held]
+                table = self._tables[i][0]
+                device = self.entries[i].device
+                for k, lam in totals:
+                    sc = self._score(d, order, prior, device, k, lam)
+                    picks = [(v, c) for c, v in sc.items() if c in table]
+                    totals[(k, lam)] += table[min(picks)[1]] if picks else 0.0
+                n += 1
+        if n:
+            (self.k, self.prior_weight), best = min(
+                totals.items(), key=lambda kv: (round(kv[1], 12), kv[0]))
+            self.cv_log_regret = best / n
 
     def __len__(self) -> int:
         return len(self.entries)

@@ -173,3 +173,26 @@ def test_regret_and_geomean():
     assert r == {"a": 2.0, "b": 1.0}
     assert P.geomean([2.0, 8.0]) == pytest.approx(4.0)
     assert math.isnan(P.geomean([]))
+
+
+def test_auto_cross_validates_k_and_prior_weight_across_runs():
+    def run(run_id, sizes):
+        out = []
+        for c in sizes:
+            for e in (entry(small(c, 8), IM2COL, timings={IM2COL: 1.0, FFT: 2.0}),
+                      entry(big_kernel(c, 64), FFT, timings={IM2COL: 4.0, FFT: 1.0})):
+                e.run_id = run_id
+                out.append(e)
+        return out
+    train = run("A", (4, 8, 16)) + run("B", (6, 12, 24))
+    p = P.Predictor().fit(train)                     # k="auto"
+    assert (p.k, p.prior_weight) in [(k, w) for k in P.K_GRID for w in P.PRIOR_GRID]
+    # leave-one-run-out: every held-out problem has a same-kind neighbour in the other run
+    assert p.cv_log_regret == pytest.approx(0.0)
+    assert (p.k, p.prior_weight) == (1, 0.0)        # ties go to the smallest k and weight
+    assert p.predict(small(10, 8), threads=2).candidate == IM2COL
+    assert p.predict(big_kernel(10, 64), threads=2).candidate == FFT
+    fixed = P.Predictor(k=5, prior_weight=3.0).fit(train)
+    assert (fixed.k, fixed.prior_weight, fixed.cv_log_regret) == (5, 3.0, None)
+    with pytest.raises(cb.ConvbenchError, match="k:"):
+        P.Predictor(k="best")
