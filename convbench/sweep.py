@@ -487,7 +487,7 @@ def sweep(suite: Union[str, os.PathLike, Suite, ConvSpec, Sequence[Any], None] =
           command: Optional[Sequence[str]] = None, verify_batch: int = 2,
           min_samples: int = 10, max_samples: int = 10000, rel_ci: float = 0.01,
           peak: Optional[Mapping[str, Any]] = None, stream: Any = None,
-          cache: Any = None, max_call_s: Optional[float] = None) -> SweepResult:
+          cache: Any = None, max_call_s: Optional[float] = None, pool: Any = None) -> SweepResult:
     """Measure every candidate of the selected backends on every problem of ``suite``.
 
     ``suite``: a shipped suite name, a suite TOML or benchdnn batch file, a Suite, a ConvSpec
@@ -506,6 +506,8 @@ def sweep(suite: Union[str, os.PathLike, Suite, ConvSpec, Sequence[Any], None] =
     DEFAULT_MAX_CALL_S; 0 or a negative value: no limit): a candidate whose one verification
     call, scaled to the full batch, takes longer is recorded as ``timeout`` and not timed, so
     that 10 mandatory samples of a hopeless candidate do not stall the sweep.
+    ``pool``: a :class:`~convbench.worker.WorkerPool` with the same thread count to use
+    (and leave open) instead of starting one: back-to-back sweeps then share warm workers.
     Progress goes to ``stream`` (default stderr).
     """
     from . import __version__
@@ -588,7 +590,11 @@ def sweep(suite: Union[str, os.PathLike, Suite, ConvSpec, Sequence[Any], None] =
     rng.shuffle(order)
 
     prog = _Progress(progress, 0, len(the_suite.problems), stream)
-    pool = WorkerPool(threads)
+    own_pool = pool is None
+    if own_pool:
+        pool = WorkerPool(threads)
+    elif pool.threads != threads:
+        raise ConvbenchError(f"pool: its workers run {pool.threads} threads, this sweep {threads}")
     writer: Optional[RunWriter] = None
     records: list[dict] = list(old_records)
     plan: list[PlanEntry] = []
@@ -736,7 +742,8 @@ def sweep(suite: Union[str, os.PathLike, Suite, ConvSpec, Sequence[Any], None] =
         raise
     finally:
         prog.close()
-        pool.close()
+        if own_pool:
+            pool.close()
         if writer is not None:
             result_meta = dict(writer.meta)
             writer.close()
