@@ -256,3 +256,60 @@ def test_eligible_numpy_family_candidates_do_not_copy_inputs_in_prepare(kw):
         wa *= 3
         p.run()
         assert cb.relative_error(p.result(), cb.reference(spec, xa, wa)) < 1e-4, str(c)
+
+
+def test_tune_with_torch_tensors_verifies_and_times_through_the_hooks(private_cache, monkeypatch):
+    torch = pytest.importorskip("torch", reason="torch not installed")
+    monkeypatch.setattr(D, "TUNE_BACKENDS", ["torch", "numpy-im2col"])
+    monkeypatch.setattr(D, "TUNE_BUDGET_S", 0.02)
+    x, w = _arrays(CASES[1])
+    spec = D.spec_from_arrays(x, w, **CASES[1]["kw"])
+    xt, wt = torch.from_numpy(x), torch.from_numpy(w)
+    y = cb.conv(xt, wt, policy="tune", **CASES[1]["kw"])
+    assert isinstance(y, torch.Tensor)
+    assert cb.relative_error(y.numpy(), cb.reference(spec, x, w)) < 1e-5
+    e = C.TunedCache(private_cache).get(spec)
+    assert e.source == "conv(tune, torch-cpu input)" and e.max_error < 1e-4
+    # torch's algorithms and numpy-im2col were all verified and timed on tensors
+    assert {c.split(":")[0] for c in e.timings} == {"torch", "numpy-im2col"}
+
+
+class _ThirdParty(cb.Backend):
+    """A third-party backend that offers conv() a zero-copy callable for numpy input only."""
+
+    name = "third-party-dispatch"
+    family = "third-party"
+    capabilities = cb.Capabilities(dims=frozenset({2}), dtypes=frozenset({"float32"}))
+    calls: list = []
+
+    def algorithms(self, device="cpu"):
+        return ["ref"] if device == "cpu" else []
+
+    def _prepare(self, spec, x, w, algorithm, device):  # pragma: no cover - conv() does not prepare
+        raise AssertionError
+
+    def dispatch_callable(self, spec, algorithm, device, kind, requires_grad=False):
+        if kind != "numpy":
+            return None
+
+        def run(x, w):
+            type(self).calls.append(x.shape)
+            return cb.reference(spec, x, w).astype(np.float32)
+        return run
+
+
+def test_a_third_party_backend_reaches_conv_through_its_hook(private_cache):
+    from convbench import registry
+
+    registry.register(_ThirdParty)
+    try:
+        x, w = _arrays(CASES[0])
+        spec = D.spec_from_arrays(x, w, padding=1)
+        assert D.eligible("numpy", "third-party-dispatch", "ref", "cpu", spec=spec)
+        assert not D.eligible("torch-cpu", "third-party-dispatch", "ref", "cpu", spec=spec)
+        put(private_cache, spec, "third-party-dispatch:ref@cpu")
+        y = cb.conv(x, w, padding=1)
+        assert _ThirdParty.calls == [x.shape]
+        assert cb.relative_error(y, cb.reference(spec, x, w)) < 1e-6
+    finally:
+        registry.unregister(_ThirdParty.name)
