@@ -134,6 +134,10 @@ def conv(x: Any, w: Any, stride: Any = 1, padding: Any = 0, dilation: Any = 1, g
     now = _monotonic()
     if now >= _next_check:
         _recheck(now)
+    if stride.__class__ is bool or padding.__class__ is bool or dilation.__class__ is bool \
+            or groups.__class__ is bool:  # True == 1 as a dict key: would hit a stride=1 plan
+        raise InvalidInputError("stride, padding, dilation and groups must be integers (or tuples, "
+                                "or a padding string), not True/False")
     tx = type(x)
     try:
         if tx is np.ndarray:

@@ -155,6 +155,11 @@ def test_tune_policy_times_and_stores_an_entry(private_cache, monkeypatch):
 
 def test_input_errors():
     x, w = _arrays(CASES[0])
+    cb.conv(x, w, stride=1, padding=1)               # a memoised plan for stride 1 ...
+    with pytest.raises(InvalidInputError, match="not True/False"):
+        cb.conv(x, w, stride=True, padding=1)        # ... must not serve stride=True
+    with pytest.raises(InvalidInputError, match="not True/False"):
+        cb.conv(x, w, padding=True)
     with pytest.raises(InvalidInputError, match="w.shape"):
         cb.conv(x, w[:, :2], padding=1)
     with pytest.raises(InvalidInputError, match="dtype"):
