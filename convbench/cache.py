@@ -41,7 +41,7 @@ from .spec import ConvSpec
 
 SCHEMA_VERSION = 2   # 2 added entries.timings (version 1 files are upgraded in place)
 EXPORT_FORMAT = "convbench-tuned-cache"
-EXPORT_VERSION = 1
+EXPORT_VERSION = 2   # 2 added the entries' timings; version 1 files are read too
 POLICIES = ("warn", "skip", "ignore")
 DEVICES = ("cpu", "cuda")
 
@@ -300,6 +300,7 @@ class TunedCache:
         self._create = create
         self._conn: Optional[sqlite3.Connection] = None
         self._pid = -1
+        self._version = SCHEMA_VERSION
         self._lock = threading.RLock()
         if self.path.exists():
             self._connect()
@@ -361,8 +362,7 @@ class TunedCache:
                 raise CacheError(f"cache file {str(self.path)!r} cannot be opened: {exc}") from exc
             try:
                 conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
-                if self._validate(conn) < SCHEMA_VERSION:
-                    self._upgrade(conn)
+                self._version = self._validate(conn)  # older files are upgraded on the first write
                 mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
                 if str(mode).lower() != "wal":
                     self._retry(lambda: conn.execute("PRAGMA journal_mode = WAL"))
@@ -376,8 +376,15 @@ class TunedCache:
             self._conn, self._pid = conn, os.getpid()
             return conn
 
+    def _cols(self) -> str:
+        """The entry columns to SELECT (a version-1 file, read before any write, has no timings)."""
+        if self._version < 2:
+            return ", ".join("'{}' AS timings" if c == "timings" else c for c in _ENTRY_FIELDS)
+        return ", ".join(_ENTRY_FIELDS)
+
     def _upgrade(self, conn: sqlite3.Connection) -> None:
-        """Bring an older convbench cache to SCHEMA_VERSION in one transaction (entries kept)."""
+        """Bring an older convbench cache to SCHEMA_VERSION in one transaction (entries kept);
+        done on the first write, so reading never modifies a file."""
         def step() -> None:
             conn.execute("BEGIN IMMEDIATE")
             try:
@@ -462,6 +469,9 @@ class TunedCache:
     def _write(self) -> Iterator[sqlite3.Connection]:
         conn = self._connect()
         with self._lock:
+            if self._version < SCHEMA_VERSION:
+                self._upgrade(conn)
+                self._version = SCHEMA_VERSION
             self._retry(lambda: conn.execute("BEGIN IMMEDIATE"))
             try:
                 yield conn
@@ -588,7 +598,7 @@ class TunedCache:
             if val is not None:
                 where.append(f"{col} = ?")
                 args.append(val)
-        sql = f"SELECT {', '.join(_ENTRY_FIELDS)} FROM entries"
+        sql = f"SELECT {self._cols()} FROM entries"
         if where:
             sql += " WHERE " + " AND ".join(where)
         sql += " ORDER BY spec_key, machine, device, threads"
@@ -604,7 +614,7 @@ class TunedCache:
         conn = self._read_conn()
         if conn is None:
             return []
-        sql = f"SELECT {', '.join(_ENTRY_FIELDS)}, replaced FROM history"
+        sql = f"SELECT {self._cols()}, replaced FROM history"
         args: list[Any] = []
         if spec_key is not None:
             sql += " WHERE spec_key = ?"

@@ -19,8 +19,10 @@ Choosing (policies):
 Copies are not hidden. The caller's activations and weights are handed to a candidate only
 through zero-copy views; a candidate that would need a copy of them for this input type is
 *excluded* for it (never used by ``conv()``). Which candidates can do this is each backend's
-own business: ``Backend.dispatch_callable(spec, algorithm, device, kind, requires_grad)``
-returns a callable(x, w) running the candidate on the caller's arrays, or None. The core
+own business: ``Backend.dispatch_callable(spec, algorithm, device, kind, requires_grad=False)``
+returns a callable(x, w) running the candidate on the caller's arrays, or None (a hook
+written without ``requires_grad`` is called without it, and not used for tensors that
+require grad). The core
 knows input kinds only by name; the built-in backends answer:
 
 ==================  =====================================================================
@@ -55,6 +57,8 @@ cannot be dict keys, so they take the slow path on every call).
 from __future__ import annotations
 
 import datetime as _dt
+import functools
+import inspect
 import threading
 import time
 from time import monotonic as _monotonic
@@ -272,9 +276,24 @@ def _callable(spec: ConvSpec, kind: str, backend: str, algorithm: str, device: s
         b = get_backend(backend)
         if not b.available():
             return None
-        return b.dispatch_callable(spec, algorithm, device, kind, requires_grad=requires_grad)
+        if _takes_requires_grad(type(b)):
+            return b.dispatch_callable(spec, algorithm, device, kind, requires_grad=requires_grad)
+        if requires_grad:
+            return None  # a hook that cannot be told about autograd is not trusted with it
+        return b.dispatch_callable(spec, algorithm, device, kind)
     except Exception:  # a third-party hook that fails: that candidate is not eligible
         return None
+
+
+@functools.lru_cache(maxsize=None)
+def _takes_requires_grad(cls: type) -> bool:
+    """Whether a backend's dispatch_callable accepts ``requires_grad`` (hooks written to the
+    four-argument form ``(spec, algorithm, device, kind)`` are called without it)."""
+    try:
+        params = inspect.signature(cls.dispatch_callable).parameters
+    except (TypeError, ValueError):
+        return False
+    return "requires_grad" in params or any(p.kind is p.VAR_KEYWORD for p in params.values())
 
 
 def runner(spec: ConvSpec, kind: str, backend: str, algorithm: str, device: str, *,

@@ -210,13 +210,34 @@ class Predictor:
         sums: dict[str, list[float]] = {}
         for i in idx:
             for c, lr in self._tables[i][0].items():
-                sums.setdefault(c, []).append(lr)
-        return {c: sum(v) / len(v) for c, v in sums.items()}
+                s = sums.setdefault(c, [0.0, 0.0])
+                s[0] += lr
+                s[1] += 1
+        return {c: t / n for c, (t, n) in sums.items()}
 
-    def _score(self, d: np.ndarray, pool: Sequence[int], prior: Mapping[str, float], device: str,
+    def _prior_without(self, held: Sequence[int], full: Mapping[str, tuple[float, int]]) -> dict[str, float]:
+        """The prior over every entry but ``held``, from the sums over all (``full``) minus theirs."""
+        sums = {c: [t, n] for c, (t, n) in full.items()}
+        for i in held:
+            for c, lr in self._tables[i][0].items():
+                sums[c][0] -= lr
+                sums[c][1] -= 1
+        return {c: t / n for c, (t, n) in sums.items() if n > 0}
+
+    def _near(self, d: np.ndarray, device: str, k: int, exclude: frozenset = frozenset()) -> list[int]:
+        """The ``k`` nearest entries of ``device`` by distances ``d`` (leaving out ``exclude``)."""
+        out = []
+        for j in np.argsort(d, kind="stable"):
+            if j not in exclude and self.entries[j].device == device:
+                out.append(int(j))
+                if len(out) == k:
+                    break
+        return out
+
+    def _score(self, d: np.ndarray, near: Sequence[int], prior: Mapping[str, float], device: str,
                k: int, lam: float) -> dict[str, float]:
-        """Scores from the entries ``pool`` (indices, nearest first by ``d``)."""
-        near = [i for i in pool if self.entries[i].device == device][:k]
+        """Scores from the ``k`` first of ``near`` (entries of ``device``, nearest first)."""
+        near = near[:k]
         out = {}
         for c, pr in prior.items():
             if not c.endswith("@" + device):
@@ -248,21 +269,29 @@ class Predictor:
         scorable_set = set(scorable)
         totals = {(k, lam): 0.0 for k in K_GRID for lam in PRIOR_GRID}
         n = 0
+        k_max = max(K_GRID)
+        full: dict[str, tuple[float, int]] = {}
+        for table, _ in self._tables:
+            for c, lr in table.items():
+                t, m = full.get(c, (0.0, 0))
+                full[c] = (t + lr, m + 1)
         for fold in folds:
-            held = set(fold)
+            held = frozenset(fold)
             todo = [i for i in fold if i in scorable_set]
             if not todo:
                 continue
-            prior = self._prior_over([i for i in range(len(self.entries)) if i not in held])
+            prior = self._prior_without(fold, full)
             for i in todo:
                 d = np.sqrt(((self._x - self._x[i]) ** 2).sum(axis=1))
-                order = [j for j in np.argsort(d, kind="stable") if j not in held]
                 table = self._tables[i][0]
                 device = self.entries[i].device
+                near = self._near(d, device, k_max, held)
+                worst = max(table.values())
                 for k, lam in totals:
-                    sc = self._score(d, order, prior, device, k, lam)
+                    sc = self._score(d, near, prior, device, k, lam)
                     picks = [(v, c) for c, v in sc.items() if c in table]
-                    totals[(k, lam)] += table[min(picks)[1]] if picks else 0.0
+                    # no pick among the measured candidates: charged as the worst of them
+                    totals[(k, lam)] += table[min(picks)[1]] if picks else worst
                 n += 1
         if n:
             (self.k, self.prior_weight), best = min(
@@ -289,7 +318,7 @@ class Predictor:
             return {}
         q = (features(spec, threads) - self._mu) / self._sd
         d = np.sqrt(((self._x - q) ** 2).sum(axis=1))
-        return self._score(d, list(np.argsort(d, kind="stable")), self._prior, device, self.k,
+        return self._score(d, self._near(d, device, self.k), self._prior, device, self.k,
                            self.prior_weight)
 
     def predict(self, spec: ConvSpec, device: str = "cpu", *, threads: int = 1,

@@ -29,6 +29,7 @@ import math
 import os
 import random
 import secrets
+import sqlite3
 import sys
 import time
 import types
@@ -675,10 +676,12 @@ def sweep(suite: Union[str, os.PathLike, Suite, ConvSpec, Sequence[Any], None] =
         prog.note(f"run {run_id}: {prog.total} candidate runs, results in {run_dir}")
 
         status_of = {(e.problem, str(e.candidate)): e for e in plan}
-        if updates is not None and old_records:  # resumed: what the earlier process recorded
+        if updates is not None and old_records:  # resumed: problems the earlier process finished
+            unfinished = {e.problem for e in plan if e.status == "run"}
             done_before: dict[str, list[dict]] = {}
             for r in old_records:
-                done_before.setdefault(r["problem"], []).append(r)
+                if r["problem"] not in unfinished:
+                    done_before.setdefault(r["problem"], []).append(r)
             for recs in done_before.values():
                 updates.store(recs, writer.meta)
         for index, prob, cands in per_problem:
@@ -814,8 +817,8 @@ class _CacheUpdates:
                 self.tc = open_cache(self.cache)
             entries, no_winner, _ = entries_from_run(list(records), meta)
             written = self.tc.put_many(entries, replace="newer")
-        except ConvbenchError as exc:
-            self.error = str(exc)
+        except (ConvbenchError, sqlite3.Error, OSError) as exc:
+            self.error = f"{type(exc).__name__}: {exc}" if not isinstance(exc, ConvbenchError) else str(exc)
             return
         self.written += written
         self.unchanged += len(entries) - written

@@ -293,7 +293,7 @@ class _ThirdParty(cb.Backend):
     def _prepare(self, spec, x, w, algorithm, device):  # pragma: no cover - conv() does not prepare
         raise AssertionError
 
-    def dispatch_callable(self, spec, algorithm, device, kind, requires_grad=False):
+    def dispatch_callable(self, spec, algorithm, device, kind):   # the four-argument form
         if kind != "numpy":
             return None
 

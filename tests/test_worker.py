@@ -268,13 +268,19 @@ def test_cold_cache_task(pool):
 def test_call_over_max_call_s_is_verified_then_recorded_as_timeout(pool):
     t0 = time.monotonic()
     # 0.3 s per call at the verification batch 2, about 0.45 s at batch 3: over the limit,
-    # but not past twice the limit (0.4 s at batch 2), so it finishes and is verified
+    # but not past twice the limit (0.6 s), so it finishes and is verified
     out = pool.run(task("fake-slow", max_call_s=0.3))
     assert_failed(out, "timeout")
     assert "max_call_s=0.3" in out["message"] and "verified, not timed" in out["message"]
     assert out["max_error"] is not None and out["max_error"] <= 1e-4  # it was verified first
     assert time.monotonic() - t0 < 10  # one verification call, not 10+ timed samples
     assert_ok(pool.run(task("fake-slow", max_call_s=5.0)))
+
+
+def test_stop_above_ends_timing_after_three_slower_samples(pool):
+    out = pool.run(task("fake-slow", min_samples=10, budget_s=0.0, stop_above_s=0.1))
+    assert out["status"] == "ok" and out["n_samples"] == 3 and out["converged"] is False
+    assert out["median_s"] > 0.1
 
 
 def test_a_call_past_twice_max_call_s_is_stopped_by_ending_the_worker(pool):
@@ -284,9 +290,9 @@ def test_a_call_past_twice_max_call_s_is_stopped_by_ending_the_worker(pool):
     out = pool.run(task("fake-hang", max_call_s=0.5, timeout_s=60))   # run() sleeps an hour
     took = time.monotonic() - t0
     assert_failed(out, "timeout")
-    # twice the limit, scaled from batch 3 to the verification batch 2: 2 * 0.5 * 2/3 s
-    assert "still running after 0.667 s" in out["message"] and "max_call_s=0.5" in out["message"]
-    assert took < 10                                  # stopped at ~0.7 s, not at timeout_s
+    assert "still running after 1 s" in out["message"] and "max_call_s=0.5" in out["message"]
+    assert out["info"]["verify_est_s"] == pytest.approx(1.0 * 3 / 2)   # a lower bound, at batch 3
+    assert took < 10                                  # stopped at ~1 s, not at timeout_s
     assert pool.worker_pid("fake") is None            # that worker is gone ...
     assert_ok(pool.run(task("fake-ok")))              # ... and a fresh one takes the next task
     assert pool.worker_pid("fake") not in (None, pid)
