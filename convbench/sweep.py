@@ -601,7 +601,9 @@ def sweep(suite: Union[str, os.PathLike, Suite, ConvSpec, Sequence[Any], None] =
     plan: list[PlanEntry] = []
     interrupted = False
     result_meta: dict = {}
-    updates = _CacheUpdates(cache) if update_cache else None
+    updates = _CacheUpdates(cache) if update_cache and not dry_run else None
+    if updates is not None:
+        updates.open()
     try:
         prog.note(f"convbench sweep {the_suite.name}: {len(the_suite.problems)} problems, "
                   f"loading {len(names)} backends ({threads} threads, {device})")
@@ -806,6 +808,14 @@ class _CacheUpdates:
         self.tc: Any = None
         self.written = self.unchanged = self.no_winner = 0
         self.error: Optional[str] = None
+
+    def open(self) -> None:
+        """Open (creating or validating) the cache before measuring: a file that is not a
+        convbench cache stops the sweep with its CacheError here, not after an hour."""
+        from .cache import open_cache
+
+        self.tc = open_cache(self.cache)
+        self.tc.entries(spec_key="")  # reads it: validation happens on the first connection
 
     def store(self, records: Sequence[Mapping[str, Any]], meta: Mapping[str, Any]) -> None:
         if self.error is not None or not records:

@@ -275,6 +275,22 @@ def test_winners_reach_the_cache_as_problems_finish_so_an_interrupt_keeps_them(f
     assert set(e.timings) == {"fake-ok:default@cpu"} and e.median_s > 0
 
 
+def test_a_garbage_cache_stops_the_sweep_before_measuring_and_is_left_alone(fakes, tmp_path):
+    from convbench.errors import CacheError
+    from convbench.sweep import sweep
+
+    bad = tmp_path / "tuned.sqlite"
+    bad.write_bytes(b"not a database, " * 100)
+    before = bad.read_bytes()
+    out = tmp_path / "runs"
+    with pytest.raises(CacheError, match="tuned.sqlite"):
+        sweep(suite_from_specs([ConvSpec(n=1, c_in=2, c_out=2, input_size=(5, 5), kernel_size=3)]),
+              backends=["fake-ok"], threads=1, budget_s=0.02, out=out, progress=False, peak=PEAK,
+              cache=bad)
+    assert bad.read_bytes() == before
+    assert not out.exists()                      # nothing was measured or written
+
+
 def test_unknown_strategy_and_bad_budget(tmp_path):
     import convbench
     import convbench.sweep  # noqa: F401 - rebinds convbench.sweep to the module: still callable
