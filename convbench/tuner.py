@@ -192,7 +192,7 @@ def race_candidates(candidates: Sequence[Any], run_round: RunRound, *, budget_s:
     first = RoundParams(1, budget_s * cfg.first_fraction, cfg.first_samples, n1, rel_ci,
                         verify=False, final=False)
     # cheapest first, but one worker family after another (cheapest family first): switching
-    # families costs a settling pause in the pool (the previous family's threads spin-wait)
+    # families costs a settling pause in the pool (see convbench.worker.SETTLE_S)
     ok = [e for e in entrants if not e.failed]
     fam_est = {f: min(e.est_s for e in ok if e.family == f) for f in {e.family for e in ok}}
     for e in sorted(ok, key=lambda e: (fam_est[e.family], e.family, e.est_s)):
