@@ -78,6 +78,26 @@ def set_thread_env(threads: int, env: Optional[MutableMapping[str, str]] = None)
 
 
 # ---- fingerprint --------------------------------------------------------------------------
+def cpu_counters() -> Optional[tuple[int, int, int]]:
+    """(steal ticks, total ticks, runnable processes) of the whole machine from /proc/stat, or
+    None where there is no /proc/stat. Two readings around a measurement tell whether the
+    hypervisor took CPU time (steal) or other processes were runnable meanwhile."""
+    text = _read("/proc/stat")
+    if not text:
+        return None
+    steal = total = running = None
+    for line in text.splitlines():
+        if line.startswith("cpu "):
+            vals = [int(v) for v in line.split()[1:]]
+            total = sum(vals[:8])                 # user..steal; guest time is inside user
+            steal = vals[7] if len(vals) > 7 else 0
+        elif line.startswith("procs_running "):
+            running = int(line.split()[1])
+    if steal is None or total is None or running is None:
+        return None
+    return steal, total, running
+
+
 def _read(path: str) -> Optional[str]:
     try:
         with open(path) as f:

@@ -216,6 +216,7 @@ class _WorkerState:
                 "versions": _jsonable(versions), "threads": self.threads, "pid": os.getpid()}
 
     def run(self, t: dict) -> dict:
+        from .environment import cpu_counters
         from .reference import make_inputs, reference, relative_error
         from .spec import ConvSpec
         from .timing import measure
@@ -299,6 +300,7 @@ class _WorkerState:
 
             x, w = make_inputs(spec, seed=t["seed"])
             p = b.prepare(spec, x, w, algorithm=algorithm, device=device)
+            before = cpu_counters()
             try:
                 res = measure(p, budget_s=t["budget_s"], min_samples=t["min_samples"],
                               max_samples=t["max_samples"], rel_ci=t["rel_ci"],
@@ -308,6 +310,12 @@ class _WorkerState:
                 p.close()
             info.update(_jsonable(pinfo))
             info.setdefault("threads", self.threads)
+            after = cpu_counters()
+            if before is not None and after is not None and after[1] > before[1]:
+                # machine-wide, over the timing: share of CPU time the hypervisor took, and
+                # how many processes were runnable at the end (this worker's threads included)
+                info["cpu_steal_pct"] = round(100.0 * (after[0] - before[0]) / (after[1] - before[1]), 2)
+                info["procs_running"] = after[2]
             out.update(res.to_dict())
             out.update(status="ok", message=None)
             return out

@@ -137,3 +137,25 @@ def test_measure_peak_small():
     assert peak["bandwidth_gbs"] > 0 and np.isfinite(peak["bandwidth_gbs"])
     with pytest.raises(InvalidInputError, match="threads"):
         measure_peak(0)
+
+
+def test_cpu_counters_parse_proc_stat(monkeypatch):
+    from convbench import environment as E
+
+    stat = ("cpu  100 5 50 800 10 0 3 12 7 0\ncpu0 50 2 25 400 5 0 1 6 0 0\n"
+            "intr 1 2 3\nprocs_running 3\nprocs_blocked 0\n")
+    monkeypatch.setattr(E, "_read", lambda path: stat if path == "/proc/stat" else None)
+    # total = user+nice+system+idle+iowait+irq+softirq+steal (guest is inside user)
+    assert E.cpu_counters() == (12, 100 + 5 + 50 + 800 + 10 + 0 + 3 + 12, 3)
+    monkeypatch.setattr(E, "_read", lambda path: None)
+    assert E.cpu_counters() is None
+
+
+def test_cpu_counters_on_this_machine():
+    from convbench.environment import cpu_counters
+
+    got = cpu_counters()
+    if got is None:
+        pytest.skip("no /proc/stat on this platform")
+    steal, total, running = got
+    assert 0 <= steal <= total and running >= 1

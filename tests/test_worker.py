@@ -277,6 +277,16 @@ def test_call_over_max_call_s_is_verified_then_recorded_as_timeout(pool):
     assert_ok(pool.run(task("fake-slow", max_call_s=5.0)))
 
 
+def test_timing_records_steal_and_runnable_processes_where_the_os_tells(pool):
+    import os
+
+    out = pool.run(task("fake-ok"))
+    assert_ok(out)
+    if not os.path.exists("/proc/stat"):
+        pytest.skip("no /proc/stat: nothing to record")
+    assert 0.0 <= out["info"]["cpu_steal_pct"] <= 100.0 and out["info"]["procs_running"] >= 1
+
+
 def test_stop_above_ends_timing_after_three_slower_samples(pool):
     out = pool.run(task("fake-slow", min_samples=10, budget_s=0.0, stop_above_s=0.1))
     assert out["status"] == "ok" and out["n_samples"] == 3 and out["converged"] is False
