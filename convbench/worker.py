@@ -52,6 +52,13 @@ _STDERR_TAIL = 2000
 #: each other family, no pause) showed no slowdown, so the gain is modest and its cause not
 #: pinned down. The pause costs about 10% of a resnet50 sweep's wall time.
 SETTLE_S = 0.25
+#: a timing during which the hypervisor took more than this share (%) of the machine's CPU
+#: time is taken again, up to STEAL_RETRIES more times, and the least disturbed one is kept.
+#: Measured on the development VM (a race sweep of resnet50): the only two medians over 2.5x
+#: their usual value (7.7x and 3.0x) were timed during 27% and 38% steal, against a median
+#: steal of 0% for the rest; 18 of 321 timings saw more than 10%.
+STEAL_RETRY_PCT = 10.0
+STEAL_RETRIES = 2
 
 
 @dataclass
@@ -300,22 +307,34 @@ class _WorkerState:
 
             x, w = make_inputs(spec, seed=t["seed"])
             p = b.prepare(spec, x, w, algorithm=algorithm, device=device)
-            before = cpu_counters()
+            tries: list[tuple[Optional[float], Any, Optional[int]]] = []
             try:
-                res = measure(p, budget_s=t["budget_s"], min_samples=t["min_samples"],
-                              max_samples=t["max_samples"], rel_ci=t["rel_ci"],
-                              cold_cache=t["cold_cache"], stop_above_s=t.get("stop_above_s"))
+                for _ in range(1 + STEAL_RETRIES):
+                    before = cpu_counters()
+                    res = measure(p, budget_s=t["budget_s"], min_samples=t["min_samples"],
+                                  max_samples=t["max_samples"], rel_ci=t["rel_ci"],
+                                  cold_cache=t["cold_cache"], stop_above_s=t.get("stop_above_s"))
+                    after = cpu_counters()
+                    steal = None
+                    if before is not None and after is not None and after[1] > before[1]:
+                        steal = round(100.0 * (after[0] - before[0]) / (after[1] - before[1]), 2)
+                    tries.append((steal, res, after[2] if after is not None else None))
+                    if steal is None or steal <= STEAL_RETRY_PCT:
+                        break
                 pinfo = dict(getattr(p, "info", None) or {})
             finally:
                 p.close()
             info.update(_jsonable(pinfo))
             info.setdefault("threads", self.threads)
-            after = cpu_counters()
-            if before is not None and after is not None and after[1] > before[1]:
+            # keep the timing the hypervisor disturbed least (the last one, if none was)
+            steal, res, running = min(tries, key=lambda tr: -1.0 if tr[0] is None else tr[0])
+            if steal is not None:
                 # machine-wide, over the timing: share of CPU time the hypervisor took, and
-                # how many processes were runnable at the end (this worker's threads included)
-                info["cpu_steal_pct"] = round(100.0 * (after[0] - before[0]) / (after[1] - before[1]), 2)
-                info["procs_running"] = after[2]
+                # how many processes were runnable at its end (this worker's threads included)
+                info["cpu_steal_pct"] = steal
+                info["procs_running"] = running
+            if len(tries) > 1:
+                info["steal_retries"] = [tr[0] for tr in tries]
             out.update(res.to_dict())
             out.update(status="ok", message=None)
             return out

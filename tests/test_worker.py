@@ -287,6 +287,26 @@ def test_timing_records_steal_and_runnable_processes_where_the_os_tells(pool):
     assert 0.0 <= out["info"]["cpu_steal_pct"] <= 100.0 and out["info"]["procs_running"] >= 1
 
 
+def test_a_timing_under_heavy_steal_is_taken_again_and_the_least_disturbed_kept(pool, monkeypatch):
+    from convbench import environment, worker
+
+    # (steal, total, running) readings: the first timing sees 50% steal, the second 0%
+    readings = iter([(0, 0, 1), (50, 100, 3), (50, 100, 1), (50, 200, 2)])
+    monkeypatch.setattr(environment, "cpu_counters", lambda: next(readings))
+    state = worker._WorkerState(threads=1, family="fake")       # in-process, no watchdog
+    t = task("fake-ok").to_dict()
+    out = state.run(t)
+    assert out["status"] == "ok", out["message"]
+    assert out["info"]["steal_retries"] == [50.0, 0.0]
+    assert out["info"]["cpu_steal_pct"] == 0.0 and out["info"]["procs_running"] == 2
+    # always disturbed: 1 + STEAL_RETRIES timings, the least disturbed one kept
+    readings2 = iter([(0, 0, 1), (30, 100, 1), (30, 100, 1), (50, 200, 1), (50, 200, 1), (70, 300, 1)])
+    monkeypatch.setattr(environment, "cpu_counters", lambda: next(readings2))
+    out = state.run(t)
+    assert out["info"]["steal_retries"] == [30.0, 20.0, 20.0][: 1 + worker.STEAL_RETRIES]
+    assert out["info"]["cpu_steal_pct"] == 20.0
+
+
 def test_stop_above_ends_timing_after_three_slower_samples(pool):
     out = pool.run(task("fake-slow", min_samples=10, budget_s=0.0, stop_above_s=0.1))
     assert out["status"] == "ok" and out["n_samples"] == 3 and out["converged"] is False
