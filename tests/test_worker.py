@@ -290,6 +290,7 @@ def test_timing_records_steal_and_runnable_processes_where_the_os_tells(pool):
 def test_a_timing_under_heavy_steal_is_taken_again_and_the_least_disturbed_kept(pool, monkeypatch):
     from convbench import environment, worker
 
+    monkeypatch.setattr(worker, "STEAL_RETRIES", 2)    # off by default; this checks the mechanism
     # (steal, total, running) readings: the first timing sees 50% steal, the second 0%
     readings = iter([(0, 0, 1), (50, 100, 3), (50, 100, 1), (50, 200, 2)])
     monkeypatch.setattr(environment, "cpu_counters", lambda: next(readings))
@@ -303,8 +304,14 @@ def test_a_timing_under_heavy_steal_is_taken_again_and_the_least_disturbed_kept(
     readings2 = iter([(0, 0, 1), (30, 100, 1), (30, 100, 1), (50, 200, 1), (50, 200, 1), (70, 300, 1)])
     monkeypatch.setattr(environment, "cpu_counters", lambda: next(readings2))
     out = state.run(t)
-    assert out["info"]["steal_retries"] == [30.0, 20.0, 20.0][: 1 + worker.STEAL_RETRIES]
+    assert out["info"]["steal_retries"] == [30.0, 20.0, 20.0]
     assert out["info"]["cpu_steal_pct"] == 20.0
+    # the default: recorded, not retried
+    monkeypatch.setattr(worker, "STEAL_RETRIES", 0)
+    readings3 = iter([(0, 0, 1), (50, 100, 1)])
+    monkeypatch.setattr(environment, "cpu_counters", lambda: next(readings3))
+    out = state.run(t)
+    assert out["info"]["cpu_steal_pct"] == 50.0 and "steal_retries" not in out["info"]
 
 
 def test_stop_above_ends_timing_after_three_slower_samples(pool):
