@@ -105,6 +105,18 @@ def to_numpy(t: Any) -> np.ndarray:
     return t.numpy().copy()
 
 
+def cuda_support(spec: ConvSpec) -> Support:
+    """Whether torch can run ``spec`` on a CUDA device here (a device, and bfloat16 support)."""
+    torch = _torch()
+    if not torch.cuda.is_available():
+        why = "this torch build has no CUDA" if torch.version.cuda is None else \
+            "torch.cuda.is_available() is False"
+        return Support.no(f"no CUDA device ({why})")
+    if spec.dtype == "bfloat16" and not torch.cuda.is_bf16_supported():
+        return Support.no("this GPU does not support bfloat16 (needs compute capability >= 8.0)")
+    return Support.yes()
+
+
 def numpy_as_tensor(a: np.ndarray) -> Any:
     """A CPU tensor sharing ``a``'s memory (bfloat16 through an int16 view): no copy."""
     torch = _torch()
@@ -400,13 +412,7 @@ class TorchBackend(Backend):
         if algorithm == "cudnn-tf32" and spec.dtype != "float32":
             return Support.no(f"TF32 applies to float32 only (spec dtype {spec.dtype})")
         if device == "cuda":
-            torch = _torch()
-            if not torch.cuda.is_available():
-                why = "this torch build has no CUDA" if torch.version.cuda is None else \
-                    "torch.cuda.is_available() is False"
-                return Support.no(f"no CUDA device ({why})")
-            if spec.dtype == "bfloat16" and not torch.cuda.is_bf16_supported():
-                return Support.no("this GPU does not support bfloat16 (needs compute capability >= 8.0)")
+            return cuda_support(spec)
         return Support.yes()
 
     def tolerance(self, spec: ConvSpec, device: str, algorithm: str) -> float:

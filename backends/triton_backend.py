@@ -148,12 +148,11 @@ class TritonBackend(Backend):
                               "(TRITON_INTERPRET=1): no compiled CUDA kernels in this process")
         import torch
 
-        if not torch.cuda.is_available():
-            why = "this torch build has no CUDA" if torch.version.cuda is None else \
-                "torch.cuda.is_available() is False"
-            return Support.no(f"no CUDA device ({why})")
-        if spec.dtype == "bfloat16" and not torch.cuda.is_bf16_supported():
-            return Support.no("this GPU does not support bfloat16 (needs compute capability >= 8.0)")
+        from .torch_backend import cuda_support
+
+        sup = cuda_support(spec)
+        if not sup:
+            return sup
         if algorithm.endswith("-tf32") and torch.cuda.get_device_capability()[0] < 8:
             return Support.no("TF32 tensor cores need compute capability >= 8.0")
         return Support.yes()
