@@ -11,6 +11,7 @@ import importlib
 import warnings
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from enum import IntEnum
 from typing import Any, Callable, Iterable, Optional
 
 import numpy as np
@@ -147,12 +148,31 @@ class DeviceTimer(ABC):
         """Record the end, wait for it, return elapsed seconds since start()."""
 
 
+class Robustness(IntEnum):
+    """How much a backend can be relied on, declared by the backend; winner selection prefers
+    the lower value among candidates it cannot tell apart."""
+
+    FRAMEWORK = 0  #: maintained framework kernels with their own shape heuristics
+    LIBRARY = 1    #: array-library code with no compilation step (NumPy, SciPy)
+    JIT = 2        #: kernels compiled at run time (compile cost, on-disk caches)
+    UNKNOWN = 3    #: not declared
+
+
+#: heuristic_rank of a backend that declares none: after every backend that does
+DEFAULT_HEURISTIC_RANK = 100.0
+
+
 class Backend(ABC):
     """A family of candidates behind one interface.
 
     Subclasses set ``name``, ``family`` (backends of one family share a worker process),
     ``capabilities`` and ``install_hint``, and implement ``algorithms`` and ``_prepare``;
     they refine ``_supports`` for rules the capability table cannot express.
+
+    What the core needs to know about a backend it asks here, never by the backend's name:
+    ``robustness``, ``framework_modules``, ``version_distributions``, ``precomputes_weights``,
+    ``heuristic_rank``, ``native_kinds`` / ``native_kind``. A third-party backend declares them
+    the same way and gets the same treatment as a built-in one.
     """
 
     name: str = ""
@@ -162,6 +182,26 @@ class Backend(ABC):
     capabilities: Capabilities = Capabilities()
     #: algorithm name -> one line saying what it does (and what it precomputes, if anything)
     algorithm_descriptions: dict = {}
+    #: tie-break preference (see Robustness)
+    robustness: Robustness = Robustness.UNKNOWN
+    #: top-level modules this backend imports on first use (in available()/prepare(), never at
+    #: module import or in supports()); the sweep's parent process refuses to import them
+    framework_modules: tuple = ()
+    #: fingerprint key -> distribution names (first installed one wins) whose versions every
+    #: result records, e.g. {"torch": ("torch",)}; read from package metadata, never imported
+    version_distributions: dict = {}
+    #: algorithms that transform the weights ahead of time (FFT spectra, Winograd, packing)
+    precomputed_algorithms: frozenset = frozenset()
+
+    def precomputes_weights(self, algorithm: str) -> bool:
+        """Whether ``algorithm`` transforms the weights ahead of time (comparisons say so)."""
+        return algorithm in self.precomputed_algorithms
+
+    def heuristic_rank(self, spec: ConvSpec, device: str) -> float:
+        """Order in which the untuned fallback (no cache entry, no prediction) tries this
+        backend's candidates for ``spec`` on ``device``: lower first. Default: after every
+        backend that declares a rank."""
+        return DEFAULT_HEURISTIC_RANK
 
     # -- availability -------------------------------------------------------------------
     def _check_available(self) -> Support:
@@ -239,6 +279,11 @@ class Backend(ABC):
     #: (e.g. ("torch-cpu", "torch-cuda")); such a backend also implements to_native/from_native
     native_kinds: tuple = ()
 
+    def native_kind(self, a: Any) -> Optional[str]:
+        """Which of ``native_kinds`` the array ``a`` is (e.g. "torch-cuda"), or None if it is
+        not one of this backend's arrays. Must not import a framework that is not imported."""
+        return None
+
     def dispatch_callable(self, spec: ConvSpec, algorithm: str, device: str, kind: str,
                           requires_grad: bool = False) -> Optional[Callable[[Any, Any], Any]]:
         """A callable(x, w) -> y that runs this candidate on convbench.conv()'s caller's own
@@ -247,6 +292,9 @@ class Backend(ABC):
         uses this candidate for that kind). Default: None.
         """
         return None
+
+    def synchronize_native(self, kind: str) -> None:
+        """Wait until work queued on native arrays of ``kind`` has finished (async devices)."""
 
     def to_native(self, a: np.ndarray, kind: str) -> Any:
         """An array of one of ``native_kinds`` holding a copy of ``a``."""
@@ -400,6 +448,18 @@ def get_backend(name: str) -> Backend:
     except Exception as exc:
         raise ConvbenchError(f"backend {name!r} failed to load from {entry.target}: "
                              f"{type(exc).__name__}: {exc}") from exc
+
+
+def framework_modules() -> frozenset:
+    """The top-level modules every registered backend declares it imports on first use
+    (``Backend.framework_modules``); backends that fail to load are left out."""
+    mods: set = set()
+    for n in list_backends():
+        try:
+            mods.update(get_backend(n).framework_modules)
+        except ConvbenchError:
+            continue
+    return frozenset(mods)
 
 
 def backend_target(name: str) -> str:

@@ -31,9 +31,10 @@ from .errors import ConvbenchError, ResultsError
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
 
-STATUSES = ("ok", "unsupported", "unavailable", "wrong", "crashed", "timeout", "oom", "error")
+from .outcome import FAILURES as _FAILURES, STATUSES
+
 #: statuses that are reported as warnings (unsupported/unavailable are expected outcomes)
-FAILURES = ("wrong", "crashed", "timeout", "oom", "error")
+FAILURES = tuple(s.value for s in _FAILURES)
 #: metric name -> (column, axis label, lower is better)
 METRICS = {
     "time": ("median_s", "median time per call (s)", True),

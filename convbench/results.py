@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, Optional, Sequence, Union
 
 from .errors import ResultsError
+from .outcome import RECORD_FIELDS, STATUSES, TIMING_FIELDS, now_iso
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -30,19 +31,6 @@ PathLike = Union[str, "os.PathLike[str]"]
 META_FILE = "meta.json"
 RECORDS_FILE = "records.jsonl"
 
-STATUSES = ("ok", "unsupported", "unavailable", "wrong", "crashed", "timeout", "oom", "error")
-
-#: Every record's fields, in order (the brief's schema).
-RECORD_FIELDS = (
-    "run_id", "problem", "suite", "spec", "spec_key", "label", "backend", "algorithm", "device",
-    "candidate", "status", "message", "max_error", "tolerance", "median_s", "iqr_s", "min_s",
-    "mean_s", "stdev_s", "ci_low_s", "ci_high_s", "n_samples", "loops", "samples_s", "gflops",
-    "peak_pct", "flops", "bytes", "threads", "cold_cache", "timer", "env_id", "info",
-    "timestamp", "wall_s",
-)
-#: Fields that are null unless status == "ok".
-TIMING_FIELDS = ("median_s", "iqr_s", "min_s", "mean_s", "stdev_s", "ci_low_s", "ci_high_s",
-                 "n_samples", "loops", "samples_s", "gflops", "peak_pct")
 META_FIELDS = (
     "run_id", "suite", "created", "command", "seed", "threads", "device", "budget_s", "strategy",
     "convbench_version", "environment", "env_id", "peak", "shuffle_seed", "problems",
@@ -57,11 +45,6 @@ _FLOAT_COLUMNS = ("max_error", "tolerance", "median_s", "iqr_s", "min_s", "mean_
 
 class ResultsWarning(UserWarning):
     """Something in a results file was skipped (e.g. the truncated last line of a killed run)."""
-
-
-def now_iso() -> str:
-    """The current time as ISO 8601 UTC with a trailing Z, to the millisecond."""
-    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
 def new_run_id(suite: str, when: Optional[_dt.datetime] = None) -> str:

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence, Union
 
 from .errors import ConvbenchError, ResultsError, SuiteError, UnknownBackendError
+from .outcome import make_record
 from .registry import Candidate
 from .spec import ConvSpec
 from .suites import Problem, Suite, load_suite, suite_from_specs
@@ -695,7 +696,7 @@ def sweep(suite: Union[str, os.PathLike, Suite, ConvSpec, Sequence[Any], None] =
 
             def emit(cand: Candidate, outcome: Mapping[str, Any], _base: dict = base,
                      _spec: ConvSpec = spec, _index: int = index) -> dict:
-                rec = _make_record(_base, _spec, cand, outcome, threads=threads, env_id=eid,
+                rec = make_record(_base, _spec, cand, outcome, threads=threads, env_id=eid,
                                    gemm_peak=gemm_peak, cold_cache=cold_cache)
                 writer.append(rec)
                 records.append(rec)
@@ -761,41 +762,6 @@ def sweep(suite: Union[str, os.PathLike, Suite, ConvSpec, Sequence[Any], None] =
         if progress:
             print(result.cache_report, file=stream)
     return result
-
-
-def _make_record(base: Mapping[str, Any], spec: ConvSpec, cand: Candidate, outcome: Mapping[str, Any],
-                 *, threads: int, env_id: str, gemm_peak: Optional[float], cold_cache: bool) -> dict:
-    from .results import TIMING_FIELDS, now_iso
-
-    status = outcome.get("status") or "error"
-    ok = status == "ok"
-    info = dict(outcome.get("info") or {})
-    timing_facts = {k: outcome.get(k) for k in ("converged", "warmup_calls", "total_s")
-                    if outcome.get(k) is not None}
-    if timing_facts:
-        info["timing"] = timing_facts
-    median = outcome.get("median_s") if ok else None
-    gflops = spec.flops / median / 1e9 if median else None
-    rec = {
-        **base,
-        "backend": cand.backend, "algorithm": cand.algorithm, "device": cand.device,
-        "candidate": str(cand), "status": status, "message": outcome.get("message"),
-        "max_error": outcome.get("max_error"), "tolerance": outcome.get("tolerance"),
-        "median_s": median, "iqr_s": outcome.get("iqr_s"), "min_s": outcome.get("min_s"),
-        "mean_s": outcome.get("mean_s"), "stdev_s": outcome.get("stdev_s"),
-        "ci_low_s": outcome.get("ci_low_s"), "ci_high_s": outcome.get("ci_high_s"),
-        "n_samples": outcome.get("n_samples"), "loops": outcome.get("loops"),
-        "samples_s": outcome.get("samples_s"), "gflops": gflops,
-        "peak_pct": gflops / gemm_peak * 100.0 if (gflops and gemm_peak) else None,
-        "flops": spec.flops, "bytes": spec.bytes, "threads": threads,
-        "cold_cache": bool(outcome.get("cold_cache", cold_cache)),
-        "timer": outcome.get("timer"), "env_id": env_id, "info": info,
-        "timestamp": now_iso(), "wall_s": float(outcome.get("wall_s") or 0.0),
-    }
-    if not ok:
-        for k in TIMING_FIELDS:
-            rec[k] = None
-    return rec
 
 
 class _CacheUpdates:

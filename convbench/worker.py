@@ -33,14 +33,7 @@ from typing import Any, Callable, Optional, Sequence
 from .errors import (BackendUnavailableError, ConvbenchError, InvalidInputError,
                      UnsupportedError)
 
-STATUSES = ("ok", "unsupported", "unavailable", "wrong", "crashed", "timeout", "oom", "error")
-
-#: Timing fields of an outcome (TimingResult's), null unless status == "ok".
-TIMING_KEYS = ("median_s", "iqr_s", "min_s", "mean_s", "stdev_s", "ci_low_s", "ci_high_s",
-               "n_samples", "loops", "samples_s", "timer", "converged", "warmup_calls", "total_s")
-#: Every key of the dict :meth:`WorkerPool.run` returns.
-OUTCOME_KEYS = ("status", "message", "algorithm", "max_error", "tolerance", *TIMING_KEYS,
-                "cold_cache", "info", "wall_s")
+from .outcome import OUTCOME_KEYS, STATUSES, TIMING_KEYS, empty_outcome
 
 _STDERR_TAIL = 2000
 #: seconds WorkerPool waits before timing a candidate of another family than the previous
@@ -106,13 +99,6 @@ class Task:
     @property
     def candidate(self) -> str:
         return f"{self.backend}:{self.algorithm or '(default)'}@{self.device}"
-
-
-def empty_outcome(status: str, message: Optional[str] = None, *, cold_cache: bool = False) -> dict[str, Any]:
-    """An outcome dict with every key present and timing fields null."""
-    out: dict[str, Any] = {k: None for k in OUTCOME_KEYS}
-    out.update(status=status, message=message, cold_cache=bool(cold_cache), info={})
-    return out
 
 
 # ======================================================================================

@@ -10,7 +10,7 @@ import threading
 
 from .. import get_backend, list_backends
 from ..errors import ConvbenchError
-from ._table import format_table
+from ._table import print_table
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -67,5 +67,5 @@ def run(args: argparse.Namespace) -> int:
     if not rows:
         print("no backends match")
         return 1
-    print(format_table(["backend", "family", "devices", "status", "algorithms"], rows, max_width=100))
+    print_table(["backend", "family", "devices", "status", "algorithms"], rows)
     return 0

@@ -10,7 +10,7 @@ import sys
 import tempfile
 from typing import Any, Optional
 
-from ._table import format_table
+from ._table import print_table
 
 
 def _add_cache_opt(p: argparse.ArgumentParser) -> None:
@@ -137,8 +137,8 @@ def run_show(args: argparse.Namespace) -> int:
         rows.append([_label(e), e.device, e.threads or "-", e.candidate, _fmt(e.median_s),
                      e.runner_up or "-", margin, "yes" if e.decisive else "tie" if e.runner_up else "-",
                      _status(e, here), e.run_id or "-"])
-    print(format_table(["problem", "device", "threads", "winner", "median", "runner-up", "margin",
-                        "decisive", "status", "run"], rows, max_width=48))
+    print_table(["problem", "device", "threads", "winner", "median", "runner-up", "margin",
+                        "decisive", "status", "run"], rows)
     return 0
 
 
@@ -170,7 +170,7 @@ def run_query(args: argparse.Namespace) -> int:
         rows = [[e.device, e.threads or "-", e.machine_desc or e.machine, e.candidate, _fmt(e.median_s),
                  _status(e, here)] for e in others]
         print("\nall entries for this problem:")
-        print(format_table(["device", "threads", "machine", "winner", "median", "status"], rows, max_width=60))
+        print_table(["device", "threads", "machine", "winner", "median", "status"], rows)
     return code
 
 
@@ -274,9 +274,9 @@ def run_verify(args: argparse.Namespace) -> int:
                 changed += 1
             rows.append([_label(e), e.candidate, w.candidate, _fmt(old_med), _fmt(fastest),
                          f"{ratio:.3f}" if math.isfinite(ratio) else "not ok now", verdict])
-    print(format_table(["problem", "cached choice", "winner now", "cached choice now", "fastest now",
+    print_table(["problem", "cached choice", "winner now", "cached choice now", "fastest now",
                         "ratio", "verdict"],
-                       rows, max_width=48))
+                       rows)
     if ratios:
         print(f"\nregret of the cached choice (its median / fastest median, re-timed now): "
               f"geometric mean {geomean(ratios):.3f}, worst {max(ratios):.3f} over {len(ratios)} entries")

@@ -1,0 +1,124 @@
+"""Typed outcomes: the statuses a measurement ends in and the fields of a stored record.
+
+Defined once here and used by the worker, the sweep, ``conv(policy="tune")``, results,
+reports and the cache. A record is one (problem, candidate) measurement as stored in a run's
+``records.jsonl``; an outcome is what a measurement of one candidate returns before the sweep
+adds the problem's identity (:func:`make_record` joins the two).
+"""
+from __future__ import annotations
+
+import datetime as _dt
+from enum import Enum
+from typing import Any, Mapping, Optional
+
+
+class Status(str, Enum):
+    """How a (problem, candidate) pair ended. A ``str``: ``Status.OK == "ok"``, and it is
+    written to JSON as its value."""
+
+    OK = "ok"
+    UNSUPPORTED = "unsupported"
+    UNAVAILABLE = "unavailable"
+    WRONG = "wrong"
+    CRASHED = "crashed"
+    TIMEOUT = "timeout"
+    OOM = "oom"
+    ERROR = "error"
+
+    __str__ = str.__str__
+    __format__ = str.__format__
+
+    @property
+    def is_failure(self) -> bool:
+        """A failure worth a warning (unsupported and unavailable are expected outcomes)."""
+        return self in FAILURES
+
+
+#: every status, in the order tables list them
+STATUSES: tuple[str, ...] = tuple(s.value for s in Status)
+#: statuses reported as warnings
+FAILURES: tuple[Status, ...] = (Status.WRONG, Status.CRASHED, Status.TIMEOUT, Status.OOM, Status.ERROR)
+#: the intermediate answer of a verify-only measurement (the race's round 0); never stored
+VERIFIED = "verified"
+
+#: timing fields of an outcome (TimingResult's), null unless status == "ok"
+TIMING_KEYS = ("median_s", "iqr_s", "min_s", "mean_s", "stdev_s", "ci_low_s", "ci_high_s",
+               "n_samples", "loops", "samples_s", "timer", "converged", "warmup_calls", "total_s")
+#: every key of an outcome dict
+OUTCOME_KEYS = ("status", "message", "algorithm", "max_error", "tolerance", *TIMING_KEYS,
+                "cold_cache", "info", "wall_s")
+
+#: every stored record's fields, in order
+RECORD_FIELDS = (
+    "run_id", "problem", "suite", "spec", "spec_key", "label", "backend", "algorithm", "device",
+    "candidate", "status", "message", "max_error", "tolerance", "median_s", "iqr_s", "min_s",
+    "mean_s", "stdev_s", "ci_low_s", "ci_high_s", "n_samples", "loops", "samples_s", "gflops",
+    "peak_pct", "flops", "bytes", "threads", "cold_cache", "timer", "env_id", "info",
+    "timestamp", "wall_s",
+)
+#: record fields that are null unless status == "ok"
+TIMING_FIELDS = ("median_s", "iqr_s", "min_s", "mean_s", "stdev_s", "ci_low_s", "ci_high_s",
+                 "n_samples", "loops", "samples_s", "gflops", "peak_pct")
+
+
+def status_of(value: Any) -> Status:
+    """``value`` as a Status; ValueError naming the valid statuses otherwise."""
+    try:
+        return Status(value)
+    except ValueError:
+        raise ValueError(f"status {value!r} is not one of {', '.join(STATUSES)}") from None
+
+
+def now_iso() -> str:
+    """The current time as ISO 8601 UTC with a trailing Z, to the millisecond."""
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def empty_outcome(status: str, message: Optional[str] = None, *, cold_cache: bool = False) -> dict[str, Any]:
+    """An outcome dict with every key present and timing fields null."""
+    out: dict[str, Any] = {k: None for k in OUTCOME_KEYS}
+    out.update(status=status, message=message, cold_cache=bool(cold_cache), info={})
+    return out
+
+
+def make_record(base: Mapping[str, Any], spec: Any, candidate: Any, outcome: Mapping[str, Any], *,
+                threads: int, env_id: Optional[str], gemm_peak: Optional[float] = None,
+                cold_cache: bool = False) -> dict[str, Any]:
+    """The stored record of one measured candidate: the problem's fields (``base``: run_id,
+    problem, suite, spec, spec_key, label), the candidate, and the measurement ``outcome``.
+
+    ``spec`` is the ConvSpec (for FLOPs and bytes), ``candidate`` a registry.Candidate.
+    Timing fields are nulled unless the status is ``ok``; fields in RECORD_FIELDS order.
+    """
+    status = status_of(outcome.get("status") or Status.ERROR.value).value
+    ok = status == Status.OK
+    info = dict(outcome.get("info") or {})
+    timing_facts = {k: outcome.get(k) for k in ("converged", "warmup_calls", "total_s")
+                    if outcome.get(k) is not None}
+    if timing_facts:
+        info["timing"] = timing_facts
+    median = outcome.get("median_s") if ok else None
+    gflops = spec.flops / median / 1e9 if median else None
+    values = {
+        **{k: base.get(k) for k in ("run_id", "problem", "suite", "spec", "spec_key", "label")},
+        "backend": candidate.backend, "algorithm": candidate.algorithm, "device": candidate.device,
+        "candidate": str(candidate), "status": status,
+        **{k: outcome.get(k) for k in ("message", "max_error", "tolerance", "iqr_s", "min_s",
+                                       "mean_s", "stdev_s", "ci_low_s", "ci_high_s", "n_samples",
+                                       "loops", "samples_s", "timer")},
+        "median_s": median, "gflops": gflops,
+        "peak_pct": gflops / gemm_peak * 100.0 if (gflops and gemm_peak) else None,
+        "flops": spec.flops, "bytes": spec.bytes, "threads": threads,
+        "cold_cache": bool(outcome.get("cold_cache", cold_cache)),
+        "env_id": env_id, "info": info, "timestamp": now_iso(),
+        "wall_s": float(outcome.get("wall_s") or 0.0),
+    }
+    rec = {k: values.get(k) for k in RECORD_FIELDS}
+    if not ok:
+        for k in TIMING_FIELDS:
+            rec[k] = None
+    return rec
+
+
+__all__ = ["Status", "STATUSES", "FAILURES", "VERIFIED", "TIMING_KEYS", "OUTCOME_KEYS",
+           "RECORD_FIELDS", "TIMING_FIELDS", "status_of", "now_iso", "empty_outcome", "make_record"]
