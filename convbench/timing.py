@@ -22,6 +22,7 @@ binomial coverage), so it does not assume normal timings.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import gc
 import math
@@ -31,7 +32,7 @@ import statistics
 import subprocess
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Iterator, Optional, Sequence
 
 from .errors import InvalidInputError
 
@@ -269,129 +270,184 @@ def measure(prepared: Any, *, budget_s: float = 2.0, min_samples: int = 10,
     """
     _check_knobs(budget_s, min_samples, max_samples, rel_ci, min_warmup_s, min_warmup_calls,
                  min_sample_s)
+    _check_stop(stop_above_s, stop_after)
+    flush = _cache_flush(prepared, flush_bytes) if cold_cache else None
+    clock = time.perf_counter_ns
+    with _gc_off():
+        t_begin = clock()
+        dtimer = prepared.device_timer()
+        sample = _sampler(prepared, dtimer, flush, clock)
+        warmup_calls, per_call = _warm_up(prepared, min_warmup_calls, min_warmup_s, clock)
+        loops, calibration_calls = _calibrate(sample, per_call, min_sample_s, cold_cache)
+        samples, converged, stopped_above = _take_samples(
+            sample, loops, deadline_ns=t_begin + budget_s * 1e9, clock=clock,
+            min_samples=min_samples, max_samples=max_samples, rel_ci=rel_ci,
+            stop_above_s=stop_above_s, stop_after=stop_after)
+        total_s = (clock() - t_begin) * 1e-9
+    stats = summarize(samples)
+    if not converged and not stopped_above:
+        converged = _ci_within(sorted(samples), rel_ci)
+    return TimingResult(n_samples=len(samples), loops=loops, samples_s=samples,
+                        timer="cuda_event" if dtimer is not None else "perf_counter",
+                        cold_cache=bool(cold_cache), converged=converged,
+                        warmup_calls=warmup_calls + calibration_calls, total_s=total_s, **stats)
+
+
+def _check_stop(stop_above_s: Optional[float], stop_after: int) -> None:
     if stop_above_s is not None and not (isinstance(stop_above_s, (int, float)) and stop_above_s > 0):
         raise InvalidInputError(f"stop_above_s: {stop_above_s!r} must be a number of seconds > 0 (or None)")
     if isinstance(stop_after, bool) or not isinstance(stop_after, int) or stop_after < 1:
         raise InvalidInputError(f"stop_after: {stop_after!r} must be an integer >= 1")
-    flusher = None
-    device_flush = None
-    if cold_cache:
-        nbytes = default_flush_bytes() if flush_bytes is None else flush_bytes
-        if not isinstance(nbytes, int) or nbytes <= 0:
-            raise InvalidInputError(f"flush_bytes: {flush_bytes!r} must be a positive integer")
-        flusher = _CacheFlusher(nbytes)
-        device_flush = getattr(prepared, "flush_device_cache", None)
 
-    run = prepared.run
-    sync = prepared.synchronize
-    clock = time.perf_counter_ns
-    gc_was_enabled = gc.isenabled()
+
+def _cache_flush(prepared: Any, flush_bytes: Optional[int]) -> Callable[[], None]:
+    """What runs before each cold-cache sample: the CPU cache flush, then the device's."""
+    nbytes = default_flush_bytes() if flush_bytes is None else flush_bytes
+    if not isinstance(nbytes, int) or nbytes <= 0:
+        raise InvalidInputError(f"flush_bytes: {flush_bytes!r} must be a positive integer")
+    flusher = _CacheFlusher(nbytes)
+    device_flush = getattr(prepared, "flush_device_cache", None)
+    if device_flush is None:
+        return flusher
+
+    def flush() -> None:
+        flusher()
+        device_flush()
+    return flush
+
+
+@contextlib.contextmanager
+def _gc_off() -> Iterator[None]:
+    """The garbage collector off (after a collection), restored as it was afterwards."""
+    was_enabled = gc.isenabled()
     gc.collect()
     gc.disable()
     try:
-        t_begin = clock()
-        dtimer = prepared.device_timer()
-        timer_name = "cuda_event" if dtimer is not None else "perf_counter"
-
-        def one_sample(loops: int) -> float:
-            """Seconds for ``loops`` calls (one sample); the sync is inside the region."""
-            if flusher is not None:
-                flusher()
-                if device_flush is not None:
-                    device_flush()
-            if dtimer is not None:
-                sync()
-                dtimer.start()
-                for _ in range(loops):
-                    run()
-                return float(dtimer.stop())
-            t0 = clock()
-            for _ in range(loops):
-                run()
-            sync()
-            return (clock() - t0) * 1e-9
-
-        # first call: lazy loading, autotuning searches, allocation; discarded
-        run()
-        sync()
-        warmup_calls = 1
-        w0 = clock()
-        while warmup_calls - 1 < min_warmup_calls or (clock() - w0) * 1e-9 < min_warmup_s:
-            run()
-            sync()
-            warmup_calls += 1
-            if warmup_calls > 1_000_000:  # a no-op run(); enough
-                break
-        n_warm = warmup_calls - 1
-        per_call = max((clock() - w0) * 1e-9 / max(n_warm, 1), 1e-9)
-
-        # calibration: loops so that one sample >= min_sample_s (cold cache: one call); a
-        # warm-up call already that long needs no calibration sample: one call per sample
-        if cold_cache or per_call >= min_sample_s:
-            loops = 1
-        else:
-            loops = min(_MAX_LOOPS, math.ceil(min_sample_s / per_call))
-            for _ in range(8):
-                t = one_sample(loops)
-                warmup_calls += loops
-                if t >= min_sample_s or loops >= _MAX_LOOPS:
-                    break
-                grow = min_sample_s / t * 1.2 if t > 0 else 10.0
-                loops = min(_MAX_LOOPS, max(loops + 1, math.ceil(loops * grow)))
-
-        samples: list[float] = []
-        budget_ns = budget_s * 1e9
-        next_check = min_samples
-        converged = False
-        fastest = math.inf
-        stopped_above = False
-        while True:
-            t_call = one_sample(loops) / loops
-            samples.append(t_call)
-            fastest = min(fastest, t_call)
-            n = len(samples)
-            if n >= max_samples:
-                break
-            if stop_above_s is not None and n >= stop_after and fastest > stop_above_s:
-                stopped_above = True
-                break
-            if n >= next_check:
-                if _ci_within(sorted(samples), rel_ci):
-                    converged = True
-                    break
-                # re-check every sample while few, then every ~3%: sorting each time is O(n log n)
-                next_check = n + max(1, n // 32)
-            if n >= min_samples and clock() - t_begin >= budget_ns:
-                break
-        total_s = (clock() - t_begin) * 1e-9
+        yield
     finally:
-        if gc_was_enabled:
+        if was_enabled:
             gc.enable()
 
-    stats = summarize(samples)
-    if not converged and not stopped_above:
-        converged = _ci_within(sorted(samples), rel_ci)
-    return TimingResult(n_samples=len(samples), loops=loops, samples_s=samples, timer=timer_name,
-                        cold_cache=bool(cold_cache), converged=converged,
-                        warmup_calls=warmup_calls, total_s=total_s, **stats)
+
+def _sampler(prepared: Any, dtimer: Any, flush: Optional[Callable[[], None]],
+             clock: Callable[[], int]) -> Callable[[int], float]:
+    """sample(loops): seconds for ``loops`` calls, synchronised inside the timed region (on the
+    device clock when there is one, started after a synchronize)."""
+    run, sync = prepared.run, prepared.synchronize
+
+    def sample(loops: int) -> float:
+        if flush is not None:
+            flush()
+        if dtimer is not None:
+            sync()
+            dtimer.start()
+            for _ in range(loops):
+                run()
+            return float(dtimer.stop())
+        t0 = clock()
+        for _ in range(loops):
+            run()
+        sync()
+        return (clock() - t0) * 1e-9
+    return sample
 
 
-class _CallablePrepared:
-    """Adapts a plain callable to the part of the Prepared interface that measure() uses."""
+def _warm_up(prepared: Any, min_calls: int, min_s: float, clock: Callable[[], int]) -> tuple[int, float]:
+    """The discarded first call (lazy loading, autotuning, allocation), then at least
+    ``min_calls`` calls and ``min_s`` seconds; returns (calls made, seconds per warm call)."""
+    run, sync = prepared.run, prepared.synchronize
+    run()
+    sync()
+    calls = 1
+    w0 = clock()
+    while calls - 1 < min_calls or (clock() - w0) * 1e-9 < min_s:
+        run()
+        sync()
+        calls += 1
+        if calls > 1_000_000:  # a no-op run(); enough
+            break
+    n_warm = calls - 1
+    return calls, max((clock() - w0) * 1e-9 / max(n_warm, 1), 1e-9)
+
+
+def _calibrate(sample: Callable[[int], float], per_call: float, min_sample_s: float,
+               cold_cache: bool) -> tuple[int, int]:
+    """(loops per sample so that one sample lasts >= min_sample_s, calls spent finding it).
+    Cold cache, or a warm-up call already that long: one call per sample, no calibration."""
+    if cold_cache or per_call >= min_sample_s:
+        return 1, 0
+    loops = min(_MAX_LOOPS, math.ceil(min_sample_s / per_call))
+    calls = 0
+    for _ in range(8):
+        t = sample(loops)
+        calls += loops
+        if t >= min_sample_s or loops >= _MAX_LOOPS:
+            break
+        grow = min_sample_s / t * 1.2 if t > 0 else 10.0
+        loops = min(_MAX_LOOPS, max(loops + 1, math.ceil(loops * grow)))
+    return loops, calls
+
+
+def _take_samples(sample: Callable[[int], float], loops: int, *, deadline_ns: float,
+                  clock: Callable[[], int], min_samples: int, max_samples: int, rel_ci: float,
+                  stop_above_s: Optional[float], stop_after: int) -> tuple[list[float], bool, bool]:
+    """Per-call times until the stopping rule holds; (samples, converged, stopped above)."""
+    samples: list[float] = []
+    next_check = min_samples
+    fastest = math.inf
+    while True:
+        t_call = sample(loops) / loops
+        samples.append(t_call)
+        fastest = min(fastest, t_call)
+        n = len(samples)
+        if n >= max_samples:
+            return samples, False, False
+        if stop_above_s is not None and n >= stop_after and fastest > stop_above_s:
+            return samples, False, True
+        if n >= next_check:
+            if _ci_within(sorted(samples), rel_ci):
+                return samples, True, False
+            # re-check every sample while few, then every ~3%: sorting each time is O(n log n)
+            next_check = n + max(1, n // 32)
+        if n >= min_samples and clock() >= deadline_ns:
+            return samples, False, False
+
+
+class CallablePrepared:
+    """A plain callable as the part of the Prepared interface that :func:`measure` and
+    verification use: ``run()`` calls ``fn()``, ``synchronize()`` calls ``sync``.
+
+    With ``to_numpy``, ``run()`` keeps ``fn()``'s output and ``result()`` returns
+    ``to_numpy(output)``; without it the output is dropped at once, as a timing loop should.
+    """
 
     def __init__(self, fn: Callable[[], Any], sync: Optional[Callable[[], Any]] = None,
-                 device_timer: Any = None) -> None:
+                 device_timer: Any = None, to_numpy: Optional[Callable[[Any], Any]] = None) -> None:
         if not callable(fn):
             raise InvalidInputError(f"fn: {fn!r} is not callable")
         if sync is not None and not callable(sync):
             raise InvalidInputError(f"sync: {sync!r} is not callable (or None)")
-        self.run = fn
+        self.run = fn if to_numpy is None else self._run_keeping_output
+        self._fn = fn
+        self._to_numpy = to_numpy
+        self._output: Any = None
         self.synchronize = sync if sync is not None else _noop
         self._device_timer = device_timer
         self.info: dict = {}
 
+    def _run_keeping_output(self) -> None:
+        self._output = self._fn()
+
+    def result(self) -> Any:
+        if self._to_numpy is None:
+            raise InvalidInputError("result(): this CallablePrepared was made without to_numpy")
+        return self._to_numpy(self._output)
+
     def device_timer(self) -> Any:
         return self._device_timer
+
+    def close(self) -> None:
+        self._output = None
 
 
 def _noop() -> None:
@@ -403,10 +459,10 @@ def time_callable(fn: Callable[[], Any], sync: Optional[Callable[[], Any]] = Non
     """Time ``fn()`` with the same rules as :func:`measure` (same keyword knobs).
 
     ``sync`` is called at the end of each sample, inside the timed region (e.g.
-    ``torch.cuda.synchronize``), so asynchronous work is counted.
+    a CUDA synchronize), so asynchronous work is counted.
     """
-    return measure(_CallablePrepared(fn, sync), **knobs)
+    return measure(CallablePrepared(fn, sync), **knobs)
 
 
-__all__ = ["TimingResult", "measure", "time_callable", "median_ci", "summarize",
-           "last_level_cache_bytes", "default_flush_bytes"]
+__all__ = ["TimingResult", "measure", "time_callable", "CallablePrepared", "median_ci",
+           "summarize", "last_level_cache_bytes", "default_flush_bytes"]

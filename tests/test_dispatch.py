@@ -318,3 +318,108 @@ def test_a_third_party_backend_reaches_conv_through_its_hook(private_cache):
         assert cb.relative_error(y, cb.reference(spec, x, w)) < 1e-6
     finally:
         registry.unregister(_ThirdParty.name)
+
+
+# ---- input kinds asked of the backends; tune's records -------------------------------------
+class Box:
+    """A framework's array, as far as conv() is concerned."""
+
+    def __init__(self, a: np.ndarray) -> None:
+        self.a = a
+        self.shape, self.dtype = a.shape, a.dtype
+        self.device = "cpu"
+        self.requires_grad = False
+
+
+class _Boxed(cb.Backend):
+    """A third-party backend whose framework's arrays are Box objects (input kind boxed-cpu)."""
+
+    name = "boxed-dispatch"
+    family = "boxed"
+    capabilities = cb.Capabilities(dims=frozenset({2}), dtypes=frozenset({"float32"}))
+    native_kinds = ("boxed-cpu",)
+    syncs: list = []
+    wrong = False
+
+    def algorithms(self, device="cpu"):
+        return ["ref"] if device == "cpu" else []
+
+    def _prepare(self, spec, x, w, algorithm, device):  # pragma: no cover - conv() does not prepare
+        raise AssertionError
+
+    def native_kind(self, a):
+        return "boxed-cpu" if isinstance(a, Box) else None
+
+    def to_native(self, a, kind):
+        return Box(a.copy())
+
+    def from_native(self, t):
+        return np.array(t.a)
+
+    def synchronize_native(self, kind):
+        type(self).syncs.append(kind)
+
+    def expected_failure(self, spec, device, algorithm):
+        return "the boxed kernel adds one on purpose" if type(self).wrong else None
+
+    def dispatch_callable(self, spec, algorithm, device, kind, requires_grad=False):
+        if kind != "boxed-cpu":
+            return None
+        off = 1.0 if type(self).wrong else 0.0
+        return lambda x, w: Box((cb.reference(spec, x.a, w.a) + off).astype(np.float32))
+
+
+@pytest.fixture
+def boxed(monkeypatch):
+    from convbench import registry
+
+    registry.register(_Boxed)
+    monkeypatch.setattr(D, "TUNE_BACKENDS", ["boxed-dispatch"])
+    monkeypatch.setattr(D, "TUNE_BUDGET_S", 0.02)
+    _Boxed.syncs, _Boxed.wrong = [], False
+    yield _Boxed
+    registry.unregister(_Boxed.name)
+
+
+def test_input_kinds_are_asked_of_the_registered_backends(boxed):
+    x, w = _arrays(CASES[0])
+    assert "boxed-cpu" in D.input_kinds()
+    assert D.input_kind(Box(x), Box(w)) == "boxed-cpu"
+    assert D.input_kind(x, w) == "numpy"
+    with pytest.raises(InvalidInputError, match="does not convert"):
+        D.input_kind(x, Box(w))
+    with pytest.raises(InvalidInputError, match="boxed tensors"):
+        D.input_kind(x.tolist(), w)
+
+
+def test_tune_on_a_native_kind_syncs_through_the_backend_and_stores_a_record(boxed, private_cache,
+                                                                             monkeypatch):
+    import re
+
+    from convbench.outcome import RECORD_FIELDS
+
+    seen = []
+    real = C.entries_from_run
+    monkeypatch.setattr(C, "entries_from_run",
+                        lambda recs, meta, **kw: seen.append(recs) or real(recs, meta, **kw))
+    x, w = _arrays(CASES[0])
+    y = cb.conv(Box(x), Box(w), padding=1, policy="tune")
+    spec = D.spec_from_arrays(x, w, padding=1)
+    assert isinstance(y, Box) and cb.relative_error(y.a, cb.reference(spec, x, w)) < 1e-5
+    assert set(boxed.syncs) == {"boxed-cpu"}         # Backend.synchronize_native, per sample
+    e = C.TunedCache(private_cache).get(spec)
+    assert e.source == "conv(tune, boxed-cpu input)" and e.candidate == "boxed-dispatch:ref@cpu"
+    assert re.fullmatch(r"\d{8}-\d{6}-conv-tune-[0-9a-f]{6}", e.run_id)   # results.new_run_id
+    (rec,) = seen[0]
+    assert tuple(rec) == RECORD_FIELDS                 # outcome.make_record, as a sweep writes
+    assert rec["status"] == "ok" and rec["env_id"] and rec["gflops"] > 0 and rec["run_id"] == e.run_id
+
+
+def test_tune_keeps_the_backends_expected_failure_note(boxed):
+    from convbench.errors import UnsupportedError
+
+    boxed.wrong = True
+    x, w = _arrays(CASES[0])
+    with pytest.raises(UnsupportedError, match="expected failure declared by the backend: "
+                                               "the boxed kernel adds one on purpose"):
+        cb.conv(Box(x), Box(w), padding=1, policy="tune")

@@ -333,3 +333,26 @@ def test_a_call_past_twice_max_call_s_is_stopped_by_ending_the_worker(pool):
     assert pool.worker_pid("fake") is None            # that worker is gone ...
     assert_ok(pool.run(task("fake-ok")))              # ... and a fresh one takes the next task
     assert pool.worker_pid("fake") not in (None, pid)
+
+
+def test_blas_threads_are_pinned_in_process_and_recorded(pool):
+    threadpoolctl = pytest.importorskip("threadpoolctl")
+    from convbench import worker
+
+    state = worker._WorkerState(threads=1, family="fake")
+    # the test process's own BLAS limits come back when the block ends
+    with threadpoolctl.threadpool_limits(limits=2, user_api="blas"):
+        out = state.run(task("fake-ok").to_dict())
+    assert out["status"] == "ok", out["message"]
+    blas = out["info"]["blas_threads"]
+    if not blas:
+        pytest.skip("threadpoolctl sees no BLAS library in this process")
+    assert set(blas.values()) == {1}             # pinned to the worker's thread count
+
+
+def test_worker_outcomes_carry_blas_threads(pool):
+    pytest.importorskip("threadpoolctl")
+    out = pool.run(task("fake-ok"))
+    assert_ok(out)
+    assert isinstance(out["info"]["blas_threads"], dict)
+    assert all(n == 1 for n in out["info"]["blas_threads"].values())

@@ -1,0 +1,259 @@
+"""One measurement path: verify a candidate, apply the per-call limit, warm up, time.
+
+:func:`verify_and_time` takes one candidate through the steps of DESIGN.md "Measuring" and
+returns an outcome dict (``convbench.outcome.OUTCOME_KEYS``):
+
+1. **verify**: one call at the verification batch, checked against the float64 reference;
+   a wrong answer is ``wrong`` (with the backend's expected-failure note, if it declared
+   one) and is never timed;
+2. **per-call limit**: a verified candidate whose one call, scaled to the full batch, exceeds
+   ``max_call_s`` is ``timeout`` without being timed; with a ``guard`` (the worker's
+   watchdog) a verification call still running after twice the limit is stopped;
+3. **warm-up and timing** with :func:`convbench.timing.measure` (the warm-up is its first
+   step), retried while the hypervisor took too much of the machine (``steal_retries``);
+4. **outcome**: ``ok`` with the timing fields, ``verified`` when only verification was asked
+   for, or the failure (``error``, ``oom``, ``unsupported``, ``unavailable``) an exception
+   stands for.
+
+Both callers use it: the worker process on ``Prepared`` objects from ``Backend.prepare``,
+and ``conv(policy="tune")`` on callables over the caller's own arrays
+(:class:`convbench.timing.CallablePrepared` adapts them).
+"""
+from __future__ import annotations
+
+import json
+import os
+import time
+import traceback
+from dataclasses import asdict, dataclass
+from typing import Any, Callable, Optional
+
+from . import timing as _timing
+from .errors import BackendUnavailableError, UnsupportedError
+from .outcome import TIMING_KEYS, VERIFIED, Status, empty_outcome
+from .timing import TimingResult
+
+#: outcome key (never stored) set when the process that measured should be replaced: out of
+#: memory, or an error after which a CUDA context is unusable
+RESTART_KEY = "_restart"
+
+#: guard(fn, kill_after_s, outcome, message): run ``fn()``; if it is still running after
+#: ``kill_after_s``, answer ``outcome`` as ``timeout`` with ``message`` and stop it
+Guard = Callable[[Callable[[], None], float, dict, str], None]
+
+
+@dataclass(frozen=True)
+class TimingParams:
+    """Keyword knobs of :func:`convbench.timing.measure` for one timing."""
+
+    budget_s: float = 2.0
+    min_samples: int = 10
+    max_samples: int = 10000
+    rel_ci: float = 0.01
+    cold_cache: bool = False
+    stop_above_s: Optional[float] = None
+    min_warmup_calls: int = 3
+    min_warmup_s: float = 0.05
+
+
+@dataclass
+class Check:
+    """How to verify a candidate: one call at the verification batch against the reference.
+
+    ``prepare()`` returns an object with ``run()``, ``synchronize()``, ``result()`` (the
+    output as numpy, not timed) and ``close()`` at the verification batch ``batch``;
+    ``full_batch`` is the batch that is timed (the call time is scaled by their ratio).
+    """
+
+    prepare: Callable[[], Any]
+    expected: Any              # float64 reference output of that call
+    tolerance: float
+    batch: int
+    full_batch: int
+    expected_failure: Optional[str] = None
+
+    @property
+    def scale(self) -> float:
+        return self.full_batch / self.batch
+
+
+def verify_and_time(prepare: Callable[[], Any], *, check: Optional[Check],
+                    timing: Optional[TimingParams], max_call_s: Optional[float] = None,
+                    guard: Optional[Guard] = None, steal_retries: int = 0,
+                    steal_retry_pct: float = 10.0,
+                    out: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+    """Verify (``check``; None: not again), then time (``timing``; None: verify only, status
+    ``verified``) the candidate that ``prepare()`` builds at full batch; never raises for a
+    failing candidate. ``out``: an outcome to fill (its ``info`` is kept)."""
+    t0 = time.perf_counter()
+    out = empty_outcome(Status.ERROR.value) if out is None else out
+    out.setdefault("info", {})
+    try:
+        verified = check is None or _verify(check, out, max_call_s, guard)
+        if verified and timing is None:
+            out.update(status=VERIFIED, message=None)
+        elif verified:
+            res = _time(prepare, timing, out["info"], steal_retries, steal_retry_pct)
+            out.update(res.to_dict())
+            out.update(status=Status.OK.value, message=None)
+    except BaseException as exc:  # noqa: BLE001 - every failure is recorded
+        record_failure(out, exc)
+    if out["status"] != Status.OK:
+        for k in TIMING_KEYS:
+            out[k] = None
+    out["wall_s"] = time.perf_counter() - t0
+    return out
+
+
+# ---- the steps ----------------------------------------------------------------------------
+def _verify(check: Check, out: dict, max_call_s: Optional[float], guard: Optional[Guard]) -> bool:
+    """Run the check; False (``out`` says why) when the candidate must not be timed."""
+    info = out["info"]
+    out["tolerance"] = tol = float(check.tolerance)
+    call_s, y = _first_call(check, out, max_call_s, guard)
+    info["verify_call_s"] = call_s
+    err = _relative_error(y, check.expected)
+    out["max_error"] = err
+    if not err <= tol:  # NaN counts as wrong
+        msg = f"relative error {err:.3g} exceeds tolerance {tol:.3g} (checked at batch {check.batch})"
+        if check.expected_failure:
+            msg += f"; expected failure declared by the backend: {check.expected_failure}"
+        out.update(status=Status.WRONG.value, message=msg)
+        return False
+    est = info["verify_est_s"] = call_s * check.scale
+    if max_call_s is not None and est > max_call_s:
+        out.update(status=Status.TIMEOUT.value, message=(
+            f"one call took {call_s:.3g} s at batch {check.batch} (about {est:.3g} s at batch "
+            f"{check.full_batch}), over the per-call limit max_call_s={max_call_s:g} s; "
+            "verified, not timed"))
+        return False
+    return True
+
+
+def _first_call(check: Check, out: dict, max_call_s: Optional[float],
+                guard: Optional[Guard]) -> tuple[float, Any]:
+    """(seconds of one call at the verification batch, its output as numpy)."""
+    p = check.prepare()
+    try:
+        def call() -> None:
+            p.run()
+            p.synchronize()
+
+        # a call still running after twice the limit is stopped by the guard: it would be a
+        # timeout anyway, and some take 20 s (scipy.signal on a ResNet stem). Not scaled down
+        # to the verification batch: a first call also pays one-time set-up (JIT, primitives).
+        kill_after = None if max_call_s is None else 2.0 * max_call_s
+        if kill_after is not None:  # a lower bound of the call's time, if it gets stopped
+            out["info"]["verify_est_s"] = kill_after * check.scale
+        t0 = time.perf_counter()
+        if guard is None or kill_after is None:
+            call()
+        else:
+            guard(call, kill_after, out, (
+                f"the verification call at batch {check.batch} was still running after "
+                f"{kill_after:.3g} s (twice the per-call limit max_call_s={max_call_s:g} s); "
+                "stopped by ending the process that ran it, not timed"))
+        call_s = time.perf_counter() - t0
+        return call_s, p.result()
+    finally:
+        p.close()
+
+
+def _time(prepare: Callable[[], Any], params: TimingParams, info: dict, retries: int,
+          retry_pct: float) -> TimingResult:
+    """Time the full-batch candidate; with ``retries``, again while the hypervisor's share of
+    the machine (steal) exceeded ``retry_pct``, keeping the least disturbed timing."""
+    from . import environment
+
+    p = prepare()
+    tries: list[tuple[Optional[float], TimingResult, Optional[int]]] = []
+    try:
+        for _ in range(1 + retries):
+            before = environment.cpu_counters()
+            res = _timing.measure(p, **asdict(params))
+            after = environment.cpu_counters()
+            steal = _steal_pct(before, after)
+            tries.append((steal, res, after[2] if after is not None else None))
+            if steal is None or steal <= retry_pct:
+                break
+        info.update(jsonable(dict(getattr(p, "info", None) or {})))
+    finally:
+        p.close()
+    steal, res, running = min(tries, key=lambda tr: -1.0 if tr[0] is None else tr[0])
+    if steal is not None:
+        # machine-wide, over the timing: share of CPU time the hypervisor took, and how many
+        # processes were runnable at its end (the measuring process's threads included)
+        info["cpu_steal_pct"] = steal
+        info["procs_running"] = running
+    if len(tries) > 1:
+        info["steal_retries"] = [tr[0] for tr in tries]
+    return res
+
+
+def _steal_pct(before: Optional[tuple], after: Optional[tuple]) -> Optional[float]:
+    if before is None or after is None or after[1] <= before[1]:
+        return None
+    return round(100.0 * (after[0] - before[0]) / (after[1] - before[1]), 2)
+
+
+def _relative_error(y: Any, expected: Any) -> float:
+    from .reference import relative_error
+
+    return relative_error(y, expected)
+
+
+# ---- failures -----------------------------------------------------------------------------
+def record_failure(out: dict[str, Any], exc: BaseException) -> None:
+    """Record the exception ``exc`` as the outcome's status and message (KeyboardInterrupt
+    and SystemExit are raised again). Sets RESTART_KEY when the process should be replaced."""
+    if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+        raise exc
+    if isinstance(exc, UnsupportedError):
+        out.update(status=Status.UNSUPPORTED.value, message=str(exc))
+    elif isinstance(exc, BackendUnavailableError):
+        out.update(status=Status.UNAVAILABLE.value, message=str(exc))
+    else:
+        oom = looks_like_oom(exc)
+        out.update(status=(Status.OOM if oom else Status.ERROR).value,
+                   message=f"{type(exc).__name__}: {exc}{where(exc)}")
+        out.setdefault("info", {})["traceback"] = "".join(
+            traceback.format_exception(type(exc), exc, exc.__traceback__))[-4000:]
+        if oom or poisons_process(exc):
+            out[RESTART_KEY] = True
+    for k in TIMING_KEYS:
+        out[k] = None
+
+
+def looks_like_oom(exc: BaseException) -> bool:
+    """Whether ``exc`` says the host or a device ran out of memory (any framework's words)."""
+    if isinstance(exc, MemoryError):
+        return True
+    name = type(exc).__name__
+    text = str(exc)
+    return ("OutOfMemory" in name or "ResourceExhausted" in name or "out of memory" in text.lower()
+            or "OOM when allocating" in text)
+
+
+def poisons_process(exc: BaseException) -> bool:
+    """Errors after which a CUDA context is unusable, so the process should be replaced."""
+    text = str(exc)
+    return any(s in text for s in ("CUDA error", "cudaError", "CUBLAS_STATUS", "CUDNN_STATUS",
+                                   "illegal memory access", "device-side assert"))
+
+
+def where(exc: BaseException) -> str:
+    """`` (at file:line in function)`` of the innermost frame of ``exc``'s traceback."""
+    tb = traceback.extract_tb(exc.__traceback__)
+    if not tb:
+        return ""
+    f = tb[-1]
+    return f" (at {os.path.basename(f.filename)}:{f.lineno} in {f.name})"
+
+
+def jsonable(obj: Any) -> Any:
+    """``obj`` with everything JSON cannot hold turned into strings."""
+    return json.loads(json.dumps(obj, default=str))
+
+
+__all__ = ["verify_and_time", "Check", "TimingParams", "Guard", "RESTART_KEY", "record_failure",
+           "looks_like_oom", "poisons_process", "where", "jsonable"]
