@@ -20,7 +20,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from convbench.errors import InvalidInputError
-from convbench.registry import Backend, Prepared, Support
+from convbench.registry import DEFAULT_HEURISTIC_RANK, Backend, Prepared, Robustness, Support
 from convbench.spec import ConvSpec, numpy_dtype
 
 #: Work buffers (im2col columns, spectra, ...) beyond this many bytes make supports() say no.
@@ -270,6 +270,12 @@ class NumpyFamilyBackend(Backend):
 
     family = "numpy"
     install_hint = "pip install numpy scipy"
+    robustness = Robustness.LIBRARY
+    #: untuned fallback order on the cpu (lower first); the FFT backends refine it per spec
+    cpu_rank: float = DEFAULT_HEURISTIC_RANK
+
+    def heuristic_rank(self, spec: ConvSpec, device: str) -> float:
+        return self.cpu_rank if device == "cpu" else DEFAULT_HEURISTIC_RANK
 
     def __init__(self) -> None:
         self._threads: Optional[int] = None
@@ -303,7 +309,7 @@ class NumpyFamilyBackend(Backend):
 
         if kind == "numpy":
             return run_prepared
-        from .torch_backend import numpy_as_tensor, tensor_as_numpy
+        from ._torch_interop import numpy_as_tensor, tensor_as_numpy
 
         def run_tensor(x: Any, w: Any) -> Any:
             return numpy_as_tensor(run_prepared(tensor_as_numpy(x), tensor_as_numpy(w)))

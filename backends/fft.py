@@ -23,6 +23,10 @@ ALGORITHMS = {
 }
 
 
+#: kernel taps from which a dense, unstrided convolution tries FFT first when untuned
+_FFT_MIN_TAPS = 49
+
+
 class _FFTBackend(NumpyFamilyBackend):
     """Convolution through the convolution theorem with real FFTs over the spatial dims.
 
@@ -51,9 +55,19 @@ class _FFTBackend(NumpyFamilyBackend):
     family = "numpy"
     capabilities = Capabilities()
     algorithm_descriptions = ALGORITHMS
+    precomputed_algorithms = frozenset({"rfft-precomputed-weights"})
 
     def algorithms(self, device: str = "cpu") -> list[str]:
         return list(ALGORITHMS) if device == "cpu" else []
+
+    def heuristic_rank(self, spec: ConvSpec, device: str) -> float:
+        """Before the other NumPy backends for large dense kernels (7x7 and larger in 2-D,
+        stride 1, dilation 1, groups 1), which favour FFT; after them otherwise."""
+        if device != "cpu":
+            return super().heuristic_rank(spec, device)
+        big_dense = (math.prod(spec.kernel_size) >= _FFT_MIN_TAPS and spec.groups == 1
+                     and all(s == 1 for s in spec.stride) and all(d == 1 for d in spec.dilation))
+        return 3.0 if big_dense else 6.0
 
     def fft_shape(self, extent: tuple) -> tuple:
         """The transform size per spatial dim for a padded input of ``extent``."""
@@ -116,6 +130,7 @@ class ScipyFFT(_FFTBackend):
     """
 
     name = "scipy-fft"
+    version_distributions = {"scipy": ("scipy",)}
     description = ("convolution theorem with scipy.fft.rfftn (next_fast_len sizes, workers=threads); "
                    "algorithms rfft, rfft-precomputed-weights")
 

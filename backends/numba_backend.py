@@ -13,7 +13,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from convbench.registry import Backend, Capabilities, Prepared, Support
+from convbench.registry import Backend, Capabilities, Prepared, Robustness, Support
 from convbench.spec import ConvSpec
 
 ALGORITHMS = (
@@ -122,9 +122,17 @@ class NumbaBackend(Backend):
     description = "numba kernels: blocked direct, depthwise, Winograd F(2x2,3x3)/F(4x4,3x3)"
     install_hint = "pip install convbench[numba]"
     capabilities = Capabilities()
+    robustness = Robustness.JIT
+    framework_modules = ("numba", "llvmlite")
+    version_distributions = {"numba": ("numba",)}
+    precomputed_algorithms = frozenset(a for a in ALGORITHMS if "-pretransformed" in a)
 
     def __init__(self) -> None:
         self._threads: Optional[int] = None
+
+    def heuristic_rank(self, spec: ConvSpec, device: str) -> float:
+        """After the frameworks, before the NumPy backends (cpu)."""
+        return 2.0 if device == "cpu" else super().heuristic_rank(spec, device)
 
     # -- availability / facts ------------------------------------------------------------------
     def _check_available(self) -> Support:

@@ -34,6 +34,7 @@ class NumpyDirect(NumpyFamilyBackend):
     name = "numpy-direct"
     description = "sliding-window view + tensordot (BLAS) or einsum (C loop); transposed by zero-insertion"
     capabilities = Capabilities()
+    cpu_rank = 5.0
 
     def algorithms(self, device: str = "cpu") -> list[str]:
         return ["tensordot", "einsum"] if device == "cpu" else []

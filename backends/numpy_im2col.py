@@ -33,6 +33,7 @@ class NumpyIm2col(NumpyFamilyBackend):
     name = "numpy-im2col"
     description = "explicit im2col buffer + one BLAS matmul (col2im for transposed)"
     capabilities = Capabilities()
+    cpu_rank = 4.0
 
     def algorithms(self, device: str = "cpu") -> list[str]:
         return ["gemm"] if device == "cpu" else []

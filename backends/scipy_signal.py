@@ -50,6 +50,8 @@ class ScipySignal(NumpyFamilyBackend):
                    "dilation by zero-filled kernels, stride by subsampling")
     capabilities = Capabilities()
     algorithm_descriptions = ALGORITHMS
+    version_distributions = {"scipy": ("scipy",)}
+    cpu_rank = 7.0
 
     def _check_available(self) -> Support:
         import scipy.signal  # noqa: F401

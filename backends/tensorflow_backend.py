@@ -42,10 +42,11 @@ from typing import Any, Callable, Iterator, Optional
 
 import numpy as np
 
-from convbench.registry import Backend, Capabilities, Prepared, Support
+from convbench.registry import Backend, Capabilities, Prepared, Robustness, Support
 from convbench.spec import DTYPES, ConvSpec
 
 ALGORITHMS = ["eager", "function", "xla"]
+_NO_GPU = "no GPU visible to TensorFlow (tf.config.list_physical_devices('GPU') is empty)"
 
 _TF: Any = None
 _REQUESTED_THREADS: Optional[int] = None
@@ -355,6 +356,20 @@ class TensorFlowBackend(Backend):
     install_hint = "pip install convbench[tensorflow]"
     capabilities = Capabilities(dims=frozenset({1, 2, 3}), dtypes=frozenset(DTYPES),
                                 devices=frozenset({"cpu", "cuda"}))
+    robustness = Robustness.FRAMEWORK
+    framework_modules = ("tensorflow", "keras")
+    version_distributions = {"tensorflow": ("tensorflow", "tensorflow-cpu", "tensorflow-gpu",
+                                            "tensorflow-macos", "tf-nightly", "tf-nightly-cpu")}
+    #: untuned fallback order per device (lower first)
+    _RANKS = {"cpu": 1.0, "cuda": 2.0}
+
+    def heuristic_rank(self, spec: ConvSpec, device: str) -> float:
+        return self._RANKS.get(device, super().heuristic_rank(spec, device))
+
+    def device_support(self, device: str) -> Support:
+        if device == "cuda" and not _tf().config.list_physical_devices("GPU"):
+            return Support.no(_NO_GPU)
+        return super().device_support(device)
 
     def _check_available(self) -> Support:
         try:
@@ -370,10 +385,8 @@ class TensorFlowBackend(Backend):
         avail = self.available()
         if not avail:
             return avail
-        tf = _tf()
-        if device == "cuda" and not tf.config.list_physical_devices("GPU"):
-            return Support.no("no GPU visible to TensorFlow (tf.config.list_physical_devices('GPU') is empty)")
-        return _probe(spec, device, algorithm)
+        dev = self.device_support(device)
+        return _probe(spec, device, algorithm) if dev else dev
 
     def set_threads(self, threads: int) -> None:
         """``threads`` intra-op threads (inter-op: 1, or 2 when threads > 1).

@@ -26,13 +26,18 @@ explicit ``F.pad`` (direct) or a crop of the output (transposed).
 """
 from __future__ import annotations
 
-import functools
 from typing import Any, Callable, Optional
 
 import numpy as np
 
-from convbench.registry import Backend, Capabilities, DeviceTimer, Prepared, Support
+from convbench.environment import cpu_info
+from convbench.registry import Backend, Capabilities, DeviceTimer, Prepared, Robustness, Support
 from convbench.spec import DTYPES, TOLERANCES, ConvSpec
+
+from ._torch_interop import (TORCH_KINDS, CudaEventTimer, cuda_device_support, cuda_support,
+                             numpy_as_tensor, synchronize_kind, tensor_as_numpy, to_numpy, to_torch,
+                             torch_kind)
+from ._torch_interop import torch_module as _torch
 
 CPU_ALGORITHMS = ["default", "channels_last", "native"]
 CUDA_ALGORITHMS = ["cudnn", "cudnn-benchmark", "cudnn-tf32", "cudnn-channels-last"]
@@ -55,84 +60,10 @@ _CPU_ISA_OF_INTEREST = ("avx2", "avx512f", "avx512bw", "avx512_vnni", "avx512_bf
                         "amx_tile", "amx_bf16", "amx_fp16")
 
 
-@functools.lru_cache(maxsize=1)
 def cpu_isa_flags() -> tuple[str, ...]:
-    """The CPU feature flags of interest to low-precision convolution (from /proc/cpuinfo)."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as fh:
-            for line in fh:
-                if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    return tuple(f for f in _CPU_ISA_OF_INTEREST if f in flags)
-    except OSError:
-        pass
-    return ()
-
-
-def _torch():
-    import torch
-
-    return torch
-
-
-def _torch_dtype(name: str) -> Any:
-    torch = _torch()
-    return {"float64": torch.float64, "float32": torch.float32,
-            "float16": torch.float16, "bfloat16": torch.bfloat16}[name]
-
-
-def to_torch(a: np.ndarray, device: str) -> Any:
-    """A torch tensor holding a copy of ``a`` (bfloat16 via its bit pattern) on ``device``."""
-    torch = _torch()
-    a = np.ascontiguousarray(a)
-    if a.dtype.name == "bfloat16":
-        t = torch.from_numpy(a.view(np.int16)).view(torch.bfloat16)
-    else:
-        t = torch.from_numpy(a)
-    return t.to(device) if device != "cpu" else t.clone()
-
-
-def to_numpy(t: Any) -> np.ndarray:
-    """A numpy copy of a tensor (bfloat16 as ml_dtypes.bfloat16, bit for bit)."""
-    torch = _torch()
-    t = t.detach().contiguous()
-    if t.device.type != "cpu":
-        t = t.cpu()
-    if t.dtype == torch.bfloat16:
-        import ml_dtypes
-
-        return t.view(torch.int16).numpy().view(ml_dtypes.bfloat16).copy()
-    return t.numpy().copy()
-
-
-def cuda_support(spec: ConvSpec) -> Support:
-    """Whether torch can run ``spec`` on a CUDA device here (a device, and bfloat16 support)."""
-    torch = _torch()
-    if not torch.cuda.is_available():
-        why = "this torch build has no CUDA" if torch.version.cuda is None else \
-            "torch.cuda.is_available() is False"
-        return Support.no(f"no CUDA device ({why})")
-    if spec.dtype == "bfloat16" and not torch.cuda.is_bf16_supported():
-        return Support.no("this GPU does not support bfloat16 (needs compute capability >= 8.0)")
-    return Support.yes()
-
-
-def numpy_as_tensor(a: np.ndarray) -> Any:
-    """A CPU tensor sharing ``a``'s memory (bfloat16 through an int16 view): no copy."""
-    torch = _torch()
-    if a.dtype.name == "bfloat16":
-        return torch.from_numpy(a.view(np.int16)).view(torch.bfloat16)
-    return torch.from_numpy(a)
-
-
-def tensor_as_numpy(t: Any) -> np.ndarray:
-    """A numpy array sharing a CPU tensor's memory (bfloat16 as ml_dtypes.bfloat16): no copy."""
-    torch = _torch()
-    if t.dtype == torch.bfloat16:
-        import ml_dtypes
-
-        return t.view(torch.int16).numpy().view(ml_dtypes.bfloat16)
-    return t.numpy()
+    """The CPU feature flags of interest to low-precision convolution (the fingerprint's)."""
+    isa = cpu_info()["cpu_isa"]
+    return tuple(f for f in _CPU_ISA_OF_INTEREST if f in isa)
 
 
 def _backend_name(b: Any) -> str:
@@ -199,22 +130,6 @@ class _ConvPlan:
         if crop is not None:
             return lambda x, w: fn(x, w, *args)[crop]
         return lambda x, w: fn(x, w, *args)
-
-
-class _CudaEventTimer(DeviceTimer):
-    def __init__(self, device: Any) -> None:
-        torch = _torch()
-        self._start = torch.cuda.Event(enable_timing=True)
-        self._stop = torch.cuda.Event(enable_timing=True)
-        self._stream = torch.cuda.current_stream(device)
-
-    def start(self) -> None:
-        self._start.record(self._stream)
-
-    def stop(self) -> float:
-        self._stop.record(self._stream)
-        self._stop.synchronize()
-        return self._start.elapsed_time(self._stop) / 1e3  # ms -> s
 
 
 class TorchPrepared(Prepared):
@@ -358,7 +273,7 @@ class TorchPrepared(Prepared):
 
     def device_timer(self) -> Optional[DeviceTimer]:
         if self.device == "cuda":
-            return _CudaEventTimer(self._tdevice)
+            return CudaEventTimer(self._tdevice)
         return None
 
     def result(self) -> np.ndarray:
@@ -383,10 +298,26 @@ class TorchBackend(Backend):
     settings = _CONFIG
     capabilities = Capabilities(dims=frozenset({1, 2, 3}), dtypes=frozenset(DTYPES),
                                 devices=frozenset({"cpu", "cuda"}))
+    robustness = Robustness.FRAMEWORK
+    framework_modules = ("torch",)
+    version_distributions = {
+        "torch": ("torch",),
+        "cuda": ("nvidia-cuda-runtime-cu13", "nvidia-cuda-runtime-cu12", "nvidia-cuda-runtime-cu11",
+                 "nvidia-cuda-runtime"),
+        "cudnn": ("nvidia-cudnn-cu13", "nvidia-cudnn-cu12", "nvidia-cudnn-cu11", "nvidia-cudnn"),
+    }
+    version_devices = {"cuda": ("cuda",), "cudnn": ("cuda",)}
 
     def __init__(self) -> None:
         self._threads: Optional[int] = None
         self._thread_notes: list[str] = []
+
+    def heuristic_rank(self, spec: ConvSpec, device: str) -> float:
+        """First on every device: oneDNN and cuDNN come with their own shape heuristics."""
+        return 0.0
+
+    def device_support(self, device: str) -> Support:
+        return cuda_device_support() if device == "cuda" else super().device_support(device)
 
     def _check_available(self) -> Support:
         try:
@@ -451,7 +382,10 @@ class TorchBackend(Backend):
 
     # -- convbench.conv() ---------------------------------------------------------------------
     #: the input kinds of convbench.conv() whose arrays are torch tensors
-    native_kinds = ("torch-cpu", "torch-cuda")
+    native_kinds = tuple(TORCH_KINDS.values())
+
+    def native_kind(self, a: Any) -> Optional[str]:
+        return torch_kind(a)
 
     def dispatch_callable(self, spec: ConvSpec, algorithm: str, device: str, kind: str,
                           requires_grad: bool = False) -> Optional[Callable[[Any, Any], Any]]:
@@ -537,8 +471,7 @@ class TorchBackend(Backend):
 
     def synchronize_native(self, kind: str) -> None:
         """Wait for queued work on the device of input kind ``kind`` (CUDA)."""
-        if kind == "torch-cuda":
-            _torch().cuda.synchronize()
+        synchronize_kind(kind)
 
     def _prepare(self, spec: ConvSpec, x: np.ndarray, w: np.ndarray, algorithm: str, device: str) -> Prepared:
         if self._threads is not None and _torch().get_num_threads() != self._threads:

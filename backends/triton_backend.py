@@ -12,8 +12,11 @@ from typing import Any, Optional
 
 import numpy as np
 
-from convbench.registry import Backend, Capabilities, DeviceTimer, Prepared, Support
+from convbench.registry import Backend, Capabilities, DeviceTimer, Prepared, Robustness, Support
 from convbench.spec import ConvSpec
+
+from ._torch_interop import (CudaEventTimer, cuda_driver_devices, cuda_support, to_numpy, to_torch,
+                             torch_dtype)
 
 # (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages): M = output pixels, N = output channels
 CONFIGS = (
@@ -52,28 +55,6 @@ def interpreter_mode() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
-def _torch_dtype(torch: Any, name: str) -> Any:
-    return {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}[name]
-
-
-def _to_tensor(torch: Any, a: np.ndarray, device: str) -> Any:
-    a = np.ascontiguousarray(a)
-    if a.dtype.name == "bfloat16":
-        t = torch.from_numpy(a.view(np.int16)).view(torch.bfloat16)
-    else:
-        t = torch.from_numpy(a)
-    return t.to(device).contiguous()
-
-
-def _to_numpy(torch: Any, t: Any) -> np.ndarray:
-    t = t.detach().cpu()
-    if t.dtype == torch.bfloat16:
-        import ml_dtypes
-
-        return t.view(torch.int16).numpy().view(ml_dtypes.bfloat16).copy()
-    return t.numpy().copy()
-
-
 class TritonBackend(Backend):
     """Implicit-GEMM convolution in Triton, channels_last (NHWC), 2-D.
 
@@ -98,6 +79,26 @@ class TritonBackend(Backend):
     description = "Triton implicit-GEMM conv2d, NHWC, fp16/bf16/fp32(+TF32); cpu only via the interpreter"
     install_hint = "pip install convbench[triton]"
     capabilities = Capabilities(dims=frozenset({2}), devices=frozenset({"cpu", "cuda"}), transposed=False)
+    robustness = Robustness.JIT
+    #: the kernels' tensors are torch tensors: prepare() imports both
+    framework_modules = ("triton", "torch")
+    version_distributions = {"triton": ("triton", "pytorch-triton", "triton-nightly")}
+    #: untuned fallback order per device (lower first): the cpu interpreter is a last resort
+    _RANKS = {"cuda": 1.0, "cpu": 8.0}
+
+    def heuristic_rank(self, spec: ConvSpec, device: str) -> float:
+        return self._RANKS.get(device, super().heuristic_rank(spec, device))
+
+    def device_support(self, device: str) -> Support:
+        if device == "cpu" and not interpreter_mode():
+            return Support.no("cpu runs only in Triton's interpreter: set TRITON_INTERPRET=1 before "
+                              "the first use (correctness only, not a performance candidate)")
+        if device == "cuda" and interpreter_mode():
+            return Support.no("the kernels were loaded in Triton's interpreter mode (TRITON_INTERPRET=1): "
+                              "no compiled CUDA kernels in this process")
+        if device == "cuda" and not cuda_driver_devices():
+            return Support.no("no CUDA GPU (triton compiles for GPUs)")
+        return super().device_support(device)
 
     def _check_available(self) -> Support:
         # Found, not imported: Triton's LLVM aborts the process when TensorFlow was imported
@@ -138,17 +139,9 @@ class TritonBackend(Backend):
         avail = self.available()
         if not avail:
             return avail
-        if device == "cpu":
-            if not interpreter_mode():
-                return Support.no("cpu runs only in Triton's interpreter: set TRITON_INTERPRET=1 "
-                                  "before the first use (correctness only, not a performance candidate)")
-            return Support.yes()
-        if interpreter_mode():
-            return Support.no("the kernels were loaded in Triton's interpreter mode "
-                              "(TRITON_INTERPRET=1): no compiled CUDA kernels in this process")
+        if device == "cpu" or interpreter_mode():
+            return self.device_support(device)
         import torch
-
-        from .torch_backend import cuda_support
 
         sup = cuda_support(spec)
         if not sup:
@@ -168,21 +161,6 @@ class TritonBackend(Backend):
         return _TritonPrepared(spec, x, w, algorithm, device)
 
 
-class _CudaEventTimer(DeviceTimer):
-    def __init__(self, torch: Any) -> None:
-        self._torch = torch
-        self._start = torch.cuda.Event(enable_timing=True)
-        self._stop = torch.cuda.Event(enable_timing=True)
-
-    def start(self) -> None:
-        self._start.record()
-
-    def stop(self) -> float:
-        self._stop.record()
-        self._stop.synchronize()
-        return self._start.elapsed_time(self._stop) * 1e-3
-
-
 class _TritonPrepared(Prepared):
     def __init__(self, spec: ConvSpec, x: np.ndarray, w: np.ndarray, algorithm: str, device: str) -> None:
         import torch
@@ -200,11 +178,11 @@ class _TritonPrepared(Prepared):
         cig, cog = spec.c_in // g, spec.c_out // g
         kh, kw = spec.kernel_size
         tdev = "cuda" if device == "cuda" else "cpu"
-        self.x = _to_tensor(torch, x, tdev)  # (N, H, W, C): spec layout is channels_last
+        self.x = to_torch(x, tdev)  # (N, H, W, C): spec layout is channels_last
         wp = np.ascontiguousarray(
             np.asarray(w).reshape(g, cog, cig, kh, kw).transpose(0, 3, 4, 2, 1))  # (G, KH, KW, cig, cog)
-        self.w = _to_tensor(torch, wp, tdev)
-        self.y = torch.empty(spec.output_shape, dtype=_torch_dtype(torch, spec.dtype), device=tdev)
+        self.w = to_torch(wp, tdev)
+        self.y = torch.empty(spec.output_shape, dtype=torch_dtype(spec.dtype), device=tdev)
         (ph, _), (pw, _) = spec.padding
         oh, ow = spec.output_size
         h, wdt = spec.input_size
@@ -244,11 +222,11 @@ class _TritonPrepared(Prepared):
 
     def device_timer(self) -> Optional[DeviceTimer]:
         if self.device == "cuda":
-            return _CudaEventTimer(self._torch)
+            return CudaEventTimer(self._torch.device("cuda"))
         return None
 
     def result(self) -> np.ndarray:
-        return _to_numpy(self._torch, self.y)
+        return to_numpy(self.y)
 
     def close(self) -> None:
         self.x = self.w = self.y = None

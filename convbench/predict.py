@@ -26,18 +26,13 @@ only their winner (log-regret 0) and runner-up (``log(1 + margin)``); there, any
 candidate counts as ``log(2)`` slower, or as slow as the runner-up if that is slower. When
 no candidate with any training data qualifies, :func:`heuristic_choice` decides.
 
-Heuristic fallback (no cached data, or no cached winner runs this spec), first that
-supports the spec and is available:
-
-- ``cuda``: ``torch`` (its default algorithm), then ``triton``;
-- ``cpu``: ``torch``, ``tensorflow``, ``numba``; then among the NumPy/SciPy backends:
-  ``numpy-fft`` / ``scipy-fft`` when the kernel has at least 49 taps (7x7 and larger in 2-D),
-  stride and dilation are 1 and groups is 1 (large dense kernels favour FFT), else
-  ``numpy-im2col``, then ``numpy-direct``;
-- otherwise any registered, available backend that supports the spec.
-
-The framework order is a prior, not a measurement: it is what DL frameworks' own
-dispatchers (oneDNN, cuDNN) are built to do well.
+Heuristic fallback (no cached data, or no cached winner runs this spec): the registered
+backends in the order of their declared ``Backend.heuristic_rank(spec, device)`` (lower first,
+then by name; a backend that declares none comes after those that do), each one's algorithms in
+its own order; the first candidate that is available and supports the spec wins. The built-in
+backends rank the frameworks first (their own dispatchers are built to pick well), then the JIT
+kernels and the NumPy/SciPy backends, FFT early only for large dense kernels. The order is a
+prior, not a measurement.
 """
 from __future__ import annotations
 
@@ -51,7 +46,8 @@ import numpy as np
 from .cache import (CacheEntry, Choice, TunedCache, current_environment, machine_key,
                     open_cache, PathLike)
 from .errors import ConvbenchError, UnsupportedError
-from .registry import Candidate, get_backend, list_backends
+from .fmt import geomean  # noqa: F401 - re-exported (convbench.predict.geomean)
+from .registry import Backend, Candidate, get_backend, list_backends
 from .spec import ConvSpec
 
 FEATURES = ("log2_n", "log2_c_in", "log2_c_out", "log2_spatial", "log2_aspect", "log2_kernel",
@@ -60,10 +56,6 @@ FEATURES = ("log2_n", "log2_c_in", "log2_c_out", "log2_spatial", "log2_aspect", 
 
 #: candidate filter: (backend, algorithm, device) -> allowed?
 Allow = Callable[[str, str, str], bool]
-
-_CPU_ORDER = ("torch", "tensorflow", "numba")
-_CUDA_ORDER = ("torch", "triton")
-_FFT_MIN_TAPS = 49
 
 
 def features(spec: ConvSpec, threads: int = 1) -> np.ndarray:
@@ -94,21 +86,23 @@ def _supported(spec: ConvSpec, backend: str, algorithm: str, device: str,
         return False
 
 
+def _by_heuristic_rank(spec: ConvSpec, device: str) -> list[tuple[str, Backend]]:
+    """The loadable registered backends, lowest declared heuristic_rank first (then by name)."""
+    ranked = []
+    for name in list_backends():
+        try:
+            b = get_backend(name)  # imports the backend module, not its framework
+            ranked.append((float(b.heuristic_rank(spec, device)), name, b))
+        except Exception:  # a backend that fails to load or to rank is not a fallback
+            continue
+    return [(name, b) for _, name, b in sorted(ranked, key=lambda t: t[:2])]
+
+
 def heuristic_choice(spec: ConvSpec, device: str = "cpu", *, allow: Optional[Allow] = None) -> Choice:
     """The documented fallback (module docstring); UnsupportedError if nothing can run the spec."""
-    order: list[str] = list(_CUDA_ORDER if device == "cuda" else _CPU_ORDER)
-    if device == "cpu":
-        big_dense = (math.prod(spec.kernel_size) >= _FFT_MIN_TAPS and spec.groups == 1
-                     and all(s == 1 for s in spec.stride) and all(d == 1 for d in spec.dilation))
-        order += (["numpy-fft", "scipy-fft", "numpy-im2col", "numpy-direct"] if big_dense
-                  else ["numpy-im2col", "numpy-direct", "numpy-fft", "scipy-fft"])
-    known = list_backends()
-    order += [n for n in known if n not in order]
-    for name in order:
-        if name not in known:
-            continue
+    for name, b in _by_heuristic_rank(spec, device):
         try:
-            algos = get_backend(name).algorithms(device)  # imports the backend module, not its framework
+            algos = b.algorithms(device)
         except Exception:
             continue
         for algo in algos:
@@ -381,9 +375,3 @@ def regret(choices: dict[str, str], times: dict[str, dict[str, float]]) -> dict[
             if best > 0:
                 out[key] = t[cand] / best
     return out
-
-
-def geomean(values: Sequence[float]) -> float:
-    """Geometric mean (nan for an empty sequence)."""
-    vals = [v for v in values if v > 0]
-    return math.exp(sum(math.log(v) for v in vals) / len(vals)) if vals else float("nan")

@@ -170,9 +170,10 @@ class Backend(ABC):
     they refine ``_supports`` for rules the capability table cannot express.
 
     What the core needs to know about a backend it asks here, never by the backend's name:
-    ``robustness``, ``framework_modules``, ``version_distributions``, ``precomputes_weights``,
-    ``heuristic_rank``, ``native_kinds`` / ``native_kind``. A third-party backend declares them
-    the same way and gets the same treatment as a built-in one.
+    ``robustness``, ``framework_modules``, ``version_distributions`` / ``version_devices``,
+    ``precomputes_weights``, ``heuristic_rank``, ``device_support``, ``native_kinds`` /
+    ``native_kind``. A third-party backend declares them the same way and gets the same
+    treatment as a built-in one.
     """
 
     name: str = ""
@@ -190,6 +191,9 @@ class Backend(ABC):
     #: fingerprint key -> distribution names (first installed one wins) whose versions every
     #: result records, e.g. {"torch": ("torch",)}; read from package metadata, never imported
     version_distributions: dict = {}
+    #: fingerprint key -> the devices on which a change of that version can overturn a cached
+    #: winner, for keys narrower than ``capabilities.devices`` (e.g. a GPU library's version)
+    version_devices: dict = {}
     #: algorithms that transform the weights ahead of time (FFT spectra, Winograd, packing)
     precomputed_algorithms: frozenset = frozenset()
 
@@ -202,6 +206,14 @@ class Backend(ABC):
         backend's candidates for ``spec`` on ``device``: lower first. Default: after every
         backend that declares a rank."""
         return DEFAULT_HEURISTIC_RANK
+
+    def device_support(self, device: str) -> Support:
+        """Whether this machine gives the backend a usable ``device`` (a GPU is present and the
+        framework's build reaches it). Asked only of an available backend, in its worker: it
+        may import the framework. Default: yes for every device the capabilities name."""
+        if device not in self.capabilities.devices:
+            return Support.no(f"device {device!r} not supported")
+        return Support.yes()
 
     # -- availability -------------------------------------------------------------------
     def _check_available(self) -> Support:
@@ -219,6 +231,11 @@ class Backend(ABC):
                 cached = Support.no(f"{cached.reason}: {self.install_hint}")
             self._available_cache = cached
         return cached
+
+    def assume_available(self, answer: Support) -> None:
+        """Take ``answer`` as this backend's availability, as found by another process that
+        imported the framework (a sweep's worker), so that ``available()`` here does not."""
+        self._available_cache = answer
 
     # -- candidates ---------------------------------------------------------------------
     @abstractmethod

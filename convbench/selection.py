@@ -13,12 +13,13 @@ The rule (used by the sweep's table, the tuned cache and reports):
    down into the winner's is not decisive.
 4. A tie: the most robust tied candidate wins, by :func:`robustness_rank`, in this order:
 
-   a. candidates that do not precompute anything from the weights ahead of time (an
-      algorithm whose ``info`` says ``"weights_precomputed": true``, or whose name contains
-      ``pre``-transform words such as ``prepacked``/``precomputed``) before those that do;
-   b. backend robustness: framework libraries (torch, tensorflow: maintained kernels,
-      their own shape heuristics) < NumPy/SciPy (no compilation step) < JIT-compiled kernels
-      (numba, triton: compile cost, cache files) < anything else (third-party backends);
+   a. candidates that do not precompute anything from the weights ahead of time (a record
+      whose ``info`` says ``"weights_precomputed": true``, or whose backend declares the
+      algorithm in ``Backend.precomputes_weights``) before those that do;
+   b. the robustness the backend declares (``Backend.robustness``): frameworks (maintained
+      kernels, their own shape heuristics) < array libraries (no compilation step) <
+      JIT-compiled kernels (compile cost, cache files) < undeclared; a backend that is not
+      registered here or fails to load counts as undeclared;
    c. the faster median; d. the candidate name (so the choice is deterministic).
 
    Such a win is never decisive; ``margin`` may then be negative (the robust choice is
@@ -31,25 +32,16 @@ The rule (used by the sweep's table, the tuned cache and reports):
 from __future__ import annotations
 
 import math
-import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Mapping, Optional
 
-from .errors import ResultsError
-
-#: Backend name -> robustness group (lower = preferred in a tie); unknown names get 3.
-BACKEND_GROUPS = {
-    "torch": 0, "tensorflow": 0,
-    "numpy-direct": 1, "numpy-im2col": 1, "numpy-fft": 1, "scipy-fft": 1, "scipy-signal": 1,
-    "numba": 2, "triton": 2,
-}
-UNKNOWN_GROUP = 3
-_PRECOMPUTE = re.compile(r"pre(?:pack|comput|transform|plan)|cached[-_]?weights", re.IGNORECASE)
+from .errors import ConvbenchError, ResultsError
+from .registry import Backend, Robustness, get_backend
 
 RULE_ONLY = "only candidate ok"
 RULE_FASTEST = "fastest median (no other median inside its CI)"
 RULE_TIE = ("tie (medians inside the fastest's CI): most robust wins - no weight precomputation, then "
-            "framework > numpy/scipy > JIT > other, then median")
+            "declared robustness (framework > library > JIT > undeclared), then median")
 
 
 @dataclass
@@ -80,18 +72,29 @@ def _num(v: Any) -> Optional[float]:
     return x if math.isfinite(x) else None
 
 
+def _backend_of(record: Mapping[str, Any]) -> Optional[Backend]:
+    """The registered backend a record names, or None (unknown or failing to load)."""
+    try:
+        return get_backend(str(record.get("backend")))
+    except ConvbenchError:
+        return None
+
+
 def precomputes_weights(record: Mapping[str, Any]) -> bool:
-    """Whether the candidate transforms the weights ahead of time (info flag or name)."""
+    """Whether the candidate transforms the weights ahead of time (the record's info flag, or
+    its backend's declaration for its algorithm)."""
     info = record.get("info") or {}
     if isinstance(info, Mapping) and info.get("weights_precomputed"):
         return True
-    return bool(_PRECOMPUTE.search(str(record.get("algorithm") or "")))
+    b = _backend_of(record)
+    return b is not None and bool(b.precomputes_weights(str(record.get("algorithm") or "")))
 
 
 def robustness_rank(record: Mapping[str, Any]) -> tuple:
     """Sort key for tied candidates: lower is preferred (see the module docstring)."""
+    b = _backend_of(record)
     return (int(precomputes_weights(record)),
-            BACKEND_GROUPS.get(str(record.get("backend")), UNKNOWN_GROUP),
+            int(b.robustness) if b is not None else int(Robustness.UNKNOWN),
             _num(record.get("median_s")) or math.inf,
             str(record.get("candidate")))
 
@@ -163,4 +166,4 @@ def select_winners(records: Iterable[Mapping[str, Any]]) -> dict[tuple[str, str]
     return winners
 
 
-__all__ = ["Winner", "select_winners", "robustness_rank", "precomputes_weights", "BACKEND_GROUPS"]
+__all__ = ["Winner", "select_winners", "robustness_rank", "precomputes_weights"]

@@ -4,6 +4,15 @@ Like scikit-learn's ``check_estimator``: the same checks for everyone. A backend
 what it does not support (``supports()`` with a reason) and which supported specs may miss
 the error bound (``expected_failure()`` with a reason); nothing is special-cased here.
 
+Checks per backend (:func:`check_declarations`), against what it declares:
+- lazy imports: importing its module, creating it and listing its algorithms in a fresh process
+  imports none of its ``framework_modules``;
+- install hint: a backend with ``framework_modules`` has an ``install_hint``, and an unavailable
+  backend's reason contains it;
+- with its ``framework_modules`` unimportable (a fresh process): ``available()`` says no (with
+  the hint), ``supports()`` answers without raising on a few specs, and ``prepare()`` raises
+  BackendUnavailableError.
+
 Checks per (algorithm, spec):
 - unsupported specs: ``supports()`` gives a reason and ``prepare()`` raises UnsupportedError;
 - supported specs: output is a numpy array of ``spec.output_shape`` and ``spec.dtype``;
@@ -12,7 +21,10 @@ Checks per (algorithm, spec):
 """
 from __future__ import annotations
 
+import json
 import random
+import subprocess
+import sys
 import traceback
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Optional, Sequence
@@ -56,6 +68,8 @@ class CheckReport:
     available: bool
     reason: str = ""
     results: list[SpecResult] = field(default_factory=list)
+    #: what check_declarations found wrong with the backend's declarations
+    declaration_problems: list[str] = field(default_factory=list)
 
     @property
     def failures(self) -> list[SpecResult]:
@@ -64,10 +78,13 @@ class CheckReport:
     @property
     def ok(self) -> bool:
         """True when the backend is available and no check failed."""
-        return self.available and not self.failures and any(r.status == PASS for r in self.results)
+        return (self.available and not self.failures and not self.declaration_problems
+                and any(r.status == PASS for r in self.results))
 
     @property
     def status(self) -> str:
+        if self.declaration_problems:
+            return "fail"
         if not self.available:
             return "unavailable"
         return "pass" if self.ok else "fail"
@@ -99,13 +116,14 @@ class CheckReport:
         return out
 
     def summary(self, max_failures: int = 10) -> str:
+        declared = [f"  declarations: {p}" for p in self.declaration_problems]
         if not self.available:
-            return f"{self.backend}@{self.device}: unavailable: {self.reason}"
+            return "\n".join([f"{self.backend}@{self.device}: unavailable: {self.reason}", *declared])
         head = (f"{self.backend}@{self.device}: {self.status.upper()} - {self.n_specs} checks: "
                 f"{self.count(PASS)} passed, {self.count(FAIL)} failed, {self.count(XFAIL)} expected "
                 f"failures, {self.count(REFUSED)} refused as unsupported")
         errs = ", ".join(f"{d} {e:.1e}" for d, e in sorted(self.max_error.items()))
-        lines = [head, f"  max error: {errs or 'n/a'}"]
+        lines = [head, f"  max error: {errs or 'n/a'}", *declared]
         for r in self.failures[:max_failures]:
             lines.append(f"  {r}")
         if len(self.failures) > max_failures:
@@ -286,14 +304,109 @@ def check_spec(backend: Backend, spec: ConvSpec, algorithm: str, device: str = "
     return result(PASS, error=err, tolerance=tol)
 
 
+# ---- declarations -----------------------------------------------------------------------------
+#: run in a fresh process: argv = sys.path (JSON), "module:qualname", framework_modules (JSON)
+_FRESH_PROCESS_PROBE = r"""
+import json, sys
+sys.path[:0] = [p for p in json.loads(sys.argv[1]) if p not in sys.path]
+target, frameworks = sys.argv[2], json.loads(sys.argv[3])
+from convbench.errors import BackendUnavailableError
+from convbench.reference import make_inputs
+from convbench.registry import Backend, load_target
+from convbench.testing import fixed_specs
+
+obj = load_target(target)
+b = obj if isinstance(obj, Backend) else obj()
+for dev in sorted(b.capabilities.devices):
+    b.algorithms(dev)
+out = {"imported": sorted(m for m in frameworks if sys.modules.get(m) is not None)}
+if not out["imported"]:
+    for m in frameworks:
+        sys.modules[m] = None  # unimportable from here on
+    a = b.available()
+    out.update(available=bool(a), reason=a.reason, supports_raised=[], prepare_raised=None)
+    specs = fixed_specs()[::9]
+    for spec in specs:
+        for dev in sorted(b.capabilities.devices):
+            for algo in [None, *b.algorithms(dev)]:
+                try:
+                    b.supports(spec, dev, algo)
+                except Exception as exc:
+                    out["supports_raised"].append(f"supports({spec.name}, {dev!r}, {algo!r}): "
+                                                  f"{type(exc).__name__}: {exc}")
+    x, w = make_inputs(specs[0])
+    try:
+        b.prepare(specs[0], x, w)
+    except BackendUnavailableError:
+        out["prepare_raised"] = "BackendUnavailableError"
+    except Exception as exc:
+        out["prepare_raised"] = f"{type(exc).__name__}: {exc}"
+print(json.dumps(out))
+"""
+
+
+def _fresh_process_problems(backend: Backend) -> list[str]:
+    """Import ``backend`` in a fresh process, then block its frameworks there (see module doc)."""
+    cls = type(backend)
+    target = f"{cls.__module__}:{cls.__qualname__}"
+    if cls.__module__ == "__main__" or "<locals>" in cls.__qualname__:
+        return [f"declares framework_modules but {target} cannot be imported by a fresh process "
+                f"(define the class at module level)"]
+    frameworks = list(backend.framework_modules)
+    try:
+        proc = subprocess.run([sys.executable, "-c", _FRESH_PROCESS_PROBE, json.dumps(sys.path),
+                               target, json.dumps(frameworks)],
+                              capture_output=True, text=True, timeout=300)
+    except subprocess.TimeoutExpired:
+        return [f"the fresh-process check of {target} did not finish within 300 s"]
+    try:
+        out = json.loads(proc.stdout.strip().splitlines()[-1])
+    except (IndexError, ValueError):
+        tail = " | ".join(proc.stderr.strip().splitlines()[-3:])
+        return [f"the fresh-process check of {target} failed (exit status {proc.returncode}): {tail}"]
+    if out["imported"]:
+        return [f"importing {cls.__module__} and listing its algorithms imported "
+                f"{', '.join(out['imported'])}: import frameworks in available()/prepare() only"]
+    raised = out["supports_raised"]
+    problems = [f"{len(raised)} supports() calls raised with its framework_modules unimportable, e.g. "
+                f"{raised[0]}: supports() must answer without importing a framework"] if raised else []
+    if out["available"]:
+        problems.append(f"available() says yes with {', '.join(frameworks)} unimportable: "
+                        f"framework_modules must name every framework it needs")
+    elif backend.install_hint not in out["reason"]:
+        problems.append(f"unavailable reason {out['reason']!r} lacks the install hint "
+                        f"{backend.install_hint!r}")
+    if not out["available"] and out["prepare_raised"] != "BackendUnavailableError":
+        problems.append(f"prepare() of an unavailable backend raised {out['prepare_raised']}, "
+                        f"not BackendUnavailableError")
+    return problems
+
+
+def check_declarations(backend: Backend | str) -> list[str]:
+    """What is wrong with a backend's lazy imports and install hint (module doc); [] if nothing."""
+    if isinstance(backend, str):
+        backend = get_backend(backend)
+    if not backend.framework_modules:  # nothing heavy to import: ask here
+        avail = backend.available()
+        if not avail and backend.install_hint and backend.install_hint not in avail.reason:
+            return [f"unavailable reason {avail.reason!r} lacks the install hint {backend.install_hint!r}"]
+        return []
+    if not backend.install_hint:
+        return [f"framework_modules {backend.framework_modules} but no install_hint "
+                f"(e.g. 'pip install <distribution>')"]
+    return _fresh_process_problems(backend)
+
+
 def check_backend(backend: Backend | str, device: str = "cpu", level: str = "default", seed: int = 0,
                   algorithms: Optional[Sequence[str]] = None, specs: Optional[Iterable[ConvSpec]] = None,
-                  progress: Optional[Callable[[SpecResult], None]] = None) -> CheckReport:
+                  progress: Optional[Callable[[SpecResult], None]] = None,
+                  declarations: bool = True) -> CheckReport:
     """Run the conformance suite for one backend on one device.
 
     ``level="default"`` checks the fixed spread plus a few random specs per algorithm;
-    ``"extended"`` adds 200 random specs per algorithm. Returns a CheckReport (``.ok``,
-    ``.summary()``); it does not raise on failures.
+    ``"extended"`` adds 200 random specs per algorithm; ``declarations`` adds
+    :func:`check_declarations`. Returns a CheckReport (``.ok``, ``.summary()``); it does not
+    raise on failures.
     """
     if isinstance(backend, str):
         backend = get_backend(backend)
@@ -301,6 +414,8 @@ def check_backend(backend: Backend | str, device: str = "cpu", level: str = "def
         raise InvalidSpecError(f"level: {level!r} is not a level; use one of {', '.join(LEVELS)}")
     avail = backend.available()
     report = CheckReport(backend.name, device, bool(avail), avail.reason)
+    if declarations:
+        report.declaration_problems = check_declarations(backend)
     if not avail:
         return report
     algos = list(algorithms) if algorithms is not None else backend.algorithms(device)
@@ -317,5 +432,5 @@ def check_backend(backend: Backend | str, device: str = "cpu", level: str = "def
     return report
 
 
-__all__ = ["check_backend", "check_spec", "CheckReport", "SpecResult", "fixed_specs",
+__all__ = ["check_backend", "check_declarations", "check_spec", "CheckReport", "SpecResult", "fixed_specs",
            "random_specs", "spec_strategy", "draw_spec", "DTYPES"]

@@ -157,5 +157,63 @@ class FakeNoStride(_FakeBase):
         return _RefPrepared(spec, x, w)
 
 
+class FakeLazyFramework(_FakeBase):
+    """Declares a stand-in framework ("wave", never imported by convbench) and imports it only
+    in available() and prepare(): check_declarations finds nothing wrong."""
+
+    name = "fake-lazy-framework"
+    install_hint = "pip install fakewave"
+    framework_modules = ("wave",)
+
+    def _check_available(self) -> Support:
+        import wave  # noqa: F401
+
+        return Support.yes()
+
+    def _prepare(self, spec, x, w, algorithm, device):
+        import wave  # noqa: F401
+
+        return _RefPrepared(spec, x, w)
+
+
+class FakeEagerFramework(FakeLazyFramework):
+    """Imports its framework when listing its algorithms."""
+
+    name = "fake-eager-framework"
+
+    def algorithms(self, device: str = "cpu") -> list[str]:
+        import wave  # noqa: F401
+
+        return super().algorithms(device)
+
+
+class FakeFrameworkInSupports(FakeLazyFramework):
+    """Imports its framework in supports(), without catching the ImportError."""
+
+    name = "fake-framework-in-supports"
+
+    def _supports(self, spec, device, algorithm):
+        import wave  # noqa: F401
+
+        return Support.yes()
+
+
+class FakeUndeclaredFramework(FakeLazyFramework):
+    """Needs a second framework ("colorsys") that it does not declare: available() says yes
+    with the declared one blocked."""
+
+    name = "fake-undeclared-framework"
+
+    def _check_available(self) -> Support:
+        import colorsys  # noqa: F401
+
+        return Support.yes()
+
+
+class FakeNoHint(FakeLazyFramework):
+    name = "fake-no-hint"
+    install_hint = ""
+
+
 ALL = [FakeOK, FakeOtherFamily, FakeCrash, FakeHang, FakeMemory, FakeWrong, FakeRaises,
        FakeUnavailable, FakeNoStride, FakeSlow]

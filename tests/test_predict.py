@@ -196,3 +196,26 @@ def test_auto_cross_validates_k_and_prior_weight_across_runs():
     assert (fixed.k, fixed.prior_weight, fixed.cv_log_regret) == (5, 3.0, None)
     with pytest.raises(cb.ConvbenchError, match="k:"):
         P.Predictor(k="best")
+
+
+class DeclaredFirst(NeverBackend):
+    """Supports everything and declares the lowest heuristic rank on the cpu only."""
+
+    name = "declared-first"
+
+    def _supports(self, spec, device, algorithm):
+        return Support.yes()
+
+    def heuristic_rank(self, spec, device):
+        return -1.0 if device == "cpu" else super().heuristic_rank(spec, device)
+
+
+def test_heuristic_order_is_what_backends_declare():
+    registry.register(DeclaredFirst)
+    try:
+        assert P.heuristic_choice(small(4, 8)).candidate == "declared-first:x@cpu"
+        # a backend's default rank puts it after every built-in that declares one
+        ranked = [n for n, _ in P._by_heuristic_rank(small(4, 8), "cuda")]
+        assert ranked.index("declared-first") > max(ranked.index(n) for n in ("torch", "triton", "tensorflow"))
+    finally:
+        registry.unregister(DeclaredFirst.name)

@@ -155,3 +155,19 @@ def test_import_is_lazy():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "", f"import convbench / listing backends imported: {out.stdout}"
+
+
+def test_backends_command_lists_only_devices_usable_here(registered):
+    from convbench.cli.backends import _status
+
+    b = cb.get_backend("test-2d-only")
+    assert b.device_support("cpu") and not b.device_support("cuda")  # the capability table's devices
+    desc = {"available": True, "algorithms": {"cpu": ["plain"], "cuda": ["fast"]},
+            "unusable_devices": {"cuda": "no CUDA device"}}
+    status, algos = _status(b, desc)
+    assert status == "available (cuda: no CUDA device)" and algos == {"cpu": ["plain"]}
+    desc["unusable_devices"]["cpu"] = "cpu needs an interpreter"
+    status, algos = _status(b, desc)
+    assert status.startswith("unavailable: cpu: cpu needs an interpreter; cuda: no CUDA") and algos == {}
+    status, _ = _status(b, {"available": False, "reason": "x is not installed"})
+    assert status == "unavailable: x is not installed"

@@ -93,3 +93,33 @@ def test_missing_ci_falls_back_to_the_median_and_dataframe_input():
 def test_conflicting_specs_under_one_problem_name():
     with pytest.raises(ResultsError, match="two different specs"):
         select_winners([rec("torch:default", 1, 1, 1, key="A"), rec("numpy-fft:rfft", 1, 1, 1, key="B")])
+
+
+def test_tie_break_asks_the_backends_declarations():
+    from convbench import registry
+    from convbench.registry import Backend, Capabilities, Robustness
+
+    class ThirdParty(Backend):
+        name = "thirdparty-framework"
+        capabilities = Capabilities()
+        robustness = Robustness.FRAMEWORK
+        precomputed_algorithms = frozenset({"packed"})
+
+        def algorithms(self, device="cpu"):
+            return ["plain", "packed"]
+
+        def _prepare(self, spec, x, w, algorithm, device):  # pragma: no cover
+            raise AssertionError
+
+    registry.register(ThirdParty)
+    try:
+        # declared a framework: beats a JIT backend in a tie, like a built-in framework would
+        w = select_winners([rec("numba:direct", 1.00, 0.9, 1.1),
+                            rec("thirdparty-framework:plain", 1.05, 1.0, 1.1)])[("p", "cpu")]
+        assert w.candidate == "thirdparty-framework:plain@cpu"
+        assert precomputes_weights(rec("thirdparty-framework:packed", 1, 1, 1))
+        assert not precomputes_weights(rec("thirdparty-framework:plain", 1, 1, 1))
+        # the name alone no longer counts: an undeclared "prepacked" algorithm is not precomputing
+        assert not precomputes_weights(rec("unregistered:prepacked", 1, 1, 1))
+    finally:
+        registry.unregister(ThirdParty.name)

@@ -5,7 +5,7 @@ import pytest
 import convbench as cb
 from convbench.registry import Backend, Capabilities, Prepared, Support
 from convbench.spec import numpy_dtype
-from convbench.testing import check_backend, fixed_specs, random_specs
+from convbench.testing import check_backend, check_declarations, fixed_specs, random_specs
 
 
 class _P(Prepared):
@@ -106,3 +106,31 @@ def test_random_specs_are_valid_and_varied():
     assert any(not s.symmetric_padding for s in specs) and any(d > 1 for s in specs for d in s.dilation)
     assert {s.dtype for s in specs} == {"float64", "float32", "float16", "bfloat16"}
     assert {s.layout for s in specs} == {"channels_first", "channels_last"}
+
+
+@pytest.mark.parametrize("name", cb.list_backends())
+def test_every_registered_backend_keeps_its_declarations(name):
+    """Lazy framework imports, the install hint, supports()/prepare() with the frameworks missing."""
+    assert check_declarations(name) == []
+
+
+def test_declaration_checks_catch_each_kind_of_broken_backend():
+    import fake_backends as fb
+
+    assert check_declarations(fb.FakeLazyFramework()) == []
+    [eager] = check_declarations(fb.FakeEagerFramework())
+    assert "imported wave" in eager
+    [raised] = check_declarations(fb.FakeFrameworkInSupports())
+    assert "supports(" in raised and "wave" in raised
+    [undeclared] = check_declarations(fb.FakeUndeclaredFramework())
+    assert "available() says yes" in undeclared
+    [no_hint] = check_declarations(fb.FakeNoHint())
+    assert "no install_hint" in no_hint
+    assert check_declarations(fb.FakeUnavailable()) == []  # the registry appends the hint
+
+
+def test_declaration_problems_fail_the_report():
+    import fake_backends as fb
+
+    r = check_backend(fb.FakeEagerFramework(), specs=SPECS[:2])
+    assert r.status == "fail" and not r.ok and "imported wave" in r.summary()

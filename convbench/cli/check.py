@@ -50,9 +50,12 @@ def run(args: argparse.Namespace) -> int:
     for name in names:
         b = get_backend(name)
         if args.device not in b.capabilities.devices or not b.algorithms(args.device):
-            hint = getattr(b, "description", "") or ""
             print(f"{name}@{args.device}: skipped: no {args.device} algorithm"
-                  + (f" ({hint})" if hint else ""))
+                  + (f" ({b.description})" if b.description else ""))
+            continue
+        usable = b.device_support(args.device) if b.available() else None
+        if usable is not None and not usable:
+            print(f"{name}@{args.device}: skipped: {usable.reason}")
             continue
         print(f"checking {name}@{args.device} ...", end="", flush=True, file=sys.stderr)
         report = check_backend(b, device=args.device, level=args.level, seed=args.seed)
