@@ -1,10 +1,12 @@
-"""Machine and software fingerprint, thread environment, and peak-rate calibration.
+"""Machine and software fingerprint, machine identity, thread environment, peak calibration.
 
-Nothing here imports torch, TensorFlow, numba or triton: versions come from installed
-package metadata and GPU facts from ``nvidia-smi``.
+Nothing here imports a framework: versions come from the installed package metadata of the
+distributions the registered backends declare (``Backend.version_distributions``), GPU facts
+from ``nvidia-smi``.
 """
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -13,6 +15,7 @@ import re
 import socket
 import subprocess
 import sys
+import threading
 import time
 from typing import Any, Mapping, MutableMapping, Optional
 
@@ -30,11 +33,16 @@ ISA_FLAGS = (
 DEVICE_KEYS = ("cpu_model", "cpu_isa", "cpu_cores_logical", "cpu_cores_physical", "threads",
                "gpu_name", "gpu_cc")
 
-FINGERPRINT_KEYS = (
-    "hostname", "platform", "python", "cpu_model", "cpu_isa", "cpu_cores_logical",
-    "cpu_cores_physical", "threads", "gpu_name", "gpu_cc", "driver", "cuda", "cudnn", "numpy",
-    "blas", "scipy", "torch", "tensorflow", "numba", "triton", "convbench",
-)
+#: The fingerprint's keys before the software versions.
+MACHINE_KEYS = ("hostname", "platform", "python", "cpu_model", "cpu_isa", "cpu_cores_logical",
+                "cpu_cores_physical", "threads", "gpu_name", "gpu_cc")
+
+_CPU, _CUDA, _BOTH = frozenset({"cpu"}), frozenset({"cuda"}), frozenset({"cpu", "cuda"})
+#: Versions the core records whatever backends are registered: fingerprint key ->
+#: (distributions to read it from, the devices whose winners a change of it can overturn).
+#: ``driver`` is the GPU driver, ``cuda`` the CUDA runtime, ``blas`` numpy's BLAS.
+CORE_VERSIONS = {"driver": ((), _CUDA), "cuda": ((), _CUDA), "numpy": (("numpy",), _BOTH),
+                 "blas": ((), _CPU), "scipy": (("scipy",), _CPU), "convbench": ((), _BOTH)}
 
 # Environment variables that fix thread pools; they must be set before the library loads.
 _THREAD_VARS = (
@@ -106,56 +114,72 @@ def _read(path: str) -> Optional[str]:
         return None
 
 
-def _cpuinfo() -> dict[str, Any]:
-    """cpu_model, cpu_isa, cpu_cores_physical from /proc/cpuinfo (Linux) or sysctl (macOS)."""
+def _parse_cpuinfo(text: str) -> tuple[Optional[str], set[str], Optional[int]]:
+    """(model, flags, physical cores) from the text of Linux's /proc/cpuinfo."""
     model: Optional[str] = None
     flags: set[str] = set()
-    physical: Optional[int] = None
-    text = _read("/proc/cpuinfo")
-    if text:
-        cores = set()
-        phys_id = core_id = None
-        for line in text.splitlines():
-            key, _, value = line.partition(":")
-            key, value = key.strip(), value.strip()
-            if key in ("model name", "Model", "cpu model") and not model:
-                model = value
-            elif key in ("flags", "Features") and not flags:
-                flags = set(value.split())
-            elif key == "physical id":
-                phys_id = value
-            elif key == "core id":
-                core_id = value
-            elif not key and phys_id is not None and core_id is not None:
-                cores.add((phys_id, core_id))
-                phys_id = core_id = None
-        if phys_id is not None and core_id is not None:
+    cores = set()
+    phys_id = core_id = None
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        key, value = key.strip(), value.strip()
+        if key in ("model name", "Model", "cpu model") and not model:
+            model = value
+        elif key in ("flags", "Features") and not flags:
+            flags = set(value.split())
+        elif key == "physical id":
+            phys_id = value
+        elif key == "core id":
+            core_id = value
+        elif not key and phys_id is not None and core_id is not None:
             cores.add((phys_id, core_id))
-        physical = len(cores) or None
-        if not model:
-            m = re.search(r"^CPU part\s*:\s*(\S+)", text, re.MULTILINE)
-            if m:
-                model = f"{platform.machine()} CPU part {m.group(1)}"
-    elif sys.platform == "darwin":
-        def sysctl(name: str) -> Optional[str]:
-            try:
-                return subprocess.run(["sysctl", "-n", name], capture_output=True, text=True,
-                                      timeout=5).stdout.strip() or None
-            except (OSError, subprocess.SubprocessError):
-                return None
-        model = sysctl("machdep.cpu.brand_string")
-        feats = (sysctl("machdep.cpu.features") or "") + " " + (sysctl("machdep.cpu.leaf7_features") or "")
-        flags = {f.lower().replace(".", "_") for f in feats.split()}
-        try:
-            physical = int(sysctl("hw.physicalcpu") or 0) or None
-        except ValueError:
-            physical = None
-        if platform.machine() == "arm64":
-            flags |= {"asimd"}
+            phys_id = core_id = None
+    if phys_id is not None and core_id is not None:
+        cores.add((phys_id, core_id))
     if not model:
-        model = platform.processor() or platform.machine() or None
-    isa = [f for f in ISA_FLAGS if f in flags]
-    return {"cpu_model": model, "cpu_isa": isa, "cpu_cores_physical": physical}
+        m = re.search(r"^CPU part\s*:\s*(\S+)", text, re.MULTILINE)
+        if m:
+            model = f"{platform.machine()} CPU part {m.group(1)}"
+    return model, flags, len(cores) or None
+
+
+def _sysctl_cpuinfo() -> tuple[Optional[str], set[str], Optional[int]]:
+    """(model, flags, physical cores) from macOS's sysctl."""
+    def sysctl(name: str) -> Optional[str]:
+        try:
+            return subprocess.run(["sysctl", "-n", name], capture_output=True, text=True,
+                                  timeout=5).stdout.strip() or None
+        except (OSError, subprocess.SubprocessError):
+            return None
+    feats = (sysctl("machdep.cpu.features") or "") + " " + (sysctl("machdep.cpu.leaf7_features") or "")
+    flags = {f.lower().replace(".", "_") for f in feats.split()}
+    if platform.machine() == "arm64":
+        flags |= {"asimd"}
+    try:
+        physical = int(sysctl("hw.physicalcpu") or 0) or None
+    except ValueError:
+        physical = None
+    return sysctl("machdep.cpu.brand_string"), flags, physical
+
+
+@functools.lru_cache(maxsize=1)
+def _cpuinfo() -> dict[str, Any]:
+    text = _read("/proc/cpuinfo")
+    model, flags, physical = (None, set(), None)
+    if text:
+        model, flags, physical = _parse_cpuinfo(text)
+    elif sys.platform == "darwin":
+        model, flags, physical = _sysctl_cpuinfo()
+    model = model or platform.processor() or platform.machine() or None
+    return {"cpu_model": model, "cpu_isa": tuple(f for f in ISA_FLAGS if f in flags),
+            "cpu_cores_physical": physical}
+
+
+def cpu_info() -> dict[str, Any]:
+    """This machine's ``cpu_model``, ``cpu_isa`` (the ISA_FLAGS it has, in that order) and
+    ``cpu_cores_physical``, read once per process (/proc/cpuinfo on Linux, sysctl on macOS)."""
+    info = _cpuinfo()
+    return {**info, "cpu_isa": list(info["cpu_isa"])}
 
 
 def _dist_version(*names: str) -> Optional[str]:
@@ -235,38 +259,81 @@ def _blas_info() -> Optional[str]:
     return None
 
 
-def _cuda_versions(torch_version: Optional[str], driver_cuda: Optional[str]) -> tuple[Optional[str], Optional[str]]:
-    """CUDA runtime and cuDNN versions from installed wheels (no framework import)."""
-    cuda = _dist_version("nvidia-cuda-runtime-cu13", "nvidia-cuda-runtime-cu12",
-                         "nvidia-cuda-runtime-cu11", "nvidia-cuda-runtime")
-    if cuda is None and torch_version:
-        m = re.search(r"\+cu(\d+)(\d)$", torch_version)
-        if m:
-            cuda = f"{m.group(1)}.{m.group(2)}"
-    if cuda is None:
-        cuda = driver_cuda
-    cudnn = _dist_version("nvidia-cudnn-cu13", "nvidia-cudnn-cu12", "nvidia-cudnn-cu11",
-                          "nvidia-cudnn")
-    return cuda, cudnn
+# ---- software versions --------------------------------------------------------------------
+def version_declarations() -> dict[str, tuple[tuple[str, ...], frozenset]]:
+    """Every software version the fingerprint records: key -> (distributions, first installed
+    one wins; the devices whose winners a change of that version can overturn), in order.
 
-
-def fingerprint(threads: Optional[int] = None) -> dict[str, Any]:
-    """The machine and software a run was measured on (keys: FINGERPRINT_KEYS; None if absent).
-
-    ``threads`` is the run's thread count (default: all usable cores). ``cuda`` is the CUDA
-    runtime of the installed wheels (or torch's build tag, or failing both the driver's
-    supported version); ``cudnn`` the installed cuDNN wheel.
+    The core's own (CORE_VERSIONS, ``convbench`` last) and what each registered backend
+    declares in ``version_distributions``; a backend's versions matter on the devices it runs
+    on unless its ``version_devices`` narrows a key. Backends that fail to load are left out.
     """
+    from . import registry
+
+    dists = {k: list(names) for k, (names, _) in CORE_VERSIONS.items()}
+    devices = {k: set(devs) for k, (_, devs) in CORE_VERSIONS.items()}
+    for name in registry.list_backends():
+        try:
+            backend = registry.get_backend(name)
+        except ConvbenchError:
+            continue
+        for key, names in backend.version_distributions.items():
+            names = (names,) if isinstance(names, str) else tuple(names)
+            have = dists.setdefault(key, [])
+            have.extend(n for n in names if n not in have)
+            narrowed = backend.version_devices.get(key)
+            devices.setdefault(key, set()).update(narrowed or backend.capabilities.devices)
+    order = [k for k in dists if k != "convbench"] + ["convbench"]
+    return {k: (tuple(dists[k]), frozenset(devices[k])) for k in order}
+
+
+def version_keys(device: Optional[str] = None) -> tuple[str, ...]:
+    """The fingerprint's software-version keys; with ``device``, only those whose change can
+    overturn a winner measured on that device."""
+    return tuple(k for k, (_, devs) in version_declarations().items()
+                 if device is None or device in devs)
+
+
+def fingerprint_keys() -> tuple[str, ...]:
+    """The keys of :func:`fingerprint`, in its order (the registered backends add versions)."""
+    return MACHINE_KEYS + version_keys()
+
+
+def __getattr__(name: str) -> Any:
+    if name == "FINGERPRINT_KEYS":  # computed on use: the registered backends declare part of it
+        return fingerprint_keys()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+_CUDA_TAG = re.compile(r"\+cu(\d+)(\d)$")
+
+
+def _versions(gpu: Mapping[str, Optional[str]]) -> dict[str, Optional[str]]:
+    """Every declared version (package metadata, no import), plus the core's own sources."""
     import numpy as np
 
     from . import __version__
 
+    out = {k: _dist_version(*names) for k, (names, _) in version_declarations().items()}
+    out.update(driver=gpu["driver"], numpy=np.__version__, blas=_blas_info(), convbench=__version__)
+    if out["cuda"] is None:  # no runtime wheel: a build tag such as "2.3.0+cu121", else the driver's
+        tags = (_CUDA_TAG.search(v) for v in out.values() if isinstance(v, str))
+        m = next((t for t in tags if t), None)
+        out["cuda"] = f"{m.group(1)}.{m.group(2)}" if m else gpu["driver_cuda"]
+    return out
+
+
+def fingerprint(threads: Optional[int] = None) -> dict[str, Any]:
+    """The machine and software a run was measured on (keys: fingerprint_keys(); None if absent).
+
+    ``threads`` is the run's thread count (default: all usable cores). ``cuda`` is the CUDA
+    runtime of the installed wheels (or a declared version's ``+cuXY`` build tag, or failing
+    both the driver's supported version).
+    """
     threads = available_cores() if threads is None else _check_threads(threads)
-    cpu = _cpuinfo()
+    cpu = cpu_info()
     gpu = _nvidia_smi()
-    torch_v = _dist_version("torch")
-    cuda, cudnn = _cuda_versions(torch_v, gpu["driver_cuda"])
-    fp = {
+    machine = {
         "hostname": socket.gethostname(),
         "platform": platform.platform(),
         "python": f"{platform.python_implementation()} {platform.python_version()}",
@@ -277,21 +344,8 @@ def fingerprint(threads: Optional[int] = None) -> dict[str, Any]:
         "threads": threads,
         "gpu_name": gpu["gpu_name"],
         "gpu_cc": gpu["gpu_cc"],
-        "driver": gpu["driver"],
-        "cuda": cuda,
-        "cudnn": cudnn,
-        "numpy": np.__version__,
-        "blas": _blas_info(),
-        "scipy": _dist_version("scipy"),
-        "torch": torch_v,
-        "tensorflow": _dist_version("tensorflow", "tensorflow-cpu", "tensorflow-gpu",
-                                    "tensorflow-macos", "tf-nightly", "tf-nightly-cpu"),
-        "numba": _dist_version("numba"),
-        "triton": _dist_version("triton", "pytorch-triton", "triton-nightly"),
-        "convbench": __version__,
     }
-    return fp
-
+    return {**machine, **_versions(gpu)}
 
 def env_id(fp: Mapping[str, Any]) -> str:
     """16-hex-digit hash of the device part of a fingerprint (DEVICE_KEYS)."""
@@ -300,6 +354,66 @@ def env_id(fp: Mapping[str, Any]) -> str:
         part["cpu_isa"] = sorted(part["cpu_isa"])
     blob = json.dumps(part, sort_keys=True, separators=(",", ":"), default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+# ---- machine identity ---------------------------------------------------------------------
+#: The thread count a sweep uses by default: every core this process may run on.
+default_threads = available_cores
+
+
+def machine_key(env: Mapping[str, Any], device: str) -> str:
+    """16-hex key of the hardware that decides the winner: CPU model + ISA, or GPU name + cc."""
+    blob = json.dumps(_machine_parts(env, device), sort_keys=True, default=str).encode()
+    return hashlib.sha256(blob).hexdigest()[:16]
+
+
+def _machine_parts(env: Mapping[str, Any], device: str) -> dict[str, Any]:
+    if device == "cuda":
+        return {"gpu_name": env.get("gpu_name"), "gpu_cc": _str_or_none(env.get("gpu_cc"))}
+    isa = env.get("cpu_isa") or []
+    if isinstance(isa, str):
+        isa = isa.replace(",", " ").split()
+    return {"cpu_model": env.get("cpu_model"), "cpu_isa": sorted(str(f) for f in isa)}
+
+
+def machine_description(env: Mapping[str, Any], device: str) -> str:
+    """A human-readable name for the machine key's hardware."""
+    p = _machine_parts(env, device)
+    if device == "cuda":
+        return f"{p['gpu_name'] or 'unknown GPU'} (cc {p['gpu_cc'] or '?'})"
+    isa = ",".join(p["cpu_isa"]) or "no ISA flags"
+    return f"{p['cpu_model'] or 'unknown CPU'} ({isa})"
+
+
+def _str_or_none(v: Any) -> Optional[str]:
+    return None if v is None else str(v)
+
+
+_FP_MEMO: dict[Optional[int], dict[str, Any]] = {}
+_FP_LOCK = threading.Lock()
+
+
+def current_environment(threads: Optional[int] = None) -> dict[str, Any]:
+    """This machine's :func:`fingerprint`, taken once per process and thread count."""
+    with _FP_LOCK:
+        if threads in _FP_MEMO:
+            return _FP_MEMO[threads]
+    fp = fingerprint(threads)
+    with _FP_LOCK:
+        return _FP_MEMO.setdefault(threads, fp)
+
+
+def versions_from_environment(env: Mapping[str, Any]) -> dict[str, Optional[str]]:
+    """The software versions of a fingerprint (version_keys()), as strings (None where absent)."""
+    return {k: _str_or_none(env.get(k)) for k in version_keys()}
+
+
+def current_versions(device: str = "cpu") -> dict[str, Optional[str]]:
+    """The software versions installed now, in the fingerprint's format (read once per process).
+
+    ``device`` is accepted for symmetry with the staleness rule; every version is returned.
+    """
+    return versions_from_environment(current_environment())
 
 
 # ---- peak rates ---------------------------------------------------------------------------
@@ -381,4 +495,7 @@ def measure_peak(threads: int, budget_s: float = 2.0, *, gemm_n: int = 2048,
 
 
 __all__ = ["fingerprint", "env_id", "measure_peak", "set_thread_env", "available_cores",
-           "FINGERPRINT_KEYS", "DEVICE_KEYS", "ISA_FLAGS"]
+           "cpu_info", "cpu_counters", "fingerprint_keys", "version_declarations", "version_keys",
+           "machine_key", "machine_description", "current_environment", "current_versions",
+           "versions_from_environment", "default_threads", "DEVICE_KEYS", "ISA_FLAGS",
+           "MACHINE_KEYS", "CORE_VERSIONS"]

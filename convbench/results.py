@@ -14,13 +14,13 @@ import math
 import os
 import re
 import secrets
-import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, Optional, Sequence, Union
 
 from .errors import ResultsError
+from .files import write_atomic
 from .outcome import RECORD_FIELDS, STATUSES, TIMING_FIELDS, now_iso
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -81,30 +81,6 @@ def _finite(obj: Any) -> Any:
     return obj
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-    try:  # make the rename itself durable (POSIX)
-        dfd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dfd)
-        finally:
-            os.close(dfd)
-    except OSError:
-        pass
-
-
 class RunWriter:
     """Writes one run directory: ``meta.json`` atomically, records appended one line each.
 
@@ -135,7 +111,7 @@ class RunWriter:
         return cls(run_dir, meta, _reopen=True)
 
     def write_meta(self) -> None:
-        _write_atomic(self.meta_path, json.dumps(_finite(self.meta), default=_json_default, indent=2) + "\n")
+        write_atomic(self.meta_path, json.dumps(_finite(self.meta), default=_json_default, indent=2) + "\n")
 
     def update_meta(self, **changes: Any) -> None:
         self.meta.update(changes)

@@ -472,3 +472,40 @@ def test_cli_show_query_export_import_prune(tmp_path, capsys):
     assert cli_main(["cache", "prune", "--pattern", "*", "--cache", str(dst)]) == 0
     assert len(C.TunedCache(dst)) == 0
     assert cli_main(["cache", "prune", "--cache", str(dst)]) == 2  # no criterion: an error
+
+
+# ---- status and verify (the API under `convbench cache show/verify`) -------------------------
+def test_entry_status(tmp_path):
+    assert C.entry_status(make_entry()) == "current"
+    stale = make_entry(versions={**C.current_versions(), "numpy": "0.0.1-old"})
+    assert C.entry_status(stale).startswith("stale: numpy: 0.0.1-old -> ")
+    assert C.entry_status(make_entry(machine="f" * 16, versions={"numpy": "0"})) == "other machine"
+    assert C.stale_here(make_entry(machine="f" * 16)) is None
+
+
+def test_verify_re_times_this_machines_entries(tmp_path):
+    path = tmp_path / "c.sqlite"
+    with pytest.raises(CacheError, match="sample"):
+        C.verify(path, sample=-1)
+    empty = C.verify(path)
+    assert (empty.available, empty.rows) == (0, []) and not path.exists()
+    spec = cb.ConvSpec(n=1, c_in=2, c_out=3, input_size=(6, 6), kernel_size=3, name="tiny")
+    C.TunedCache(path).put_many([
+        make_entry(spec, candidate="numpy-direct:einsum@cpu", threads=1,
+                   timestamp="2001-01-01T00:00:00+00:00"),
+        make_entry(spec_i(5), machine="f" * 16, threads=1),           # another machine: not re-timed
+    ])
+    logged: list[str] = []
+    rep = C.verify(path, sample=0, budget_s=0.05, backends=["numpy-direct", "numpy-im2col"],
+                   out=tmp_path / "runs", update=True, log=logged.append)
+    assert rep.available == 1 and len(rep.rows) == 1 and logged
+    (row,) = rep.rows
+    assert row.entry.candidate == "numpy-direct:einsum@cpu"
+    assert row.winner_now.startswith(("numpy-direct:", "numpy-im2col:"))
+    assert row.fastest_now_s > 0 and row.cached_now_s >= row.fastest_now_s
+    assert row.regret == pytest.approx(row.cached_now_s / row.fastest_now_s) and row.regret >= 1
+    assert row.verdict in ("same winner", "CHANGED") or row.verdict.startswith("tie with ")
+    assert rep.changed == (row.verdict == "CHANGED") and rep.regrets == [row.regret]
+    assert len(rep.run_dirs) == 1 and Path(rep.run_dirs[0]).is_dir()
+    assert len(rep.updates) == 1 and rep.updates[0].written == 1
+    assert C.TunedCache(path).get(spec, threads=1).candidate == row.winner_now

@@ -159,3 +159,80 @@ def test_cpu_counters_on_this_machine():
         pytest.skip("no /proc/stat on this platform")
     steal, total, running = got
     assert 0 <= steal <= total and running >= 1
+
+
+# ---- versions come from the backends' declarations ------------------------------------------
+from convbench import registry  # noqa: E402
+from convbench.registry import Backend, Capabilities  # noqa: E402
+
+
+class VersionedBackend(Backend):
+    """Declares one library version everywhere it runs, and one that only matters on cuda."""
+
+    name = "versioned-test"
+    family = "test"
+    capabilities = Capabilities(devices=frozenset({"cpu", "cuda"}))
+    version_distributions = {"fakelib": ("convbench-no-such-dist",),
+                             "fakegpulib": ("convbench-no-such-gpu-dist",)}
+    version_devices = {"fakegpulib": ("cuda",)}
+
+    def algorithms(self, device="cpu"):
+        return ["x"]
+
+    def _prepare(self, spec, x, w, algorithm, device):  # pragma: no cover
+        raise AssertionError
+
+
+@pytest.fixture
+def versioned_backend():
+    registry.register(VersionedBackend)
+    yield
+    registry.unregister(VersionedBackend.name)
+
+
+def test_declared_versions_join_the_fingerprint_and_the_staleness_rule(versioned_backend):
+    from convbench.cache import stale_reasons
+
+    keys = envmod.fingerprint_keys()
+    assert "fakelib" in keys and "fakegpulib" in keys and keys[-1] == "convbench"
+    assert envmod.FINGERPRINT_KEYS == keys
+    fp = fingerprint(threads=1)
+    assert tuple(fp) == keys and fp["fakelib"] is None and fp["fakegpulib"] is None
+    assert "fakelib" in envmod.version_keys("cpu") and "fakegpulib" not in envmod.version_keys("cpu")
+    assert "fakegpulib" in envmod.version_keys("cuda")
+    old, new = {"fakelib": "1", "fakegpulib": "1"}, {"fakelib": "2", "fakegpulib": "2"}
+    assert stale_reasons(old, new, "cpu") == ["fakelib: 1 -> 2"]
+    assert sorted(stale_reasons(old, new, "cuda")) == ["fakegpulib: 1 -> 2", "fakelib: 1 -> 2"]
+    registry.unregister(VersionedBackend.name)
+    assert "fakelib" not in envmod.fingerprint_keys()
+
+
+def test_cuda_runtime_falls_back_to_a_build_tag_then_the_driver(versioned_backend, monkeypatch):
+    tagged = {("convbench-no-such-dist",): "2.3.0+cu121"}
+    monkeypatch.setattr(envmod, "_dist_version", lambda *names: tagged.get(names))
+    monkeypatch.setattr(envmod, "_blas_info", lambda: None)
+    gpu = {"driver": "550.1", "driver_cuda": "12.4"}
+    v = envmod._versions(gpu)
+    assert v["cuda"] == "12.1" and v["fakelib"] == "2.3.0+cu121" and v["driver"] == "550.1"
+    tagged.clear()
+    assert envmod._versions(gpu)["cuda"] == "12.4"
+    tagged[("convbench-no-such-gpu-dist",)] = "9.1"
+    assert envmod._versions(gpu)["fakegpulib"] == "9.1"
+
+
+def test_cpu_info_is_the_fingerprints_and_a_copy():
+    info = envmod.cpu_info()
+    fp = fingerprint(threads=1)
+    assert (info["cpu_model"], info["cpu_isa"]) == (fp["cpu_model"], fp["cpu_isa"])
+    info["cpu_isa"].append("madeup")
+    assert "madeup" not in envmod.cpu_info()["cpu_isa"]
+
+
+def test_machine_identity_lives_here():
+    fp = fingerprint(threads=1)
+    assert envmod.machine_key(fp, "cpu") == envmod.machine_key({**fp, "numpy": "0", "threads": 9}, "cpu")
+    assert envmod.machine_key(fp, "cpu") != envmod.machine_key({**fp, "cpu_model": "Other"}, "cpu")
+    assert envmod.machine_key(fp, "cuda") != envmod.machine_key(fp, "cpu")
+    assert envmod.current_environment() is envmod.current_environment()
+    assert set(envmod.current_versions()) == set(envmod.version_keys())
+    assert envmod.default_threads() == envmod.available_cores()

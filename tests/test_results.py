@@ -233,3 +233,19 @@ def test_pyperf_export_without_ok_records_is_an_error(tmp_path):
     d = make_run(tmp_path, records=[record(status="timeout")])
     with pytest.raises(ResultsError, match="no ok records"):
         to_pyperf(d, tmp_path / "x.json")
+
+
+# ---- durable atomic writes -------------------------------------------------------------------
+def test_write_atomic(tmp_path):
+    from convbench.files import write_atomic
+
+    target = tmp_path / "meta.json"
+    assert write_atomic(target, "first\n") is True
+    assert target.read_text() == "first\n"
+    assert write_atomic(target, b"second\n") is True                 # replaces by default
+    assert target.read_bytes() == b"second\n"
+    assert write_atomic(target, "third\n", overwrite=False) is False  # the existing file wins
+    assert target.read_text() == "second\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["meta.json"]  # no temporary left over
+    with pytest.raises(OSError):
+        write_atomic(tmp_path / "missing-dir" / "x.json", "x")

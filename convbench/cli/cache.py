@@ -2,14 +2,12 @@
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import math
-import random
 import sys
-import tempfile
 from typing import Any, Optional
 
+from ..fmt import fmt_time, geomean
 from ._table import print_table
 
 
@@ -72,7 +70,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     v.add_argument("--budget", type=float, default=None, metavar="SECONDS", help="timing budget per candidate")
     v.add_argument("--backends", "-b", nargs="+", default=None, metavar="PATTERN",
                    help="backends to re-time (default: all)")
-    from ..sweep import STRATEGIES
+    from ..strategies import STRATEGIES
 
     v.add_argument("--strategy", default="exhaustive", choices=sorted(STRATEGIES),
                    help="how to re-time: exhaustive (default) or race")
@@ -84,12 +82,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 # ---- helpers ------------------------------------------------------------------------------
-def _fmt(seconds: Optional[float]) -> str:
-    from ..sweep import fmt_time
-
-    return fmt_time(seconds)
-
-
 def _label(e: Any) -> str:
     from ..spec import ConvSpec
 
@@ -99,30 +91,20 @@ def _label(e: Any) -> str:
         return e.spec_key
 
 
-def _here() -> dict[str, str]:
-    from ..cache import current_environment, machine_key
-
-    env = current_environment()
-    return {d: machine_key(env, d) for d in ("cpu", "cuda")}
-
-
-def _status(e: Any, here: dict[str, str]) -> str:
-    from ..cache import current_versions, stale_reasons
-
-    if e.machine != here.get(e.device):
-        return "other machine"
-    reasons = stale_reasons(e.versions, current_versions(e.device), e.device)
-    return "stale: " + "; ".join(reasons) if reasons else "current"
+def _ratio(regret: Optional[float]) -> str:
+    if regret is None:
+        return "-"
+    return f"{regret:.3f}" if math.isfinite(regret) else "not ok now"
 
 
 # ---- actions ------------------------------------------------------------------------------
 def run_show(args: argparse.Namespace) -> int:
-    from ..cache import open_cache
+    from ..cache import entry_status, open_cache
 
     tc = open_cache(args.cache, create=False)
-    here = _here()
-    entries = [e for e in tc.entries(device=args.device)
-               if args.all_machines or e.machine == here.get(e.device)]
+    every = tc.entries(device=args.device)
+    status = {e.key: entry_status(e) for e in every}
+    entries = [e for e in every if args.all_machines or status[e.key] != "other machine"]
     if args.json:
         print(json.dumps([e.to_json() for e in entries], indent=1))
         return 0
@@ -134,16 +116,16 @@ def run_show(args: argparse.Namespace) -> int:
     rows = []
     for e in entries:
         margin = "-" if e.margin is None else f"{e.margin * 100:+.1f}%"
-        rows.append([_label(e), e.device, e.threads or "-", e.candidate, _fmt(e.median_s),
+        rows.append([_label(e), e.device, e.threads or "-", e.candidate, fmt_time(e.median_s),
                      e.runner_up or "-", margin, "yes" if e.decisive else "tie" if e.runner_up else "-",
-                     _status(e, here), e.run_id or "-"])
+                     status[e.key], e.run_id or "-"])
     print_table(["problem", "device", "threads", "winner", "median", "runner-up", "margin",
-                        "decisive", "status", "run"], rows)
+                 "decisive", "status", "run"], rows)
     return 0
 
 
 def run_query(args: argparse.Namespace) -> int:
-    from ..cache import lookup, open_cache
+    from ..cache import entry_status, lookup, open_cache
     from ..predict import predict
     from ..spec import ConvSpec
 
@@ -159,16 +141,15 @@ def run_query(args: argparse.Namespace) -> int:
         code = 1
     else:
         margin = "-" if choice.margin is None else f"{choice.margin * 100:+.1f}%"
-        print(f"choice:  {choice.candidate}  median {_fmt(choice.median_s)}  runner-up "
+        print(f"choice:  {choice.candidate}  median {fmt_time(choice.median_s)}  runner-up "
               f"{choice.runner_up or '-'} ({margin}, {'decisive' if choice.decisive else 'tie'})")
         print(f"tuned:   {choice.threads} threads, run {choice.run_id}, {choice.timestamp}")
         print("status:  " + ("stale: " + "; ".join(choice.stale_reasons) if choice.stale else "current"))
         code = 0
-    others = [e for e in tc.entries(spec_key=spec.key)]
+    others = tc.entries(spec_key=spec.key)
     if others:
-        here = _here()
-        rows = [[e.device, e.threads or "-", e.machine_desc or e.machine, e.candidate, _fmt(e.median_s),
-                 _status(e, here)] for e in others]
+        rows = [[e.device, e.threads or "-", e.machine_desc or e.machine, e.candidate,
+                 fmt_time(e.median_s), entry_status(e)] for e in others]
         print("\nall entries for this problem:")
         print_table(["device", "threads", "machine", "winner", "median", "status"], rows)
     return code
@@ -212,73 +193,24 @@ def run_prune(args: argparse.Namespace) -> int:
 
 
 def run_verify(args: argparse.Namespace) -> int:
-    from ..cache import open_cache, update_from_run
-    from ..errors import CacheError
-    from ..predict import geomean
-    from ..selection import select_winners
-    from ..spec import ConvSpec
-    from ..sweep import sweep
+    from ..cache import verify
 
-    tc = open_cache(args.cache, create=False)
-    here = _here()
-    mine = [e for e in tc.entries() if e.machine == here.get(e.device)]
-    if not mine:
-        print(f"cache {tc.path}: no entries for this machine; nothing to verify")
+    rep = verify(args.cache, sample=args.sample, seed=args.seed, budget_s=args.budget,
+                 backends=args.backends, strategy=args.strategy, update=args.update, out=args.out,
+                 log=lambda line: print(line, file=sys.stderr))
+    if not rep.available:
+        print(f"cache {rep.path}: no entries for this machine; nothing to verify")
         return 0
-    if args.sample < 0:
-        raise CacheError(f"--sample: {args.sample} must be >= 0 (0: every entry)")
-    picked = mine if args.sample == 0 or args.sample >= len(mine) else \
-        random.Random(args.seed).sample(mine, args.sample)
-    print(f"re-timing {len(picked)} of {len(mine)} entries of this machine in fresh worker processes ...",
-          file=sys.stderr)
-    groups: dict[tuple[int, str], list[Any]] = {}
-    for e in picked:
-        groups.setdefault((e.threads, e.device), []).append(e)
-    rows, ratios, changed = [], [], 0
-    for (threads, device), ents in sorted(groups.items()):
-        # problems keep the names they were swept under when those are unique
-        names = [str(e.spec.get("name") or "") for e in ents]
-        if not all(names) or len(set(names)) != len(names):
-            names = [f"entry{i + 1}" for i in range(len(ents))]
-        specs = [ConvSpec.from_dict({**e.spec, "name": nm}) for nm, e in zip(names, ents)]
-        with contextlib.ExitStack() as stack:
-            out_dir = args.out or stack.enter_context(tempfile.TemporaryDirectory(prefix="convbench-verify-"))
-            res = sweep(specs, backends=args.backends, device=device,
-                        threads=threads or None, budget_s=args.budget, out=out_dir, strategy=args.strategy,
-                        progress=False, update_cache=False, command=["convbench", "cache", "verify"],
-                        peak={"gemm_gflops": None, "gemm_dtype": "float32", "bandwidth_gbs": None,
-                              "note": "not measured by cache verify"})
-            winners = select_winners(res.records)
-            if args.update:
-                print(str(update_from_run(res.run_dir, cache=tc)), file=sys.stderr)
-            if args.out:
-                print(f"re-timing run kept in {res.run_dir}", file=sys.stderr)
-        for name, e in zip(names, ents):
-            w = winners.get((name, device))
-            recs = {r["candidate"]: r for r in res.records if r["problem"] == name}
-            old = recs.get(e.candidate)
-            if w is None:
-                rows.append([_label(e), e.candidate, "-", "-", "-", "-", "no candidate ok now"])
-                continue
-            old_med = old.get("median_s") if old and old.get("status") == "ok" else None
-            fastest = min(r["median_s"] for r in recs.values() if r.get("status") == "ok")
-            ratio = old_med / fastest if old_med else math.inf
-            if old_med:
-                ratios.append(ratio)
-            if w.candidate == e.candidate:
-                verdict = "same winner"
-            elif e.candidate in (w.tied or []):
-                verdict = f"tie with {w.candidate}"
-            else:
-                verdict = "CHANGED"
-                changed += 1
-            rows.append([_label(e), e.candidate, w.candidate, _fmt(old_med), _fmt(fastest),
-                         f"{ratio:.3f}" if math.isfinite(ratio) else "not ok now", verdict])
+    for note in [str(u) for u in rep.updates] + [f"re-timing run kept in {d}" for d in rep.run_dirs]:
+        print(note, file=sys.stderr)
+    rows = [[_label(r.entry), r.entry.candidate, r.winner_now or "-", fmt_time(r.cached_now_s),
+             fmt_time(r.fastest_now_s), _ratio(r.regret), r.verdict] for r in rep.rows]
     print_table(["problem", "cached choice", "winner now", "cached choice now", "fastest now",
-                        "ratio", "verdict"],
-                       rows)
-    if ratios:
+                 "ratio", "verdict"], rows)
+    regrets = rep.regrets
+    if regrets:
         print(f"\nregret of the cached choice (its median / fastest median, re-timed now): "
-              f"geometric mean {geomean(ratios):.3f}, worst {max(ratios):.3f} over {len(ratios)} entries")
-    print(f"{changed} of {len(picked)} winners changed")
-    return 1 if changed else 0
+              f"geometric mean {geomean(regrets):.3f}, worst {max(regrets):.3f} over "
+              f"{len(regrets)} entries")
+    print(f"{rep.changed} of {len(rep.rows)} winners changed")
+    return 1 if rep.changed else 0
