@@ -22,7 +22,7 @@ _LAZY = {
     "lookup": "convbench.cache",
     "conv": "convbench.dispatch",
     "load_results": "convbench.results",
-    "sweep": "convbench.sweep",
+    "sweep": "convbench.sweeping",
     "load_suite": "convbench.suites",
     "check_backend": "convbench.testing",
 }

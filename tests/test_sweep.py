@@ -1,6 +1,7 @@
 """`convbench sweep` end to end: run directory, records, winners, statuses, dry run, resume."""
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -195,7 +196,8 @@ def fakes():
 
 
 def test_statuses_are_recorded_and_the_sweep_goes_on(fakes, tmp_path):
-    from convbench.sweep import STRATEGIES, sweep
+    from convbench.strategies import STRATEGIES
+    from convbench.sweeping import sweep
 
     calls = []
 
@@ -247,7 +249,8 @@ def test_statuses_are_recorded_and_the_sweep_goes_on(fakes, tmp_path):
 
 def test_winners_reach_the_cache_as_problems_finish_so_an_interrupt_keeps_them(fakes, tmp_path):
     from convbench import cache as C
-    from convbench.sweep import STRATEGIES, sweep
+    from convbench.strategies import STRATEGIES
+    from convbench.sweeping import sweep
 
     seen = []
 
@@ -277,7 +280,7 @@ def test_winners_reach_the_cache_as_problems_finish_so_an_interrupt_keeps_them(f
 
 def test_a_garbage_cache_stops_the_sweep_before_measuring_and_is_left_alone(fakes, tmp_path):
     from convbench.errors import CacheError
-    from convbench.sweep import sweep
+    from convbench.sweeping import sweep
 
     bad = tmp_path / "tuned.sqlite"
     bad.write_bytes(b"not a database, " * 100)
@@ -293,8 +296,8 @@ def test_a_garbage_cache_stops_the_sweep_before_measuring_and_is_left_alone(fake
 
 def test_unknown_strategy_and_bad_budget(tmp_path):
     import convbench
-    import convbench.sweep  # noqa: F401 - rebinds convbench.sweep to the module: still callable
-    from convbench.sweep import sweep
+    import convbench.sweeping  # noqa: F401 - the module has its own name: convbench.sweep stays the function
+    from convbench.sweeping import sweep
 
     suite = suite_from_specs([ConvSpec(n=1, c_in=1, c_out=1, input_size=(4,), kernel_size=3)])
     with pytest.raises(ConvbenchError, match="not a strategy"):
@@ -307,7 +310,7 @@ def test_unknown_strategy_and_bad_budget(tmp_path):
 def test_resume_after_a_simulated_kill(fakes, tmp_path):
     """A run cut off mid-record (partial last line, meta not finished) is completed by resume."""
     from convbench.results import ResultsWarning
-    from convbench.sweep import sweep
+    from convbench.sweeping import sweep
 
     suite = suite_from_specs([ConvSpec(n=1, c_in=1, c_out=2, input_size=(6,), kernel_size=3, name=f"p{i}")
                               for i in range(3)])
@@ -405,3 +408,147 @@ def test_parent_never_imports_frameworks(tmp_path):
     """)
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600)
     assert out.returncode == 0 and "clean" in out.stdout, out.stderr
+
+
+# ---- what a newcomer meets: --resume of the wrong folder, output at 80 columns --------------
+def test_resume_of_the_out_folder_names_its_runs(cli_run):
+    _, run_dir = cli_run
+    res = cli("sweep", "--resume", str(run_dir.parent), "--no-cache")
+    assert res.returncode == 2
+    assert run_dir.name in res.stderr and "holds runs, not a run" in res.stderr
+    assert f"--resume {run_dir}" in res.stderr
+
+
+def test_find_run_dir_lists_the_most_recent_run_first(tmp_path):
+    from convbench.errors import ResultsError
+    from convbench.sweep_options import find_run_dir
+
+    for i, name in enumerate(["20260101-000000-a-000001", "20250101-000000-b-000002", "notes"]):
+        (tmp_path / name).mkdir()
+        if name != "notes":
+            meta = tmp_path / name / "meta.json"
+            meta.write_text("{}")
+            os.utime(meta, (1000 + i * 100, 1000 + i * 100))  # b was written last
+    with pytest.raises(ResultsError) as err:
+        find_run_dir(tmp_path, tmp_path)
+    msg = str(err.value)
+    assert msg.index("20250101-000000-b-000002") < msg.index("20260101-000000-a-000001")
+    assert "notes" not in msg
+    assert find_run_dir("20260101-000000-a-000001", tmp_path) == tmp_path / "20260101-000000-a-000001"
+
+
+def test_fit_fields_drops_whole_fields_never_cuts_one():
+    from convbench.sweep_progress import fit_fields
+
+    fields = [(2, "problem 3/10"), (1, "ds_cnn.conv_ds_1.depthwise"), (0, "numpy-direct:tensordot@cpu")]
+    assert fit_fields(fields, 200) == "problem 3/10 ds_cnn.conv_ds_1.depthwise numpy-direct:tensordot@cpu"
+    assert fit_fields(fields, 60) == "ds_cnn.conv_ds_1.depthwise numpy-direct:tensordot@cpu"
+    assert fit_fields(fields, 40) == "numpy-direct:tensordot@cpu"
+    assert fit_fields(fields, 10) == "numpy-direct:tensordot@cpu"  # the candidate always stays whole
+
+
+class _Terminal:
+    """A stream that says it is a terminal and keeps what is written."""
+
+    def __init__(self):
+        self.text = ""
+
+    def write(self, s):
+        self.text += s
+        return len(s)
+
+    def flush(self):
+        pass
+
+    def isatty(self):
+        return True
+
+
+def test_plain_progress_line_fits_the_terminal(monkeypatch):
+    from convbench.sweep_progress import Progress
+
+    monkeypatch.setenv("COLUMNS", "80")
+    term = _Terminal()
+    prog = Progress(True, 12, term, use_rich=False)
+    prog.set_total(480)
+    cand = "numpy-fft:rfft-precomputed-weights@cpu"
+    for i in range(3):
+        prog.start(11, "resnet50.layer3.0.downsample.conv", cand)
+        prog.finish_one({"status": "ok", "problem": "p", "candidate": cand, "median_s": 1e-3}, True)
+    prog.close()
+    shown = [seg for seg in term.text.replace("\x1b[K", "").split("\r") if seg]
+    assert shown and all(len(seg) < 80 for seg in shown)
+    assert all(cand in seg for seg in shown)
+
+
+def _result_with(records, suite):
+    from convbench.sweeping import SweepResult
+
+    return SweepResult(None, records, select_winners(records), {"device": "cpu", "suite": "t",
+                                                                 "threads": 1}, suite)
+
+
+def _rec(problem, cand, median, half_ci, spec):
+    backend, algorithm = cand.split("@")[0].split(":")
+    return {"problem": problem, "candidate": cand, "backend": backend, "algorithm": algorithm,
+            "device": "cpu", "spec_key": spec.key, "status": "ok", "median_s": median,
+            "ci_low_s": median - half_ci, "ci_high_s": median + half_ci, "gflops": 1.0,
+            "timestamp": "2026-01-01T00:00:00Z"}
+
+
+def test_winners_table_fits_80_columns_with_a_legend(monkeypatch, capsys):
+    from convbench.cli.sweep import print_result
+
+    specs = [ConvSpec(n=32, c_in=256, c_out=256, input_size=(56, 56), kernel_size=3, padding=1,
+                      name="layer1.0.conv2.depthwise"),
+             ConvSpec(n=1, c_in=2, c_out=2, input_size=(5, 5), kernel_size=3, name="small")]
+    a, b, c = "numpy-direct:tensordot@cpu", "numpy-fft:rfft-precomputed-weights@cpu", "numpy-im2col:gemm@cpu"
+    s0, s1 = specs[0].replace(name=""), specs[1].replace(name="")
+    records = [_rec(specs[0].name, a, 1.0e-3, 1e-5, s0), _rec(specs[0].name, b, 2.0e-3, 1e-5, s0),
+               _rec("small", a, 1.0e-3, 1e-4, s1), _rec("small", c, 1.05e-3, 1e-4, s1)]
+    result = _result_with(records, suite_from_specs(specs))
+
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+
+    out = Tty()
+    monkeypatch.setattr(sys, "stdout", out)
+    monkeypatch.setenv("COLUMNS", "80")
+    print_result(result)
+    text = re.sub(r"\x1b\[[0-9;]*m", "", out.getvalue())
+    lines = text.splitlines()
+    assert all(len(line) <= 80 for line in lines), text
+    rows = [line for line in lines if line.startswith(specs[0].name)]
+    assert len(rows) == 1 and a in rows[0]                          # the name whole, on its row
+    assert any(line.startswith("small ") and "tie (2)" in line for line in lines)
+    assert any(line.startswith("verdict: ") for line in lines)        # the legend says what it means
+    assert "decisive: the winner's 95% confidence interval" in text
+    assert "tie (N): N candidates' medians lie inside" in text
+    assert "close:" not in text                                       # only verdicts shown are explained
+    assert "Not shown for lack of width: shape, GFLOP/s" in text
+
+
+def test_verdicts():
+    from types import SimpleNamespace as W
+
+    from convbench.sweep_table import verdict
+
+    assert verdict(W(runner_up=None, decisive=True, tied=["a"], candidate="a")) == "only one ok"
+    assert verdict(W(runner_up="b", decisive=True, tied=["a"], candidate="a")) == "decisive"
+    assert verdict(W(runner_up="b", decisive=False, tied=["a"], candidate="a")) == "close"
+    assert verdict(W(runner_up="b", decisive=False, tied=["a", "b"], candidate="a")) == "tie (2)"
+    assert verdict(W(runner_up="a", decisive=False, tied=["a", "b"], candidate="b")) == "tie (2), robust pick"
+
+
+def test_sweep_options_are_validated_in_one_place():
+    from convbench.sweep_options import SweepOptions
+
+    for kw, message in (({"threads": 0}, "threads: 0"), ({"device": "tpu"}, "device: 'tpu'"),
+                        ({"timeout_s": -1}, "timeout: -1.0"), ({"threads": "many"}, "threads: 'many'"),
+                        ({"min_samples": 0}, "min_samples: 0")):
+        with pytest.raises(ConvbenchError, match=re.escape(message)):
+            SweepOptions.from_arguments(**{"threads": 1, **kw})
+    opts = SweepOptions.from_arguments(threads=2, budget_s=None, backends="numpy-*", max_call_s=0)
+    assert opts.budget_s == 0.2 and opts.backends == ("numpy-*",)
+    assert opts.task_settings()["max_call_s"] is None                 # 0: no per-call limit

@@ -15,7 +15,7 @@ from convbench.reference import reference
 from convbench.registry import Backend, Capabilities, Prepared
 from convbench.spec import numpy_dtype
 from convbench.timing import summarize
-from convbench.tuner import RaceConfig, RoundParams, race_candidates
+from convbench.strategies import RaceConfig, RoundParams, race_candidates
 
 SPEC = cb.ConvSpec(n=1, c_in=2, c_out=3, input_size=(6, 6), kernel_size=3, padding=1, name="tiny")
 
@@ -215,7 +215,8 @@ def sleep_backend():
 
 
 def test_sweep_race_with_workers(tmp_path, monkeypatch, sleep_backend):
-    from convbench.sweep import STRATEGIES, sweep
+    from convbench.strategies import STRATEGIES
+    from convbench.sweeping import sweep
 
     assert "race" in STRATEGIES
     counter = tmp_path / "wrong-calls"

@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+from typing import Any
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    from ..sweep import DEFAULT_BUDGET_S, DEFAULT_MAX_CALL_S, DEFAULT_TIMEOUT_S, STRATEGIES
+    from ..strategies import STRATEGIES
+    from ..sweep_options import DEFAULT_BUDGET_S, DEFAULT_MAX_CALL_S, DEFAULT_TIMEOUT_S
 
     p = sub.add_parser(
         "sweep", help="verify and time every candidate on a suite's problems",
@@ -50,43 +52,41 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _print_table(result, use_rich: bool) -> None:
-    from ..sweep import _winner_rows, format_plan, format_winners
+def print_result(result: Any) -> None:
+    """The winners table (or a dry run's plan) on stdout. On a terminal it fits the width,
+    leaving out optional columns first; piped, every column is kept and each problem stays
+    on one line (for files, grep and diff)."""
+    from .. import sweep_table as st
+    from ._table import format_table, print_table, print_text
 
     if result.dry_run:
-        print(format_plan(result))
+        for line in st.plan_summary(result):
+            print_text(line)
+        print()
+        print_table(st.PLAN_HEADERS, st.plan_rows(result), right=("run", "unsupported"))
         return
-    if use_rich:
-        try:
-            from rich.console import Console
-            from rich.table import Table
-        except ImportError:
-            use_rich = False
-    if not use_rich:
-        print(format_winners(result))
+    rows = st.winner_rows(result)
+    if not rows:
+        print(f"(no records)\n\n{st.records_line(result)}")
         return
-    head, rows = _winner_rows(result)
-    console = Console()
-    keep = list(range(len(head)))
-    if console.width < 160:  # a narrow terminal: the shape and GFLOP/s columns go first
-        keep = [i for i, h in enumerate(head) if h not in ("shape", "GFLOP/s")]
-    table = Table(title=f"winners: {result.meta.get('suite', '')} ({result.meta.get('device', 'cpu')}, "
-                        f"{result.meta.get('threads')} threads)")
-    for i in keep:
-        table.add_column(head[i], no_wrap=head[i] in ("median", "margin"), overflow="fold",
-                         min_width=6)
-    for r in rows:
-        table.add_row(*(r[i] for i in keep))
-    console.print(table)
-    counts = result.status_counts()
-    console.print(f"{len(result.records)} records in {result.run_dir}: "
-                  + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())))
+    legend = st.winner_legend(rows)
+    if sys.stdout.isatty():
+        title = (f"winners: {result.meta.get('suite', '')} ({result.meta.get('device', 'cpu')}, "
+                 f"{result.meta.get('threads')} threads)")
+        print_table(st.WINNER_HEADERS, rows, title=title, right=st.WINNER_RIGHT,
+                    drop=st.WINNER_OPTIONAL, legend=legend)
+    else:
+        print(format_table(st.WINNER_HEADERS, rows, right=st.WINNER_RIGHT, width=10 ** 6))
+        for name, text in legend.items():
+            print_text(f"{name}: {text}")
+    print()
+    print_text(st.records_line(result))
 
 
 def run(args: argparse.Namespace) -> int:
     from ..errors import SuiteError
     from ..suites import list_suites, load_suite, merge_suites, suite_from_specs
-    from ..sweep import sweep
+    from ..sweeping import sweep
 
     suite = args.suite
     if suite is None and args.backends and len(args.backends) > 1:
@@ -108,5 +108,5 @@ def run(args: argparse.Namespace) -> int:
                    strategy=args.strategy, cold_cache=args.cold_cache, timeout_s=args.timeout, max_call_s=args.max_call,
                    progress=not args.quiet, update_cache=not args.no_cache, cache=args.cache,
                    command=["convbench"] + sys.argv[1:] if sys.argv else None)
-    _print_table(result, use_rich=sys.stdout.isatty())
+    print_result(result)
     return 0

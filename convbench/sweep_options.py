@@ -1,0 +1,224 @@
+"""What a sweep is asked to do: its settings (validated in one place), its suite, its
+backends, and, for ``--resume``, the run it continues and the settings that run fixed."""
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, Optional, Sequence
+
+from .errors import ConvbenchError, ResultsError, SuiteError, UnknownBackendError
+from .spec import ConvSpec
+from .suites import Problem, Suite, load_suite, suite_from_specs
+
+#: Seconds of timing per candidate unless --budget says otherwise (the timer stops earlier when
+#: the CI of the median is within +-1%). Chosen so `convbench sweep quick` stays under a
+#: minute on 2 cores with the numpy/scipy/torch/tensorflow backends.
+DEFAULT_BUDGET_S = 0.2
+#: Hard limit per candidate (verification + preparation + timing) before its worker is killed.
+DEFAULT_TIMEOUT_S = 120.0
+#: a candidate whose single call exceeds this many seconds is recorded as timeout, not timed
+DEFAULT_MAX_CALL_S = 1.0
+#: Time spent measuring the peak GEMM rate and bandwidth at the start of a run.
+PEAK_BUDGET_S = 1.0
+DEVICES = ("cpu", "cuda")
+
+#: settings a run records at the top of meta.json and keeps when resumed
+RUN_SETTINGS = ("seed", "threads", "device", "budget_s", "strategy", "cold_cache", "timeout_s",
+                "max_call_s")
+#: problem overrides a run records under meta["overrides"]
+OVERRIDES = ("n", "dtype", "layout")
+
+
+@dataclass(frozen=True)
+class SweepOptions:
+    """Every setting of one sweep; an invalid value is a ConvbenchError naming it."""
+
+    threads: int
+    device: str = "cpu"
+    budget_s: float = DEFAULT_BUDGET_S
+    seed: int = 0
+    strategy: str = "exhaustive"
+    cold_cache: bool = False
+    timeout_s: float = DEFAULT_TIMEOUT_S
+    max_call_s: float = DEFAULT_MAX_CALL_S  # <= 0: no limit
+    backends: Optional[tuple[str, ...]] = None  # name patterns as given; None: every backend
+    n: Optional[int] = None                     # overrides applied to every problem
+    dtype: Optional[str] = None
+    layout: Optional[str] = None
+    verify_batch: int = 2
+    min_samples: int = 10
+    max_samples: int = 10000
+    rel_ci: float = 0.01
+
+    def __post_init__(self) -> None:
+        from .strategies import STRATEGIES
+
+        if self.device not in DEVICES:
+            raise ConvbenchError(f"device: {self.device!r} is not a device; use cpu or cuda")
+        if not (isinstance(self.threads, int) and self.threads >= 1):
+            raise ConvbenchError(f"threads: {self.threads!r} must be an integer >= 1")
+        for what in ("budget_s", "timeout_s"):
+            value = getattr(self, what)
+            if not (isinstance(value, (int, float)) and value > 0):
+                raise ConvbenchError(f"{what.replace('_s', '')}: {value!r} must be a number of seconds > 0")
+        if self.strategy not in STRATEGIES:
+            raise ConvbenchError(f"strategy: {self.strategy!r} is not a strategy; use one of "
+                                 f"{', '.join(sorted(STRATEGIES))}")
+        if not (isinstance(self.min_samples, int) and 1 <= self.min_samples <= self.max_samples):
+            raise ConvbenchError(f"min_samples: {self.min_samples!r} must be an integer between 1 "
+                                 f"and max_samples ({self.max_samples})")
+
+    @classmethod
+    def from_arguments(cls, **given: Any) -> "SweepOptions":
+        """The options of :func:`convbench.sweep`'s keyword arguments (None: the default)."""
+        from .environment import available_cores
+
+        values = {k: v for k, v in given.items() if v is not None}
+        values.setdefault("threads", available_cores())
+        for what, kind in (("threads", int), ("seed", int), ("budget_s", float), ("timeout_s", float),
+                           ("max_call_s", float), ("cold_cache", bool)):
+            if what in values:
+                try:
+                    values[what] = kind(values[what])
+                except (TypeError, ValueError):
+                    raise ConvbenchError(f"{what}: {values[what]!r} is not a {kind.__name__}") from None
+        if isinstance(values.get("backends"), str):
+            values["backends"] = (values["backends"],)
+        if values.get("backends") is not None:
+            values["backends"] = tuple(values["backends"])
+        return cls(**values)
+
+    def task_settings(self) -> dict[str, Any]:
+        """The worker Task fields every candidate of this sweep shares."""
+        return dict(seed=self.seed, budget_s=self.budget_s, timeout_s=self.timeout_s, verify=True,
+                    verify_batch=self.verify_batch, cold_cache=self.cold_cache,
+                    min_samples=self.min_samples, max_samples=self.max_samples, rel_ci=self.rel_ci,
+                    max_call_s=self.max_call_s if self.max_call_s > 0 else None)
+
+    def run_meta(self) -> dict[str, Any]:
+        """What meta.json records of these options (and --resume reads back)."""
+        meta = {k: getattr(self, k) for k in RUN_SETTINGS}
+        meta["backends"] = None if self.backends is None else list(self.backends)
+        meta["overrides"] = {k: getattr(self, k) for k in OVERRIDES}
+        return meta
+
+
+def resolve_suite(suite: Any, opts: SweepOptions) -> Suite:
+    """The suite to sweep, the overrides applied; SuiteError if there is none or it is empty."""
+    over = dict(n=opts.n, dtype=opts.dtype, layout=opts.layout)
+    if suite is None:
+        raise SuiteError("no suite given: name a suite, a suite/batch file or --spec descriptors")
+    if isinstance(suite, Suite):
+        the_suite = suite.with_overrides(**over)
+    elif isinstance(suite, (ConvSpec, list, tuple)):
+        specs = [suite] if isinstance(suite, ConvSpec) else suite
+        the_suite = suite_from_specs(specs).with_overrides(**over)
+    elif isinstance(suite, (str, os.PathLike)):
+        the_suite = load_suite(suite, **over)
+    else:
+        raise SuiteError(f"suite: {suite!r} is not a suite name, file, Suite, ConvSpec or list of specs")
+    if not the_suite.problems:
+        raise SuiteError(f"suite {the_suite.name!r} has no problems")
+    return the_suite
+
+
+def select_backends(patterns: Optional[Sequence[str]]) -> list[str]:
+    """The registered backend names matching ``patterns`` (comma-separated allowed; None: all)."""
+    from .registry import list_backends
+
+    if patterns is None:
+        return list_backends()
+    pats = [p.strip() for item in patterns for p in str(item).split(",") if p.strip()]
+    names = list_backends(pats)
+    if not names:
+        raise UnknownBackendError(f"--backends {' '.join(pats)}: matches no backend; known backends: "
+                                  f"{', '.join(list_backends()) or 'none'}")
+    return names
+
+
+# ---- --resume ------------------------------------------------------------------------------
+@dataclass
+class Resumed:
+    """The run a sweep continues: its directory, meta, the records it already holds."""
+
+    run_dir: Path
+    meta: dict[str, Any]
+    records: list[dict] = field(default_factory=list)
+
+    @property
+    def done_pairs(self) -> set[tuple[str, str]]:
+        return {(r.get("problem"), r.get("candidate")) for r in self.records}
+
+
+def find_run_dir(resume: Any, out_dir: Path) -> Path:
+    """The run directory ``resume`` names (a path, or a run id under ``out_dir``). A folder
+    of runs (such as ``--out``) is refused with the runs it holds, most recently written first."""
+    run_dir = Path(resume)
+    if not run_dir.is_dir() and (out_dir / str(resume)).is_dir():
+        run_dir = out_dir / str(resume)
+    if not run_dir.is_dir():
+        raise ResultsError(f"--resume {resume}: no such run directory")
+    if not (run_dir / "meta.json").is_file():
+        metas = [p / "meta.json" for p in run_dir.iterdir() if (p / "meta.json").is_file()]
+        runs = [m.parent.name for m in sorted(metas, key=lambda m: m.stat().st_mtime, reverse=True)]
+        if runs:
+            more = f" and {len(runs) - 5} more" if len(runs) > 5 else ""
+            raise ResultsError(
+                f"--resume {resume}: this folder holds runs, not a run; pass the run to continue, "
+                f"e.g. --resume {run_dir / runs[0]} (runs here, most recent first: "
+                f"{', '.join(runs[:5])}{more})")
+    return run_dir
+
+
+def _suite_from_meta(meta: Mapping[str, Any]) -> Suite:
+    items = meta.get("problem_list")
+    if not items:
+        raise ResultsError("the run's meta.json holds no problem_list; it cannot be resumed")
+    suite = Suite(name=str(meta.get("suite") or "resumed"), source=str(meta.get("suite_source") or ""))
+    for item in items:
+        name, spec_dict = item[0], item[1]
+        suite.problems.append(Problem(name, ConvSpec.from_dict(spec_dict)))
+        suite.counts[name] = int(item[2]) if len(item) > 2 else 1
+    return suite
+
+
+def _recorded_options(meta: Mapping[str, Any], tuning: Mapping[str, Any]) -> SweepOptions:
+    defaults = {"seed": 0, "device": "cpu", "budget_s": DEFAULT_BUDGET_S, "strategy": "exhaustive",
+                "cold_cache": False, "timeout_s": DEFAULT_TIMEOUT_S, "max_call_s": DEFAULT_MAX_CALL_S}
+    values = {k: meta.get(k, defaults.get(k)) for k in RUN_SETTINGS}
+    values.update((meta.get("overrides") or {}).items())
+    values["backends"] = meta.get("backends")
+    return SweepOptions.from_arguments(**values, **tuning)
+
+
+def resume_run(resume: Any, out_dir: Path, suite: Any, given: Mapping[str, Any],
+               tuning: Mapping[str, Any]) -> tuple[SweepOptions, Suite, Resumed]:
+    """The options and suite of the run ``resume`` continues. A setting given now must equal
+    the run's (ConvbenchError naming both otherwise): a resumed run keeps its settings."""
+    from .results import read_meta, read_records
+
+    run_dir = find_run_dir(resume, out_dir)
+    meta = read_meta(run_dir)
+    opts = _recorded_options(meta, tuning)
+    recorded = asdict(opts)
+    recorded["backends"] = meta.get("backends")
+    for what, value in given.items():
+        if what == "backends" and value is not None:
+            value = [value] if isinstance(value, str) else list(value)
+        if value is not None and value != recorded[what]:
+            raise ConvbenchError(f"--resume: {what}={value!r} conflicts with the run's "
+                                 f"{what}={recorded[what]!r}; leave it out to keep the run's value")
+    the_suite = _suite_from_meta(meta)
+    if suite is not None:
+        given_suite = resolve_suite(suite, opts)
+        if [(p.name, p.spec.key) for p in given_suite] != [(p.name, p.spec.key) for p in the_suite]:
+            raise ConvbenchError(f"--resume: suite {given_suite.name!r} is not the run's suite "
+                                 f"({the_suite.name!r}); leave SUITE out to resume")
+    records = read_records(run_dir) if (run_dir / "records.jsonl").exists() else []
+    return opts, the_suite, Resumed(run_dir, meta, records)
+
+
+__all__ = ["SweepOptions", "Resumed", "resolve_suite", "select_backends", "find_run_dir",
+           "resume_run", "DEFAULT_BUDGET_S", "DEFAULT_TIMEOUT_S", "DEFAULT_MAX_CALL_S",
+           "PEAK_BUDGET_S"]

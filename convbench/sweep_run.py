@@ -1,0 +1,151 @@
+"""A sweep's run directory (meta.json and records.jsonl, new or resumed) and the tuned-cache
+updates it makes as each problem finishes.
+
+The machine's peak GEMM rate and memory bandwidth are measured once per new run, before the
+sweep, by :func:`convbench.environment.measure_peak` in a fresh subprocess whose BLAS is
+pinned to the run's thread count, and stored in meta.json (``peak``); each record's
+``peak_pct`` is its GFLOP/s over that GEMM rate.
+"""
+from __future__ import annotations
+
+import os
+import sqlite3
+import sys
+import warnings
+from pathlib import Path
+from typing import Any, Callable, Mapping, Optional, Sequence
+
+from .errors import ConvbenchError, ResultsError
+from .outcome import now_iso
+from .suites import Suite
+from .sweep_options import PEAK_BUDGET_S, Resumed, SweepOptions
+
+
+def load_avg() -> Optional[float]:
+    """The 1-minute load average (recorded in meta: timings taken on a busy machine are suspect)."""
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):
+        return None
+
+
+def _peak(threads: int, note: Callable[[str], None]) -> dict[str, Any]:
+    from .environment import measure_peak
+
+    note("measuring peak GEMM rate and memory bandwidth ...")
+    try:
+        return measure_peak(threads, PEAK_BUDGET_S)
+    except ConvbenchError as exc:
+        warnings.warn(f"peak calibration failed, peak_pct will be null: {exc}", stacklevel=3)
+        return {"gemm_gflops": None, "gemm_dtype": "float32", "bandwidth_gbs": None, "error": str(exc)}
+
+
+def open_run(out_dir: Path, suite: Suite, opts: SweepOptions, resumed: Optional[Resumed], *,
+             n_candidates: int, shuffle_seed: int, peak: Optional[Mapping[str, Any]],
+             command: Optional[Sequence[str]], note: Callable[[str], None]) -> Any:
+    """The RunWriter of a new run under ``out_dir``, or of the ``resumed`` one reopened (on
+    the machine it was started on: ResultsError otherwise)."""
+    from . import __version__
+    from .environment import env_id, fingerprint
+    from .results import RunWriter, new_run_id
+
+    fp = fingerprint(opts.threads)
+    eid = env_id(fp)
+    if resumed is not None:
+        if resumed.meta.get("env_id") and resumed.meta["env_id"] != eid:
+            raise ResultsError(
+                f"--resume: this machine's env_id {eid} differs from the run's "
+                f"{resumed.meta['env_id']} (another machine, CPU or thread count); start a new run")
+        writer = RunWriter.reopen(resumed.run_dir)
+        writer.update_meta(candidates=n_candidates, finished=None, env_id=resumed.meta.get("env_id") or eid,
+                           resumed=list(resumed.meta.get("resumed") or []) + [now_iso()])
+        return writer
+    peak = dict(peak) if peak is not None else _peak(opts.threads, note)
+    run_id = new_run_id(suite.name)
+    meta = {
+        "run_id": run_id, "suite": suite.name, "created": now_iso(),
+        "command": list(sys.argv if command is None else command),
+        **opts.run_meta(),  # seed, threads, device, budget_s, strategy, ..., backends, overrides
+        "convbench_version": __version__, "environment": fp, "env_id": eid, "peak": peak,
+        "shuffle_seed": shuffle_seed, "problems": len(suite.problems), "candidates": n_candidates,
+        "finished": None, "load_avg_start": load_avg(),
+        # beyond the schema: what --resume needs to continue the same run
+        "suite_source": suite.path or suite.source,
+        "problem_list": [[p.name, p.spec.to_dict(), suite.counts.get(p.name, 1)] for p in suite.problems],
+    }
+    return RunWriter(out_dir / run_id, meta)
+
+
+def finish_run(writer: Any, threads: int, stream: Any) -> None:
+    """Mark the run finished; warn when the machine was busy while it measured."""
+    from .environment import available_cores
+
+    end = load_avg()
+    writer.update_meta(load_avg_end=end)
+    writer.finish()
+    busy = max([v for v in (writer.meta.get("load_avg_start"), end) if v is not None] or [0.0])
+    cores = available_cores()
+    if busy > cores + 1:  # the sweep itself keeps about `threads` cores busy
+        print(f"convbench sweep: warning: the machine was busy while measuring (1-minute load "
+              f"average {busy:.1f} on {cores} usable cores, threads={threads}); other processes "
+              f"shared the cores, so these timings are not trustworthy - re-run on a quiet machine",
+              file=stream)
+
+
+class CacheUpdates:
+    """Stores winners in the tuned cache as each problem finishes, so a killed or interrupted
+    sweep keeps what it finished (and concurrent sweeps interleave their transactions). A
+    cache that cannot be written is reported once at the end; measuring goes on."""
+
+    def __init__(self, cache: Any) -> None:
+        self.cache = cache
+        self.tc: Any = None
+        self.written = self.unchanged = self.no_winner = 0
+        self.error: Optional[str] = None
+
+    def open(self) -> None:
+        """Open (creating or validating) the cache before measuring: a file that is not a
+        convbench cache stops the sweep with its CacheError here, not after an hour."""
+        from .cache import open_cache
+
+        self.tc = open_cache(self.cache)
+        self.tc.entries(spec_key="")  # reads it: validation happens on the first connection
+
+    def store(self, records: Sequence[Mapping[str, Any]], meta: Mapping[str, Any]) -> None:
+        """Store the winner of the problem(s) ``records`` belong to."""
+        if self.error is not None or not records:
+            return
+        from .cache import entries_from_run, open_cache
+
+        try:
+            if self.tc is None:
+                self.tc = open_cache(self.cache)
+            entries, no_winner, _ = entries_from_run(list(records), meta)
+            written = self.tc.put_many(entries, replace="newer")
+        except (ConvbenchError, sqlite3.Error, OSError) as exc:
+            self.error = f"{type(exc).__name__}: {exc}" if not isinstance(exc, ConvbenchError) else str(exc)
+            return
+        self.written += written
+        self.unchanged += len(entries) - written
+        self.no_winner += no_winner
+
+    def store_finished(self, records: Sequence[Mapping[str, Any]], unfinished: set[str],
+                       meta: Mapping[str, Any]) -> None:
+        """Store the problems of a resumed run that its earlier process finished."""
+        by_problem: dict[str, list[Mapping[str, Any]]] = {}
+        for r in records:
+            if r["problem"] not in unfinished:
+                by_problem.setdefault(r["problem"], []).append(r)
+        for recs in by_problem.values():
+            self.store(recs, meta)
+
+    def report(self, run_id: Optional[str]) -> str:
+        if self.error is not None:
+            return f"tuned cache not updated: {self.error}"
+        path = self.tc.path if self.tc is not None else "(none)"
+        return (f"cache {path}: {self.written} entr{'y' if self.written == 1 else 'ies'} written from "
+                f"run {run_id} as problems finished, {self.unchanged} unchanged or kept (newer "
+                f"cached), {self.no_winner} problem(s) without a winner")
+
+
+__all__ = ["open_run", "finish_run", "load_avg", "CacheUpdates"]

@@ -1,0 +1,151 @@
+"""What a sweep shows: the winners per problem (with a legend of the columns that need one)
+and, for a dry run, the plan."""
+from __future__ import annotations
+
+from typing import Any, Optional
+
+from .fmt import fmt_time
+from .outcome import STATUSES
+
+WINNER_HEADERS = ["problem", "shape", "winner", "median", "GFLOP/s", "runner-up", "margin", "verdict"]
+#: columns left out, in this order, when the table is wider than the terminal
+WINNER_OPTIONAL = ("GFLOP/s", "shape", "runner-up", "verdict")
+WINNER_RIGHT = ("median", "GFLOP/s", "margin")
+#: what a column means, for the columns whose header does not say it all
+WINNER_LEGEND = {
+    "shape": "dims, batch n, channels in->out, input size, kernel k, stride s, padding p, dtype.",
+    "median": "the winner's median time per call.",
+    "runner-up": "the fastest other candidate that passed verification.",
+    "margin": "runner-up median / winner median - 1 (negative when a tie went to a more robust, "
+              "slightly slower candidate).",
+}
+#: what each kind of verdict means; the legend lists the kinds the table shows
+VERDICTS = {
+    "decisive": "the winner's 95% confidence interval of the median is clear of the runner-up's",
+    "close": "the fastest median, but the runner-up's interval reaches into the winner's",
+    "tie": "tie (N): N candidates' medians lie inside the fastest's interval, so the measurements "
+           "cannot order them",
+    "robust pick": "the tie went to the most robust of them (declared backend robustness: "
+                   "framework kernels, then array libraries, then JIT-compiled code), not the "
+                   "fastest median",
+    "only one ok": "no other candidate passed verification",
+}
+
+
+def verdict(w: Any) -> str:
+    """How sure the win of Winner ``w`` is (see VERDICTS)."""
+    if w.runner_up is None:
+        return "only one ok"
+    if w.decisive:
+        return "decisive"
+    if len(w.tied) < 2:
+        return "close"
+    return f"tie ({len(w.tied)})" + (", robust pick" if w.candidate != w.tied[0] else "")
+
+
+def winner_rows(result: Any) -> list[list[str]]:
+    """One row per problem of a SweepResult (WINNER_HEADERS), in suite order."""
+    device = result.meta.get("device", "cpu")
+    by_pair = {(r["problem"], r["candidate"]): r for r in result.records}
+    problems = result.suite.problems if result.suite else []
+    seen = {p.name for p in problems}
+    names = [p.name for p in problems] + sorted({r["problem"] for r in result.records} - seen)
+    labels = {p.name: p.spec.replace(name="").label for p in problems}
+    rows = []
+    for name in names:
+        recs = [r for r in result.records if r["problem"] == name]
+        if not recs:
+            continue
+        label = labels.get(name) or recs[0].get("label", "")
+        w = result.winners.get((name, device))
+        if w is None:
+            rows.append([name, label, "(none ok)", "-", "-", "-", "-", status_summary(recs)])
+            continue
+        gf = by_pair.get((name, w.candidate), {}).get("gflops")
+        margin = "-" if w.margin is None else f"{w.margin * 100:+.1f}%"
+        rows.append([name, label, w.candidate, fmt_time(w.median_s), "-" if gf is None else f"{gf:.3g}",
+                     w.runner_up or "-", margin, verdict(w)])
+    return rows
+
+
+def winner_legend(rows: list[list[str]]) -> dict[str, str]:
+    """Header -> meaning, for the columns that need it; the verdict kinds that ``rows`` show."""
+    shown = [r[-1] for r in rows if r[2] != "(none ok)"]
+    kinds = [k for k in VERDICTS if any(k in v for v in shown)]
+    legend = dict(WINNER_LEGEND)
+    if kinds:
+        legend["verdict"] = "; ".join(VERDICTS[k] if k == "tie" else f"{k}: {VERDICTS[k]}"
+                                      for k in kinds) + "."
+    return legend
+
+
+def status_summary(records: list[dict]) -> str:
+    """``ok 3, wrong 1``: how many records ended in each status, in STATUSES order."""
+    counts: dict[str, int] = {}
+    for r in records:
+        counts[r["status"]] = counts.get(r["status"], 0) + 1
+    return ", ".join(f"{s} {counts[s]}" for s in [*STATUSES, *sorted(set(counts) - set(STATUSES))]
+                     if s in counts) or "none"
+
+
+def records_line(result: Any) -> str:
+    """``24 records in <run dir>: ok 20, wrong 4``."""
+    where = f" in {result.run_dir}" if result.run_dir else ""
+    return f"{len(result.records)} records{where}: {status_summary(result.records)}"
+
+
+def format_winners(result: Any, width: Optional[int] = None) -> str:
+    """The winners table as plain text (unlimited width by default), its legend, the records line."""
+    from .cli._table import format_table
+
+    rows = winner_rows(result)
+    if not rows:
+        return f"(no records)\n\n{records_line(result)}"
+    return format_table(WINNER_HEADERS, rows, right=WINNER_RIGHT, drop=WINNER_OPTIONAL,
+                        width=width or 10 ** 6, legend=winner_legend(rows),
+                        notes=["", records_line(result)])
+
+
+def plan_rows(result: Any) -> list[list[str]]:
+    """problem, shape, how many candidates run, how many are unsupported."""
+    rows = []
+    for p in (result.suite.problems if result.suite else []):
+        es = [e for e in result.plan if e.problem == p.name]
+        rows.append([p.name, p.spec.replace(name="").label, str(sum(e.status == "run" for e in es)),
+                     str(sum(e.status == "unsupported" for e in es))])
+    return rows
+
+
+def plan_summary(result: Any) -> list[str]:
+    """The lines above a dry run's table: pairs, budget, candidates, unavailable ones."""
+    from .sweep_options import DEFAULT_BUDGET_S
+
+    counts: dict[str, int] = {}
+    for e in result.plan:
+        counts[e.status] = counts.get(e.status, 0) + 1
+    cands = sorted({str(e.candidate) for e in result.plan})
+    reasons = sorted({(str(e.candidate), e.reason) for e in result.plan if e.status == "unavailable"})
+    budget = result.meta.get("budget_s") or DEFAULT_BUDGET_S
+    lines = [f"dry run: {len(result.suite or [])} problems x {len(cands)} candidates "
+             f"= {len(result.plan)} pairs: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())),
+             f"timing budget: {budget:g} s per candidate, so at most ~{counts.get('run', 0) * budget:.0f} s "
+             "of timing (verification, warm-up and worker start-up come on top)",
+             "candidates: " + ", ".join(cands)]
+    lines += [f"  {cand}: unavailable: {reason}" for cand, reason in reasons]
+    return lines
+
+
+PLAN_HEADERS = ["problem", "shape", "run", "unsupported"]
+
+
+def format_plan(result: Any, width: Optional[int] = None) -> str:
+    """A dry run's plan as plain text."""
+    from .cli._table import format_table
+
+    return "\n".join(plan_summary(result)) + "\n\n" + format_table(
+        PLAN_HEADERS, plan_rows(result), right=("run", "unsupported"), width=width or 10 ** 6)
+
+
+__all__ = ["WINNER_HEADERS", "WINNER_OPTIONAL", "WINNER_LEGEND", "VERDICTS", "verdict",
+           "winner_rows", "winner_legend", "status_summary", "records_line", "format_winners",
+           "plan_rows", "plan_summary", "format_plan", "PLAN_HEADERS"]
