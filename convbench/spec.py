@@ -51,7 +51,7 @@ def canonical_dtype(dtype: Any) -> str:
             name = np.dtype(dtype).name
         except TypeError:
             name = str(dtype)
-    key = str(name).lower().replace("torch.", "")
+    key = str(name).lower().rpartition(".")[2]  # "float32", "np.float32", "<framework>.float32"
     if key not in _DTYPE_ALIASES:
         raise InvalidSpecError(f"dtype: {dtype!r} is not supported; use one of {', '.join(DTYPES)}")
     return _DTYPE_ALIASES[key]

@@ -242,7 +242,7 @@ def test_kernel_grid_crossover(tmp_path):
     assert rp.candidate_family(B) == "fft" and rp.candidate_family(A) == "direct"
     assert info["best_fft"] == {k: pytest.approx(3e-3) for k in (1.0, 3.0, 5.0, 7.0)}
     assert info["best_direct"][7.0] == pytest.approx(8e-3)
-    img, text = rp._crossover_plot(series[0][0], series[0][1], rp._colors([A, B]))
+    img, text = rp.crossover_plot(series[0][0], series[0][1], rp.candidate_colors([A, B]))
     assert text == "FFT becomes fastest from kernel size 5 on."
     assert base64.b64decode(img)[:8] == b"\x89PNG\r\n\x1a\n"
     # FFT that never wins at the largest size: no crossover
@@ -502,7 +502,7 @@ def test_html_report_from_a_real_run(real_run):
 
 def test_html_report_one_problem_has_no_crossover(real_run, tmp_path):
     run_dir, _ = real_run
-    df = rp._frame(run_dir)
+    df = rp.load_frame(run_dir)
     out = rp.html_report(df[df["problem"] == "tiny-k3"], tmp_path / "one.html", metric="gflops")
     text = out.read_text()
     assert text.count("<img ") == 3 and "crossover" not in text
@@ -542,3 +542,157 @@ def test_html_screenshot_in_headless_chromium(request, tmp_path):
     # the page is not blank at the top either: the title area holds dark (text) pixels
     top = im.crop((0, 0, 1280, 120)).convert("L")
     assert top.getextrema()[0] < 80
+
+
+# ---------------------------------------------------------------------------------------------
+# the table renderer of the shell (convbench/cli/_table.py)
+# ---------------------------------------------------------------------------------------------
+from convbench.cli import _table  # noqa: E402
+
+WIDE_CANDIDATES = ["numba:winograd-f4x3-pretransformed-blas@cpu", "scipy-signal:correlate-direct@cpu",
+                   "numpy-fft:rfft-precomputed-weights@cpu"]
+
+
+def _wide_rows():
+    return [[f"conv{i}", c, "1.23 ms", "4.56x", WIDE_CANDIDATES[(i + 1) % 3], "+12.5%",
+             "17/24"] for i, c in enumerate(WIDE_CANDIDATES)]
+
+
+WIDE_HEADERS = ["problem", "winner", "median", "speedup", "runner-up", "margin", "ok"]
+
+
+def test_table_at_80_columns_drops_optional_columns_and_keeps_names_whole():
+    natural = _table.format_table(WIDE_HEADERS, _wide_rows(), width=1000)
+    assert max(len(line) for line in natural.splitlines()) > 80  # the test needs a wide table
+    text = _table.format_table(WIDE_HEADERS, _wide_rows(), width=80,
+                               drop=("runner-up", "margin"))
+    lines = text.splitlines()
+    assert all(len(line) <= 80 for line in lines)
+    header = lines[0].split()
+    assert "runner-up" not in header and "margin" not in header
+    assert header == ["problem", "winner", "median", "speedup", "ok"]
+    for name in WIDE_CANDIDATES:  # each name whole, on one line
+        assert sum(name in line for line in lines) == 1
+    assert "Not shown for lack of width: runner-up, margin" in text
+    # a wider terminal keeps the optional columns, in their order
+    wide = _table.format_table(WIDE_HEADERS, _wide_rows(), width=200, drop=("runner-up", "margin"))
+    assert wide.splitlines()[0].split() == WIDE_HEADERS
+    assert "Not shown" not in wide
+
+
+def test_table_drops_only_as_many_optional_columns_as_needed():
+    shown, widths = _table.fit_columns(["a", "b", "c"], [["x" * 30, "y" * 30, "z" * 10]], 72,
+                                       drop=("c", "b"))
+    assert shown == [0, 1] and widths == [30, 30]
+
+
+def test_table_wraps_cells_at_spaces_before_cutting_anything():
+    rows = [["numpy-direct:tensordot@cpu", "IQR/median = 12.7% (median 10.1 ms, 14 samples)"]]
+    text = _table.format_table(["candidate", "detail"], rows, width=50)
+    lines = text.splitlines()
+    assert all(len(line) <= 50 for line in lines)
+    assert lines[2].startswith("numpy-direct:tensordot@cpu")
+    assert len(lines) > 3  # the detail wrapped
+    assert " ".join(line[len(rows[0][0]) + 2:] for line in lines[2:]) == rows[0][1]
+    # a word longer than the width is left whole: the table stays wider instead
+    text = _table.format_table(["candidate"], [["x" * 60]], width=40)
+    assert "x" * 60 in text
+
+
+def test_table_groups_rows_under_heading_lines_and_explains_shown_columns():
+    rows = [["conv1", A, "1.000"], ["conv1", B, "1.100"], ["conv2", A, "0.900"]]
+    text = _table.format_table(["problem", "candidate", "ratio"], rows, title="B against A",
+                               right=("ratio",), group="problem",
+                               legend={"ratio": "B / A median time", "p": "not a column"})
+    lines = text.splitlines()
+    assert lines[0] == "B against A"
+    assert lines[1].split() == ["candidate", "ratio"]
+    assert lines.index("problem: conv1") < lines.index("problem: conv2")
+    assert [line.split()[0] for line in lines[lines.index("problem: conv1") + 1:][:2]] == [A, B]
+    assert "ratio: B / A median time" in lines
+    assert "not a column" not in text  # legends of columns that are not shown are left out
+
+
+class _Tty(io.StringIO):
+    def isatty(self):
+        return True
+
+
+def test_print_table_piped_is_plain_text_at_80_columns(monkeypatch):
+    monkeypatch.delenv("COLUMNS", raising=False)
+    out = io.StringIO()  # not a terminal, like `convbench report ... | cat`
+    _table.print_table(WIDE_HEADERS, _wide_rows(), title="Winners", drop=("runner-up", "margin"),
+                       legend={"speedup": "times faster than the baseline"}, stream=out)
+    text = out.getvalue()
+    assert "\x1b[" not in text  # no terminal escape codes
+    assert text == _table.format_table(WIDE_HEADERS, _wide_rows(), title="Winners", width=80,
+                                       drop=("runner-up", "margin"),
+                                       legend={"speedup": "times faster than the baseline"}) + "\n"
+    assert all(len(line) <= 80 for line in text.splitlines())
+
+
+def test_print_table_on_a_terminal_has_the_same_layout(monkeypatch):
+    pytest.importorskip("rich")
+    monkeypatch.setenv("COLUMNS", "80")
+    tty, plain = _Tty(), _Tty()
+    _table.print_table(WIDE_HEADERS, _wide_rows(), title="Winners", drop=("runner-up", "margin"),
+                       stream=tty)
+    _table.print_table(WIDE_HEADERS, _wide_rows(), title="Winners", drop=("runner-up", "margin"),
+                       stream=plain, plain=True)
+    styled = tty.getvalue()
+    assert "\x1b[" in styled  # rich styled it
+    assert re.sub(r"\x1b\[[0-9;]*m", "", styled) == plain.getvalue()
+
+
+# ---------------------------------------------------------------------------------------------
+# the shell's report and compare as a newcomer reads them
+# ---------------------------------------------------------------------------------------------
+def test_cli_report_fits_80_columns_and_explains_the_baseline(toy_run, capsys, monkeypatch):
+    monkeypatch.delenv("COLUMNS", raising=False)
+    assert cli_main(["report", str(toy_run)]) == 0
+    out = capsys.readouterr().out
+    assert all(len(line) <= 80 for line in out.splitlines())
+    # the default baseline is named, with why it was chosen and how to choose another
+    assert f"than {A}, the baseline: the candidate ok on the most problems" in " ".join(out.split())
+    assert "--baseline" in out
+    assert cli_main(["report", str(toy_run), "--baseline", C]) == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert f"than {C}, the baseline you chose with --baseline" in out
+
+
+def test_cli_report_of_several_runs_groups_rows_by_run(tmp_path, capsys):
+    root = tmp_path / "results"
+    probs = [(k, v) for k, v in SPECS.items()]
+    write_run(root, "20260101-000000-toy-aaaaaa", toy_records(), problems=probs)
+    write_run(root, "20260102-000000-toy-bbbbbb", toy_records(), problems=probs)
+    assert cli_main(["report", str(root / "*-toy-*"), "--plain"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines.count("run: 20260101-000000-toy-aaaaaa") == 2  # winners and candidates tables
+    assert lines.count("run: 20260102-000000-toy-bbbbbb") == 2
+
+
+def test_cli_compare_explains_its_columns(tmp_path, capsys, monkeypatch):
+    monkeypatch.delenv("COLUMNS", raising=False)
+    rng = np.random.default_rng(1)
+    ra = _sample_run(tmp_path, "A", {"p": _noisy(rng, 1e-3, 40, 0.01)})
+    rb = _sample_run(tmp_path, "B", {"p": _noisy(rng, 1.3e-3, 40, 0.01)})
+    assert cli_main(["compare", str(ra), str(rb)]) == 0
+    out = capsys.readouterr().out
+    assert all(len(line) <= 80 for line in out.splitlines())
+    assert "problem: p" in out.splitlines()
+    assert "ratio: B / A median time (> 1: B is slower)" in out
+    assert "verdict: faster / slower: significant (p < 0.05)" in " ".join(out.split())
+
+
+def test_cli_calls_only_public_report_names():
+    import ast
+
+    import convbench.cli.compare as cli_compare
+    import convbench.cli.report as cli_report
+
+    for module in (cli_report, cli_compare):
+        tree = ast.parse(Path(module.__file__).read_text())
+        used = {n.attr for n in ast.walk(tree)
+                if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name) and n.value.id == "rp"}
+        assert used and all(hasattr(rp, name) for name in used)
+        assert not [name for name in used if name.startswith("_")], module.__name__

@@ -7,22 +7,28 @@ different machines without --allow-different-machines.
 from __future__ import annotations
 
 import argparse
+import math
+from typing import Any
 
-from .report import Printer, resolve_runs
+from ._runs import add_runs_command, resolve_runs
+from ._table import print_table, print_text
+
+
+DESCRIPTION = """
+Compare run B against run A for every (problem, candidate) measured ok in both: the ratio of
+median times B/A, a two-sided Mann-Whitney U test on the raw samples and a bootstrap confidence
+interval of the ratio. Verdicts: faster / slower (significant and beyond the minimum effect),
+same (negligible, or the interval is inside the minimum-effect band), ambiguous (cannot tell),
+n/a (not ok in both). The summary gives the counts and the geometric mean of the ratios.
+"""
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "compare", help="compare two runs: faster / slower / same / ambiguous per problem and candidate",
-        description="Compare run B against run A for every (problem, candidate) measured ok in both: "
-                    "the ratio of median times B/A, a two-sided Mann-Whitney U test on the raw "
-                    "samples and a bootstrap confidence interval of the ratio. Verdicts: faster / slower "
-                    "(significant and beyond the minimum effect), same (negligible, or the interval is "
-                    "inside the minimum-effect band), ambiguous (cannot tell), n/a (not ok in both). "
-                    "The summary gives the counts and the geometric mean of the ratios.",
-        epilog="RUN is a run directory, a records.jsonl file or a run id found under --results. "
-               "Exit status: 0 on success (1 with --fail-on-slower when a row is slower); 2 on "
-               "errors, e.g. runs from different machines without --allow-different-machines.")
+    p = add_runs_command(
+        sub, "compare", description=DESCRIPTION,
+        help="compare two runs: faster / slower / same / ambiguous per problem and candidate",
+        exit_status="0 on success (1 with --fail-on-slower when a row is slower); 2 on errors, "
+                    "e.g. runs from different machines without --allow-different-machines.")
     p.add_argument("run_a", metavar="RUN_A", help="the reference run")
     p.add_argument("run_b", metavar="RUN_B", help="the run compared against it")
     p.add_argument("--min-effect", type=float, default=0.02, metavar="FRACTION",
@@ -35,9 +41,6 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--csv", default=None, metavar="FILE", help="write the full comparison as CSV")
     p.add_argument("--fail-on-slower", action="store_true",
                    help="exit with status 1 when any row is slower (for CI)")
-    p.add_argument("--results", default="results", metavar="DIR",
-                   help="where to look up bare run ids (default: ./results)")
-    p.add_argument("--plain", action="store_true", help="plain aligned text even on a terminal")
     p.set_defaults(func=run)
 
 
@@ -47,50 +50,67 @@ def run(args: argparse.Namespace) -> int:
     path_a, path_b = resolve_runs([args.run_a, args.run_b], args.results)
     cmp = rp.compare(path_a, path_b, min_effect=args.min_effect, alpha=args.alpha,
                      allow_different_machines=args.allow_different_machines)
-    out = Printer(args.plain)
     attrs = cmp.attrs
-    out.line(f"A: {attrs['run_a']}  ({attrs['machines'][0]})")
-    out.line(f"B: {attrs['run_b']}  ({attrs['machines'][1]})")
+    print_text(f"A (the reference): {attrs['run_a']}, on {attrs['machines'][0]}")
+    print_text(f"B (compared with A): {attrs['run_b']}, on {attrs['machines'][1]}")
     if attrs.get("different_machines"):
-        out.line("note: the runs come from different machines/configurations (allowed by "
-                 "--allow-different-machines): differences need not be regressions")
+        print_text("note: the runs come from different machines/configurations (allowed by "
+                   "--allow-different-machines): differences need not be regressions")
     for note in attrs.get("notes", []):
-        out.line(f"note: {note}")
-    out.line()
-
+        print_text(f"note: {note}")
+    print_text()
     shown = cmp if args.all else cmp[~cmp["verdict"].isin(["same", rp.NOT_COMPARABLE])]
+    _print_rows(shown, args)
+    hidden = len(cmp) - len(shown)
+    if hidden:
+        print_text(f"({hidden} rows that are 'same' or n/a not listed; --all lists them)")
+    print_text()
+    _print_summary(attrs)
+    if args.csv:
+        print_text(f"wrote {rp.to_csv(cmp, args.csv)}")
+    return 1 if (args.fail_on_slower and attrs["counts"]["slower"]) else 0
+
+
+def _print_rows(shown: Any, args: argparse.Namespace) -> None:
+    """The compared rows, grouped by problem."""
+    from .. import report as rp
+
+    title = "B against A, per problem and candidate"
+    if not len(shown):
+        print_text(f"{title}: no row is faster, slower or ambiguous")
+        return
     rows = []
     for _, r in shown.iterrows():
-        ci = (f"{r['ci_low']:.3f}-{r['ci_high']:.3f}" if rp._finite(r["ci_low"]) else "-")
-        status = "" if (r["status_a"] == "ok" and r["status_b"] == "ok") else \
-            f"{r['status_a']} -> {r['status_b']}"
+        lo, hi = rp.fmt_number(r["ci_low"], ".3f"), rp.fmt_number(r["ci_high"], ".3f")
+        both_ok = r["status_a"] == "ok" and r["status_b"] == "ok"
         rows.append([r["problem"], r["candidate"], rp.fmt_time(r["median_a_s"]),
-                     rp.fmt_time(r["median_b_s"]),
-                     f"{r['ratio']:.3f}" if rp._finite(r["ratio"]) else "-", ci,
-                     f"{r['p_value']:.2g}" if rp._finite(r["p_value"]) else "-",
-                     r["verdict"] + (f" ({status})" if status else "")])
-    hidden = len(cmp) - len(shown)
-    title = (f"B vs A (ratio = B/A median time; > 1: B slower; {1 - args.alpha:.0%} bootstrap "
-             f"interval; Mann-Whitney U p-value; min effect {args.min_effect:.0%})")
-    if rows:
-        out.table(title, ["problem", "candidate", "A", "B", "ratio", "interval", "p", "verdict"], rows,
-                  right=("A", "B", "ratio", "interval", "p"))
-    else:
-        out.line(title)
-        out.line("  (no row is faster, slower or ambiguous)")
-    if hidden:
-        out.line(f"({hidden} rows that are 'same' or n/a not listed; --all lists them)")
+                     rp.fmt_time(r["median_b_s"]), rp.fmt_number(r["ratio"], ".3f"),
+                     "-" if lo == "-" else f"{lo}-{hi}", rp.fmt_number(r["p_value"], ".2g"),
+                     r["verdict"] + ("" if both_ok else f" ({r['status_a']} -> {r['status_b']})")])
+    effect, level = f"{args.min_effect:.0%}", f"{1 - args.alpha:.0%}"
+    legend = {
+        "A": "median time per call in run A; B: the same in run B.",
+        "ratio": "B / A median time (> 1: B is slower).",
+        "interval": f"{level} bootstrap confidence interval of the ratio.",
+        "p": "p-value of a Mann-Whitney U test on the raw samples (small: a real difference).",
+        "verdict": f"faster / slower: significant (p < {args.alpha:g}) and a change of more "
+                   f"than {effect} (--min-effect); same: a smaller change; ambiguous: too noisy "
+                   f"to tell (not significant, and the interval reaches past {effect}).",
+    }
+    print_table(["problem", "candidate", "A", "B", "ratio", "interval", "p", "verdict"], rows,
+                title=title, right=("A", "B", "ratio", "interval", "p"), drop=("p", "interval"),
+                group="problem", legend=legend, plain=args.plain)
+
+
+def _print_summary(attrs: dict) -> None:
+    from .. import report as rp
 
     counts = attrs["counts"]
     geo = attrs["geomean_ratio"]
     comparable = sum(counts[v] for v in rp.VERDICTS)
-    out.line()
-    out.line(f"{comparable} rows compared: " + ", ".join(f"{counts[v]} {v}" for v in rp.VERDICTS)
-             + f"; {counts[rp.NOT_COMPARABLE]} n/a (not ok in both runs)")
-    if rp._finite(geo):
+    print_text(f"{comparable} rows compared: " + ", ".join(f"{counts[v]} {v}" for v in rp.VERDICTS)
+               + f"; {counts[rp.NOT_COMPARABLE]} n/a (not ok in both runs)")
+    if math.isfinite(geo):
         change = "slower" if geo > 1 else "faster"
-        out.line(f"geometric mean of B/A: {geo:.4f} (B {abs(geo - 1):.1%} {change} overall)"
-                 if abs(geo - 1) >= 5e-4 else f"geometric mean of B/A: {geo:.4f} (no overall change)")
-    if args.csv:
-        out.line(f"wrote {rp.to_csv(cmp, args.csv)}")
-    return 1 if (args.fail_on_slower and counts["slower"]) else 0
+        print_text(f"geometric mean of B/A: {geo:.4f} (B {abs(geo - 1):.1%} {change} overall)"
+                   if abs(geo - 1) >= 5e-4 else f"geometric mean of B/A: {geo:.4f} (no overall change)")

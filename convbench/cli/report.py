@@ -6,199 +6,168 @@ baseline, unreadable results).
 from __future__ import annotations
 
 import argparse
-import os
-import sys
-from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Optional
+
+from ._runs import add_runs_command, resolve_runs
+from ._table import print_table, print_text
 
 MAX_WARNINGS = 15
+#: metric -> (winners column, geomean column, header, what it is)
+_METRIC_COLUMNS = {
+    "time": ("median_s", "geomean_s", "median", "median time per call"),
+    "gflops": ("gflops", "geomean_gflops", "GFLOP/s", "GFLOP/s (the convolution's FLOPs / median time)"),
+    "peak": ("peak_pct", "geomean_peak_pct", "% peak", "GFLOP/s as % of the machine's measured GEMM peak"),
+}
+
+
+DESCRIPTION = """
+Summarise measured runs: the winner per problem, speedups over a baseline candidate, geometric
+means per candidate and a short list of warnings (failures, wrong results, noisy measurements
+with IQR/median over 10%). Optionally write a self-contained HTML report with plots and/or the
+full table as CSV.
+"""
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    p = sub.add_parser(
-        "report", help="tables of winners, speedups and warnings; HTML report with plots",
-        description="Summarise measured runs: the winner per problem, speedups over a baseline "
-                    "candidate, geometric means per candidate and a short list of warnings (failures, "
-                    "wrong results, noisy measurements with IQR/median over 10%). Optionally write a "
-                    "self-contained HTML report with plots and/or the full table as CSV.",
-        epilog="RUN is a run directory, a records.jsonl file, a results root, a glob such as "
-               "'results/*-resnet50-*', or a run id found under --results. "
-               "Exit status: 0 on success, 2 on errors.")
+    p = add_runs_command(
+        sub, "report", description=DESCRIPTION,
+        help="tables of winners, speedups and warnings; HTML report with plots",
+        exit_status="0 on success, 2 on errors.")
     p.add_argument("runs", nargs="+", metavar="RUN", help="run(s) to report on")
     p.add_argument("--baseline", default=None, metavar="CANDIDATE",
                    help="candidate to compute speedups against, e.g. numpy-direct:einsum@cpu or a unique "
                         "prefix such as torch:default (default: the candidate ok on the most problems)")
     p.add_argument("--metric", choices=("time", "gflops", "peak"), default="time",
-                   help="what the tables and the bar chart show: median time, GFLOP/s or %% of the "
-                        "measured GEMM peak (default: time)")
+                   help="what the tables show: median time, GFLOP/s or %% of the measured GEMM "
+                        "peak (default: time)")
     p.add_argument("--html", default=None, metavar="FILE", help="write a self-contained HTML report")
     p.add_argument("--csv", default=None, metavar="FILE", help="write every record as CSV")
-    p.add_argument("--results", default="results", metavar="DIR",
-                   help="where to look up bare run ids (default: ./results)")
-    p.add_argument("--plain", action="store_true",
-                   help="plain aligned text even on a terminal with rich installed (always plain when "
-                        "the output is not a terminal)")
     p.set_defaults(func=run)
-
-
-def resolve_runs(items: Sequence[str], results_dir: str = "results") -> list[str]:
-    """Paths for RUN arguments: existing paths and globs as given; otherwise a run id (or a
-    unique prefix of one) under ``results_dir``."""
-    from ..errors import ResultsError
-
-    out = []
-    for item in items:
-        if os.path.exists(item) or any(ch in item for ch in "*?["):
-            out.append(item)
-            continue
-        root = Path(results_dir)
-        if (root / item).is_dir():
-            out.append(str(root / item))
-            continue
-        matches = sorted(d for d in root.glob(f"{item}*") if d.is_dir()) if root.is_dir() else []
-        if len(matches) == 1:
-            out.append(str(matches[0]))
-        elif matches:
-            raise ResultsError(f"run {item!r} matches {len(matches)} runs under {root}: "
-                               + ", ".join(d.name for d in matches[:5]) + "; give the full id")
-        else:
-            raise ResultsError(f"run {item!r}: no such file, directory or run id under {root}")
-    return out
-
-
-class Printer:
-    """Tables through rich when available (and not --plain), else plain aligned text."""
-
-    def __init__(self, plain: bool = False) -> None:
-        self.console: Any = None
-        if not plain and sys.stdout.isatty():  # rich guesses 80 columns for pipes: plain there
-            try:
-                from rich.console import Console
-
-                self.console = Console(highlight=False)
-            except ImportError:
-                self.console = None
-
-    def line(self, text: str = "") -> None:
-        if self.console is not None:
-            self.console.print(text, markup=False, highlight=False)
-        else:
-            print(text)
-
-    def table(self, title: str, header: Sequence[str], rows: Sequence[Sequence[Any]],
-              right: Sequence[str] = ()) -> None:
-        if self.console is not None:
-            from rich.table import Table
-
-            t = Table(title=title, title_justify="left")
-            for h in header:
-                t.add_column(h, justify="right" if h in right else "left",
-                             overflow="fold")
-            for r in rows:
-                t.add_row(*[str(v) for v in r])
-            self.console.print(t)
-            return
-        print(title)
-        print(format_table(header, rows, right))
-        print()
-
-
-def format_table(header: Sequence[str], rows: Sequence[Sequence[Any]], right: Sequence[str] = ()) -> str:
-    """Plain text table with aligned columns."""
-    cells = [[str(h) for h in header]] + [[str(v) for v in r] for r in rows]
-    widths = [max(len(r[i]) for r in cells) for i in range(len(header))]
-
-    def fmt(r: Sequence[str]) -> str:
-        return "  ".join(v.rjust(w) if h in right else v.ljust(w)
-                         for v, w, h in zip(r, widths, header)).rstrip()
-
-    lines = [fmt(cells[0]), "  ".join("-" * w for w in widths)]
-    lines += [fmt(r) for r in cells[1:]]
-    return "\n".join(lines)
 
 
 def run(args: argparse.Namespace) -> int:
     from .. import report as rp
 
     paths = resolve_runs(args.runs, args.results)
-    df = rp._frame(paths)
-    out = Printer(args.plain)
+    df = rp.load_frame(paths)
     if df.empty:
-        out.line("no records in " + ", ".join(paths))
+        print_text("no records in " + ", ".join(paths))
         return 0
-    metric = args.metric
     base = rp.resolve_candidate(df, args.baseline) if args.baseline else rp.default_baseline(df)
-    metas = rp._metas(paths)
-    multi = df["run_id"].nunique() > 1
+    why = ("the baseline you chose with --baseline" if args.baseline else
+           f"the baseline: {rp.DEFAULT_BASELINE_RULE}, so that most rows can be compared; "
+           "choose another with --baseline")
+    _print_runs(df, rp.load_metas(paths))
+    _print_winners(df, base, why, args.metric, args.plain)
+    _print_candidates(df, base, args.metric, args.plain)
+    _print_warnings(df)
+    if args.csv:
+        print_text(f"wrote {rp.to_csv(df, args.csv)}")
+    if args.html:
+        print_text(f"wrote {rp.html_report(paths, args.html, baseline=base, metric=args.metric)}")
+    return 0
+
+
+def _print_runs(df: Any, metas: dict[str, dict]) -> None:
+    """One paragraph per run: what was measured, where and when."""
+    from .. import report as rp
 
     for rid in dict.fromkeys(df["run_id"]):
         meta = metas.get(str(rid), {})
         env = meta.get("environment") or {}
-        peak = meta.get("peak") or {}
-        bits = [f"run {rid}", f"suite {meta.get('suite', df.loc[df['run_id'] == rid, 'suite'].iloc[0])}"]
-        for k in ("created", "device", "threads", "budget_s"):
-            if meta.get(k) is not None:
-                bits.append(f"{k} {meta[k]}")
-        if env.get("cpu_model"):
-            bits.append(f"cpu {env['cpu_model']}")
-        if env.get("gpu_name"):
-            bits.append(f"gpu {env['gpu_name']}")
-        if rp._finite(peak.get("gemm_gflops")):
-            bits.append(f"peak {float(peak['gemm_gflops']):.4g} GFLOP/s")
-        out.line(" | ".join(str(b) for b in bits))
-    out.line()
+        suite = meta.get("suite", df.loc[df["run_id"] == rid, "suite"].iloc[0])
+        bits = [f"suite {suite}"]
+        bits += [f"{key} {meta[key]}" for key in ("created", "device", "threads")
+                 if meta.get(key) is not None]
+        if meta.get("budget_s") is not None:
+            bits.append(f"timing budget {meta['budget_s']} s per candidate")
+        bits += [f"{label} {env[k]}" for k, label in (("cpu_model", "CPU"), ("gpu_name", "GPU"))
+                 if env.get(k)]
+        peak = rp.fmt_number((meta.get("peak") or {}).get("gemm_gflops"), ".4g")
+        if peak != "-":
+            bits.append(f"measured GEMM peak {peak} GFLOP/s")
+        print_text(f"Run {rid}: " + ", ".join(str(b) for b in bits))
+    print_text()
 
+
+def _print_winners(df: Any, base: Optional[str], why: str, metric: str, plain: bool) -> None:
+    from .. import report as rp
+
+    multi = df["run_id"].nunique() > 1
+    col, _, vhead, meaning = _METRIC_COLUMNS[metric]
     w = rp.winners(df)
     sp = rp.speedup(df, base) if base else None
     rows = []
     for _, r in w.iterrows():
         key = (r["run_id"], r["problem"]) if multi else r["problem"]
         s = sp.at[key, r["winner"]] if (sp is not None and isinstance(r["winner"], str)) else None
-        value = {"time": r["median_s"], "gflops": r["gflops"], "peak": r["peak_pct"]}[metric]
         rows.append(([r["run_id"]] if multi else []) + [
-            r["problem"], r["winner"] or "(none ok)", rp.fmt_value(value, metric),
-            rp.fmt_ratio(s), r["runner_up"] or "-",
-            f"{r['margin']:+.1%}" if rp._finite(r["margin"]) else "-",
+            r["problem"], r["winner"] or "(none ok)", rp.fmt_value(r[col], metric), rp.fmt_ratio(s),
+            r["runner_up"] or "-", rp.fmt_number(r["margin"], "+.1%"),
             f"{r['n_ok']}/{r['n_candidates']}"])
-    vhead = {"time": "median", "gflops": "GFLOP/s", "peak": "% peak"}[metric]
-    shead = "speedup"
-    out.table(f"Winners (speedup = time of {base or '-'} / time of the winner)", (["run"] if multi else []) + ["problem", "winner", vhead, shead,
-                                                       "runner-up", "margin", "ok"],
-              rows, right=(vhead, shead, "margin", "ok"))
+    legend = {
+        vhead: f"the winner's {meaning}.",
+        "speedup": f"how many times faster the winner is than {base}, {why}. Below 1x: the "
+                   "baseline's median was lower but within its noise, and the tie went to "
+                   "the more robust winner." if base else
+                   "no candidate is ok anywhere: no baseline.",
+        "runner-up": "the candidate that came second.",
+        "margin": "how much slower the runner-up is (its median / the winner's - 1); negative "
+                  "when a tie went to the more robust candidate.",
+        "ok": "candidates that passed the correctness check / candidates tried.",
+    }
+    print_table((["run"] if multi else []) + ["problem", "winner", vhead, "speedup", "runner-up",
+                                              "margin", "ok"], rows,
+                title="Winners: the fastest correct candidate per problem",
+                right=(vhead, "speedup", "margin", "ok"), drop=("runner-up", "margin"),
+                group="run" if multi else None, legend=legend, plain=plain)
+    print_text()
 
+
+def _print_candidates(df: Any, base: Optional[str], metric: str, plain: bool) -> None:
+    from .. import report as rp
+
+    multi = df["run_id"].nunique() > 1
+    _, gcol, vhead, meaning = _METRIC_COLUMNS[metric]
     geo = rp.geomean(df, by="run_id" if multi else "suite", baseline=base)
-    gcol = {"time": "geomean_s", "gflops": "geomean_gflops", "peak": "geomean_peak_pct"}[metric]
-    rows = []
-    for _, r in geo.iterrows():
-        rows.append(([r["run_id"]] if multi else []) + [
-            r["candidate"], f"{r['n_ok']}/{r['n_problems']}", r["wins"],
-            rp.fmt_value(r[gcol], metric), rp.fmt_ratio(r["vs_best"]),
-            rp.fmt_ratio(r.get("speedup")) if base else "-"])
+    rows = [([r["run_id"]] if multi else []) + [
+        r["candidate"], f"{r['n_ok']}/{r['n_problems']}", r["wins"], rp.fmt_value(r[gcol], metric),
+        rp.fmt_ratio(r["vs_best"]), rp.fmt_ratio(r.get("speedup")) if base else "-"]
+        for _, r in geo.iterrows()]
     ghead = f"geomean {vhead}"
-    out.table(f"Candidates (geometric means over their ok problems; speedup over {base or '-'})",
-              (["run"] if multi else []) + ["candidate", "ok", "wins", ghead, "time / best",
-                                            "speedup"],
-              rows, right=("ok", "wins", ghead, "time / best", "speedup"))
+    legend = {
+        "ok": "problems where the candidate passed the correctness check / problems.",
+        "wins": "problems it won.",
+        ghead: f"geometric mean of its {meaning} over its ok problems (compare candidates "
+               "with equal ok counts only).",
+        "time / best": "geometric mean of its time / the fastest time on each of its ok "
+                       "problems (1x: the fastest everywhere).",
+        "speedup": f"how many times faster than {base} (the baseline above), as a geometric "
+                   "mean over the problems where both are ok.",
+    }
+    print_table((["run"] if multi else []) + ["candidate", "ok", "wins", ghead, "time / best",
+                                              "speedup"], rows,
+                title="Candidates, summarised over the problems",
+                right=("ok", "wins", ghead, "time / best", "speedup"),
+                group="run" if multi else None, legend=legend, plain=plain)
+    print_text()
 
+
+def _print_warnings(df: Any) -> None:
+    from .. import report as rp
+
+    multi = df["run_id"].nunique() > 1
     counts = df["status"].value_counts()
-    out.line(f"{len(df)} records: " + ", ".join(f"{s} {int(counts[s])}" for s in rp.STATUSES
-                                                  if s in counts))
+    print_text(f"{len(df)} records (one per problem and candidate): "
+               + ", ".join(f"{s} {int(counts[s])}" for s in rp.STATUSES if s in counts))
     warn = rp.warnings(df)
-    if len(warn):
-        out.line(f"Warnings ({len(warn)}):")
-        for _, r in warn.head(MAX_WARNINGS).iterrows():
-            where = (f"{r['run_id']} / " if multi else "") + f"{r['problem']} / {r['candidate']}"
-            out.line(f"  {r['kind']}: {where}: {r['detail']}")
-        if len(warn) > MAX_WARNINGS:
-            out.line(f"  ... and {len(warn) - MAX_WARNINGS} more (see --html or --csv)")
-    else:
-        out.line("Warnings: none")
-
-    if args.csv:
-        path = rp.to_csv(df, args.csv)
-        out.line(f"wrote {path}")
-    if args.html:
-        path = rp.html_report(paths, args.html, baseline=base, metric=metric)
-        out.line(f"wrote {path}")
-    return 0
-
+    if not len(warn):
+        print_text("Warnings: none")
+        return
+    print_text(f"Warnings ({len(warn)}): failures, and noisy timings (IQR/median over "
+               f"{rp.NOISE_THRESHOLD:.0%}):")
+    for _, r in warn.head(MAX_WARNINGS).iterrows():
+        where = (f"{r['run_id']} / " if multi else "") + f"{r['problem']} / {r['candidate']}"
+        print_text(f"{r['kind']}: {where}: {r['detail']}", first="  ", indent="      ")
+    if len(warn) > MAX_WARNINGS:
+        print_text(f"... and {len(warn) - MAX_WARNINGS} more (see --html or --csv)", first="  ")
