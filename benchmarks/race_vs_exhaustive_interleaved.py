@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     from convbench.environment import measure_peak
     from convbench.results import read_records
     from convbench.suites import load_suite, suite_from_specs
-    from convbench.sweeping import sweep
+    from convbench import sweep
     from convbench.worker import WorkerPool
 
     suite = load_suite(args.suite)

@@ -12,6 +12,8 @@ import pytest
 
 import convbench as cb
 from convbench import cache as C
+from convbench.cache import store as _store
+from convbench.cache.verify import verify
 from convbench.cli import main as cli_main
 from convbench.errors import CacheError
 
@@ -95,7 +97,7 @@ def test_a_version_1_cache_is_read_as_is_and_upgraded_on_the_first_write(tmp_pat
     con.execute("UPDATE convbench_meta SET value = '1' WHERE key = 'schema_version'")
     con.commit()
     con.close()
-    C._OPEN.clear()
+    _store._OPEN.clear()
     tc = C.TunedCache(path)
     (e,) = tc.entries()
     assert e.candidate == "numpy-im2col:gemm@cpu" and e.timings == {}
@@ -114,7 +116,7 @@ def test_a_version_1_cache_is_read_as_is_and_upgraded_on_the_first_write(tmp_pat
 def test_entry_timings_are_validated(tmp_path):
     tc = C.TunedCache(tmp_path / "c.sqlite")
     for bad in ({"numpy-fft:rfft@cpu": -1.0}, {"numpy-fft:rfft@cpu": "fast"}, {"x": float("nan")}):
-        with pytest.raises(C.CacheError, match="timings"):
+        with pytest.raises(CacheError, match="timings"):
             tc.put(make_entry(timings=bad))
 
 
@@ -252,7 +254,7 @@ def test_bad_cache_file_raises_and_is_left_untouched(tmp_path, kind):
         con.close()
     elif kind == "newer-schema":
         C.TunedCache(path).put(make_entry())
-        C._OPEN.clear()
+        _store._OPEN.clear()
         con = sqlite3.connect(path)
         con.execute("UPDATE convbench_meta SET value = '99' WHERE key = 'schema_version'")
         con.commit()
@@ -288,7 +290,7 @@ def test_stale_when_versions_differ(tmp_path, monkeypatch):
 
     cur = C.current_versions("cpu")
     faked = {**cur, "numpy": "0.0.1-faked"}
-    monkeypatch.setattr(C, "current_versions", lambda device="cpu": faked)
+    monkeypatch.setattr(_store, "current_versions", lambda device="cpu": faked)
     with pytest.warns(C.StaleCacheWarning, match="numpy"):
         ch = cb.lookup(SPEC, cache=tc, policy="warn")
     assert ch.stale and any(r.startswith(f"numpy: {cur['numpy']} -> 0.0.1-faked") for r in ch.stale_reasons)
@@ -486,8 +488,8 @@ def test_entry_status(tmp_path):
 def test_verify_re_times_this_machines_entries(tmp_path):
     path = tmp_path / "c.sqlite"
     with pytest.raises(CacheError, match="sample"):
-        C.verify(path, sample=-1)
-    empty = C.verify(path)
+        verify(path, sample=-1)
+    empty = verify(path)
     assert (empty.available, empty.rows) == (0, []) and not path.exists()
     spec = cb.ConvSpec(n=1, c_in=2, c_out=3, input_size=(6, 6), kernel_size=3, name="tiny")
     C.TunedCache(path).put_many([
@@ -496,7 +498,7 @@ def test_verify_re_times_this_machines_entries(tmp_path):
         make_entry(spec_i(5), machine="f" * 16, threads=1),           # another machine: not re-timed
     ])
     logged: list[str] = []
-    rep = C.verify(path, sample=0, budget_s=0.05, backends=["numpy-direct", "numpy-im2col"],
+    rep = verify(path, sample=0, budget_s=0.05, backends=["numpy-direct", "numpy-im2col"],
                    out=tmp_path / "runs", update=True, log=logged.append)
     assert rep.available == 1 and len(rep.rows) == 1 and logged
     (row,) = rep.rows

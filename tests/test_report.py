@@ -545,9 +545,9 @@ def test_html_screenshot_in_headless_chromium(request, tmp_path):
 
 
 # ---------------------------------------------------------------------------------------------
-# the table renderer of the shell (convbench/cli/_table.py)
+# the table renderer of the shell (convbench/table.py)
 # ---------------------------------------------------------------------------------------------
-from convbench.cli import _table  # noqa: E402
+from convbench import table as _table  # noqa: E402
 
 WIDE_CANDIDATES = ["numba:winograd-f4x3-pretransformed-blas@cpu", "scipy-signal:correlate-direct@cpu",
                    "numpy-fft:rfft-precomputed-weights@cpu"]

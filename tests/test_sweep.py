@@ -421,7 +421,7 @@ def test_resume_of_the_out_folder_names_its_runs(cli_run):
 
 def test_find_run_dir_lists_the_most_recent_run_first(tmp_path):
     from convbench.errors import ResultsError
-    from convbench.sweep_options import find_run_dir
+    from convbench.sweeping.options import find_run_dir
 
     for i, name in enumerate(["20260101-000000-a-000001", "20250101-000000-b-000002", "notes"]):
         (tmp_path / name).mkdir()
@@ -438,7 +438,7 @@ def test_find_run_dir_lists_the_most_recent_run_first(tmp_path):
 
 
 def test_fit_fields_drops_whole_fields_never_cuts_one():
-    from convbench.sweep_progress import fit_fields
+    from convbench.sweeping.progress import fit_fields
 
     fields = [(2, "problem 3/10"), (1, "ds_cnn.conv_ds_1.depthwise"), (0, "numpy-direct:tensordot@cpu")]
     assert fit_fields(fields, 200) == "problem 3/10 ds_cnn.conv_ds_1.depthwise numpy-direct:tensordot@cpu"
@@ -465,7 +465,7 @@ class _Terminal:
 
 
 def test_plain_progress_line_fits_the_terminal(monkeypatch):
-    from convbench.sweep_progress import Progress
+    from convbench.sweeping.progress import Progress
 
     monkeypatch.setenv("COLUMNS", "80")
     term = _Terminal()
@@ -532,7 +532,7 @@ def test_winners_table_fits_80_columns_with_a_legend(monkeypatch, capsys):
 def test_verdicts():
     from types import SimpleNamespace as W
 
-    from convbench.sweep_table import verdict
+    from convbench.sweeping.winners import verdict
 
     assert verdict(W(runner_up=None, decisive=True, tied=["a"], candidate="a")) == "only one ok"
     assert verdict(W(runner_up="b", decisive=True, tied=["a"], candidate="a")) == "decisive"
@@ -542,7 +542,7 @@ def test_verdicts():
 
 
 def test_sweep_options_are_validated_in_one_place():
-    from convbench.sweep_options import SweepOptions
+    from convbench.sweeping.options import SweepOptions
 
     for kw, message in (({"threads": 0}, "threads: 0"), ({"device": "tpu"}, "device: 'tpu'"),
                         ({"timeout_s": -1}, "timeout: -1.0"), ({"threads": "many"}, "threads: 'many'"),

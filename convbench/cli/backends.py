@@ -12,7 +12,7 @@ import argparse
 from .. import get_backend, list_backends
 from ..errors import ConvbenchError
 from ..registry import Backend, backend_target
-from ._table import print_table
+from ..table import print_table
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -28,7 +28,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 def _describe_all(names: list[str]) -> dict[str, dict]:
     """Each backend's worker answer (families in parallel, as the sweep asks them)."""
     from ..pool import WorkerPool
-    from ..sweep_plan import _describe_by_family
+    from ..sweeping.plan import _describe_by_family
 
     with WorkerPool(threads=1) as pool:
         return _describe_by_family(pool, {n: backend_target(n) for n in names})

@@ -8,7 +8,7 @@ import sys
 from typing import Any, Optional
 
 from ..fmt import fmt_time, geomean
-from ._table import print_table
+from ..table import print_table
 
 
 def _add_cache_opt(p: argparse.ArgumentParser) -> None:
@@ -193,7 +193,7 @@ def run_prune(args: argparse.Namespace) -> int:
 
 
 def run_verify(args: argparse.Namespace) -> int:
-    from ..cache import verify
+    from ..cache.verify import verify
 
     rep = verify(args.cache, sample=args.sample, seed=args.seed, budget_s=args.budget,
                  backends=args.backends, strategy=args.strategy, update=args.update, out=args.out,

@@ -11,7 +11,7 @@ import math
 from typing import Any
 
 from ._runs import add_runs_command, resolve_runs
-from ._table import print_table, print_text
+from ..table import print_table, print_text
 
 
 DESCRIPTION = """

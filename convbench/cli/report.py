@@ -9,7 +9,7 @@ import argparse
 from typing import Any, Optional
 
 from ._runs import add_runs_command, resolve_runs
-from ._table import print_table, print_text
+from ..table import print_table, print_text
 
 MAX_WARNINGS = 15
 #: metric -> (winners column, geomean column, header, what it is)

@@ -8,7 +8,7 @@ from typing import Any
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     from ..strategies import STRATEGIES
-    from ..sweep_options import DEFAULT_BUDGET_S, DEFAULT_MAX_CALL_S, DEFAULT_TIMEOUT_S
+    from ..sweeping.options import DEFAULT_BUDGET_S, DEFAULT_MAX_CALL_S, DEFAULT_TIMEOUT_S
 
     p = sub.add_parser(
         "sweep", help="verify and time every candidate on a suite's problems",
@@ -56,8 +56,8 @@ def print_result(result: Any) -> None:
     """The winners table (or a dry run's plan) on stdout. On a terminal it fits the width,
     leaving out optional columns first; piped, every column is kept and each problem stays
     on one line (for files, grep and diff)."""
-    from .. import sweep_table as st
-    from ._table import format_table, print_table, print_text
+    from ..sweeping import winners as st
+    from ..table import format_table, print_table, print_text
 
     if result.dry_run:
         for line in st.plan_summary(result):

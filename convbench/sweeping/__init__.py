@@ -6,16 +6,16 @@ is written to ``<out>/<run_id>/records.jsonl`` as soon as it is known:
 
 * ``unavailable``: the backend's dependency is missing (the worker that loaded it says why);
 * ``unsupported``: ``Backend.supports`` says no, checked in this process before anything runs
-  (:mod:`convbench.sweep_plan`);
+  (:mod:`convbench.sweeping.plan`);
 * otherwise the candidate runs in its family's worker process (:mod:`convbench.worker`):
   verified against the float64 reference, then timed (:mod:`convbench.timing`), ending as
   ``ok``, ``wrong``, ``crashed``, ``timeout``, ``oom`` or ``error``. How the runnable
   candidates of one problem are measured is a strategy (:mod:`convbench.strategies`).
 
-The steps: the options (:mod:`convbench.sweep_options`, with ``--resume``'s reconciliation),
-the plan (:mod:`convbench.sweep_plan`), the run directory and the tuned-cache updates
-(:mod:`convbench.sweep_run`), the per-problem loop (here), the progress display
-(:mod:`convbench.sweep_progress`) and the winners table (:mod:`convbench.sweep_table`).
+The steps: the options (:mod:`convbench.sweeping.options`, with ``--resume``'s reconciliation),
+the plan (:mod:`convbench.sweeping.plan`), the run directory and the tuned-cache updates
+(:mod:`convbench.sweeping.rundir`), the per-problem loop (here), the progress display
+(:mod:`convbench.sweeping.progress`) and the winners table (:mod:`convbench.sweeping.winners`).
 """
 from __future__ import annotations
 
@@ -27,15 +27,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence, Union
 
-from .errors import ConvbenchError
-from .outcome import make_record
-from .registry import Candidate
-from .spec import ConvSpec
-from .suites import Suite
-from .sweep_options import Resumed, SweepOptions, resolve_suite, resume_run, select_backends
-from .sweep_plan import DONE, RUN, BackendPlan, PlanEntry, ProblemPlan, describe_backends, make_plan
-from .sweep_progress import Progress
-from .sweep_run import CacheUpdates, finish_run, open_run
+from ..errors import ConvbenchError
+from ..outcome import make_record
+from ..registry import Candidate
+from ..spec import ConvSpec
+from ..suites import Suite
+from .options import Resumed, SweepOptions, resolve_suite, resume_run, select_backends
+from .plan import DONE, RUN, BackendPlan, PlanEntry, ProblemPlan, describe_backends, make_plan
+from .progress import Progress
+from .rundir import CacheUpdates, finish_run, open_run
 
 
 @dataclass
@@ -60,7 +60,7 @@ class SweepResult:
 
     def table(self) -> str:
         """The winners per problem (runner-up, margin, verdict) as plain text, or a dry run's plan."""
-        from .sweep_table import format_plan, format_winners
+        from .winners import format_plan, format_winners
 
         return format_plan(self) if self.dry_run else format_winners(self)
 
@@ -140,7 +140,7 @@ class _Run:
 
     def __init__(self, opts: SweepOptions, suite: Suite, resumed: Optional[Resumed],
                  prog: Progress, pool: Any, stream: Any) -> None:
-        from .worker import WorkerPool
+        from ..worker import WorkerPool
 
         if pool is not None and pool.threads != opts.threads:
             raise ConvbenchError(f"pool: its workers run {pool.threads} threads, this sweep {opts.threads}")
@@ -190,7 +190,7 @@ class _Run:
     def measure(self, problems: list[ProblemPlan], updates: Optional[CacheUpdates]) -> None:
         """Every problem in turn: record what does not run, measure the rest by the strategy,
         store the problem's winner in the tuned cache."""
-        from .strategies import STRATEGIES
+        from ..strategies import STRATEGIES
 
         if updates is not None and self.resumed and self.resumed.records:
             unfinished = {e.problem for e in self.entries if e.status == RUN}
@@ -229,7 +229,7 @@ class _Run:
 
     def _task_maker(self, pp: ProblemPlan) -> Any:
         """make_task(candidate, **overrides): the worker Task of one candidate of ``pp``."""
-        from .worker import Task
+        from ..worker import Task
 
         def make_task(cand: Candidate, **overrides: Any) -> Task:
             self.prog.start(pp.index, pp.problem.name, str(cand))
@@ -260,7 +260,7 @@ class _Run:
 
     def result(self, updates: Optional[CacheUpdates], show_cache: bool) -> SweepResult:
         """The finished sweep (printing the cache report when ``show_cache``)."""
-        from .selection import select_winners
+        from ..selection import select_winners
 
         meta = dict(self.writer.meta) if self.writer is not None else {}
         result = SweepResult(self.writer.run_dir, self.records, select_winners(self.records), meta,

@@ -8,12 +8,12 @@ from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence, Union
 
-from .cachedb import COLUMN_NAMES
-from .errors import CacheError, ConvbenchError
-from .files import PathLike
-from .outcome import now_iso
-from .registry import DEVICES
-from .spec import ConvSpec
+from .db import COLUMN_NAMES
+from ..errors import CacheError, ConvbenchError
+from ..files import PathLike
+from ..outcome import now_iso
+from ..registry import DEVICES
+from ..spec import ConvSpec
 
 EXPORT_FORMAT = "convbench-tuned-cache"
 EXPORT_VERSION = 2   # 2 added the entries' timings; version 1 files are read too
@@ -202,7 +202,7 @@ def validate_entry(d: Any, where: str) -> CacheEntry:
 # ---- the export document ------------------------------------------------------------------
 def export_document(entries: Sequence[CacheEntry], source: str) -> dict[str, Any]:
     """The versioned JSON document ``convbench cache export`` writes."""
-    from . import __version__
+    from .. import __version__
 
     return {"format": EXPORT_FORMAT, "version": EXPORT_VERSION, "exported": now_iso(),
             "convbench_version": __version__, "source": source,

@@ -1,6 +1,6 @@
 """The tuned-algorithm cache: the winning candidate per (problem, machine, threads, device).
 
-Storage is one SQLite file (:mod:`convbench.cachedb`: WAL mode, one ``BEGIN IMMEDIATE``
+Storage is one SQLite file (:mod:`convbench.cache.db`: WAL mode, one ``BEGIN IMMEDIATE``
 transaction per update, so several sweeps may write the same cache at once). Location, first
 match wins:
 
@@ -20,8 +20,9 @@ backends declare, see :func:`convbench.environment.version_declarations`) marks 
 or skipped (``"skip"``), never deleted behind the user's back. A file that is not a
 convbench cache raises :class:`~convbench.errors.CacheError` and is left untouched.
 
-Entries and the export format live in :mod:`convbench.cache_entry`, filling the cache from
-runs and re-checking it in :mod:`convbench.cache_runs`; their names import from here too.
+Entries and the export format live in :mod:`convbench.cache.entry`, the SQLite file layer in
+:mod:`convbench.cache.db`, filling the cache from runs in :mod:`convbench.cache.runs` and
+re-checking it in :mod:`convbench.cache.verify`.
 """
 from __future__ import annotations
 
@@ -36,20 +37,14 @@ import warnings
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional, Union
 
-# some names below are only re-exported (see __all__): `from convbench.cache import ...` keeps working
-from .cache_entry import (EXPORT_FORMAT, EXPORT_VERSION, CacheEntry, Choice, check_device,
-                          export_document, from_row, parse_export, to_row, validate_entry)
-from .cache_runs import (UpdateReport, VerifyReport, VerifyRow, entries_from_run, read_run,
-                         update_from_run, verify)
-from .cachedb import COLUMN_NAMES, SCHEMA_VERSION, CacheDB
-from .environment import (current_environment, current_versions, default_threads,
-                          machine_description, machine_key, version_keys,
-                          versions_from_environment)
-from .errors import CacheError
-from .files import PathLike, write_atomic
-from .outcome import now_iso
-from .registry import DEVICES
-from .spec import ConvSpec
+from ..environment import current_environment, current_versions, default_threads, machine_key, version_keys
+from ..errors import CacheError
+from ..files import PathLike, write_atomic
+from ..outcome import now_iso
+from ..spec import ConvSpec
+from .db import COLUMN_NAMES, CacheDB
+from .entry import (CacheEntry, Choice, check_device, export_document, from_row, parse_export, to_row,
+                    validate_entry)
 
 POLICIES = ("warn", "skip", "ignore")
 REPLACE_RULES = ("newer", "always", "never")
@@ -358,11 +353,3 @@ def lookup(spec: ConvSpec, device: str = "cpu", *, threads: Optional[int] = None
     return open_cache(cache, create=False).lookup(spec, device, threads=threads, policy=policy)
 
 
-__all__ = [
-    "TunedCache", "CacheEntry", "Choice", "StaleCacheWarning", "UpdateReport", "VerifyReport",
-    "VerifyRow", "lookup", "open_cache", "default_path", "stale_reasons", "stale_here",
-    "entry_status", "parse_export", "read_run", "entries_from_run", "update_from_run", "verify",
-    "machine_key", "machine_description", "current_environment", "current_versions",
-    "versions_from_environment", "default_threads", "POLICIES", "DEVICES", "EXPORT_FORMAT",
-    "EXPORT_VERSION", "SCHEMA_VERSION", "PathLike",
-]

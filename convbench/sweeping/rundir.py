@@ -15,10 +15,10 @@ import warnings
 from pathlib import Path
 from typing import Any, Callable, Mapping, Optional, Sequence
 
-from .errors import ConvbenchError, ResultsError
-from .outcome import now_iso
-from .suites import Suite
-from .sweep_options import PEAK_BUDGET_S, Resumed, SweepOptions
+from ..errors import ConvbenchError, ResultsError
+from ..outcome import now_iso
+from ..suites import Suite
+from .options import PEAK_BUDGET_S, Resumed, SweepOptions
 
 
 def load_avg() -> Optional[float]:
@@ -30,7 +30,7 @@ def load_avg() -> Optional[float]:
 
 
 def _peak(threads: int, note: Callable[[str], None]) -> dict[str, Any]:
-    from .environment import measure_peak
+    from ..environment import measure_peak
 
     note("measuring peak GEMM rate and memory bandwidth ...")
     try:
@@ -45,9 +45,9 @@ def open_run(out_dir: Path, suite: Suite, opts: SweepOptions, resumed: Optional[
              command: Optional[Sequence[str]], note: Callable[[str], None]) -> Any:
     """The RunWriter of a new run under ``out_dir``, or of the ``resumed`` one reopened (on
     the machine it was started on: ResultsError otherwise)."""
-    from . import __version__
-    from .environment import env_id, fingerprint
-    from .results import RunWriter, new_run_id
+    from .. import __version__
+    from ..environment import env_id, fingerprint
+    from ..results import RunWriter, new_run_id
 
     fp = fingerprint(opts.threads)
     eid = env_id(fp)
@@ -78,7 +78,7 @@ def open_run(out_dir: Path, suite: Suite, opts: SweepOptions, resumed: Optional[
 
 def finish_run(writer: Any, threads: int, stream: Any) -> None:
     """Mark the run finished; warn when the machine was busy while it measured."""
-    from .environment import available_cores
+    from ..environment import available_cores
 
     end = load_avg()
     writer.update_meta(load_avg_end=end)
@@ -106,7 +106,7 @@ class CacheUpdates:
     def open(self) -> None:
         """Open (creating or validating) the cache before measuring: a file that is not a
         convbench cache stops the sweep with its CacheError here, not after an hour."""
-        from .cache import open_cache
+        from ..cache import open_cache
 
         self.tc = open_cache(self.cache)
         self.tc.entries(spec_key="")  # reads it: validation happens on the first connection
@@ -115,7 +115,7 @@ class CacheUpdates:
         """Store the winner of the problem(s) ``records`` belong to."""
         if self.error is not None or not records:
             return
-        from .cache import entries_from_run, open_cache
+        from ..cache import entries_from_run, open_cache
 
         try:
             if self.tc is None:

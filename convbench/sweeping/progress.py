@@ -7,7 +7,7 @@ import sys
 import time
 from typing import Any, Mapping, Optional, Sequence
 
-from .fmt import fmt_time
+from ..fmt import fmt_time
 
 #: width of rich's elapsed and remaining-time columns ("0:00:05")
 _TIME_W = 7

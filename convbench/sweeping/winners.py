@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
-from .fmt import fmt_time
-from .outcome import STATUSES
+from ..fmt import fmt_time
+from ..outcome import STATUSES
 
 WINNER_HEADERS = ["problem", "shape", "winner", "median", "GFLOP/s", "runner-up", "margin", "verdict"]
 #: columns left out, in this order, when the table is wider than the terminal
@@ -96,7 +96,7 @@ def records_line(result: Any) -> str:
 
 def format_winners(result: Any, width: Optional[int] = None) -> str:
     """The winners table as plain text (unlimited width by default), its legend, the records line."""
-    from .cli._table import format_table
+    from ..table import format_table
 
     rows = winner_rows(result)
     if not rows:
@@ -118,7 +118,7 @@ def plan_rows(result: Any) -> list[list[str]]:
 
 def plan_summary(result: Any) -> list[str]:
     """The lines above a dry run's table: pairs, budget, candidates, unavailable ones."""
-    from .sweep_options import DEFAULT_BUDGET_S
+    from .options import DEFAULT_BUDGET_S
 
     counts: dict[str, int] = {}
     for e in result.plan:
@@ -140,7 +140,7 @@ PLAN_HEADERS = ["problem", "shape", "run", "unsupported"]
 
 def format_plan(result: Any, width: Optional[int] = None) -> str:
     """A dry run's plan as plain text."""
-    from .cli._table import format_table
+    from ..table import format_table
 
     return "\n".join(plan_summary(result)) + "\n\n" + format_table(
         PLAN_HEADERS, plan_rows(result), right=("run", "unsupported"), width=width or 10 ** 6)

@@ -16,9 +16,9 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional, Sequence
 
-from .errors import CacheError
-from .files import move_into_place, temp_path
-from .outcome import now_iso
+from ..errors import CacheError
+from ..files import move_into_place, temp_path
+from ..outcome import now_iso
 
 SCHEMA_VERSION = 2   # 2 added entries.timings (version 1 files are upgraded in place)
 
@@ -176,7 +176,7 @@ class CacheDB:
     def _create_file(self) -> None:
         """Build a new cache next to the target and move it into place (never over a file:
         when another process created one first, that one is used)."""
-        from . import __version__
+        from .. import __version__
 
         self.path.parent.mkdir(parents=True, exist_ok=True)
         tmp = temp_path(self.path)

@@ -15,10 +15,10 @@ import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Optional, Sequence
 
-from .errors import ConvbenchError
-from .registry import Backend, Candidate, Support
-from .spec import ConvSpec
-from .suites import Problem, Suite
+from ..errors import ConvbenchError
+from ..registry import Backend, Candidate, Support
+from ..spec import ConvSpec
+from ..suites import Problem, Suite
 
 #: what a plan entry says of a (problem, candidate) pair
 RUN, UNAVAILABLE, UNSUPPORTED, DONE = "run", "unavailable", "unsupported", "done"
@@ -64,7 +64,7 @@ def describe_backends(pool: Any, names: Sequence[str], device: str,
                       note: Callable[[str], None]) -> list[BackendPlan]:
     """The selected backends that have candidates on ``device`` (or are unavailable). Each
     family's worker imports its framework while answering; the families load concurrently."""
-    from .registry import backend_target, get_backend
+    from ..registry import backend_target, get_backend
 
     loaded: dict[str, tuple[str, Backend]] = {}
     broken: dict[str, str] = {}
@@ -172,7 +172,7 @@ def make_plan(suite: Suite, bplans: Sequence[BackendPlan], device: str, rng: ran
               done_pairs: set[tuple[str, str]]) -> list[ProblemPlan]:
     """Every problem (in an order shuffled by ``rng``, so slow drift of the machine is not
     confounded with shape order) with every candidate (shuffled per problem) and its status."""
-    from .registry import framework_modules
+    from ..registry import framework_modules
 
     frameworks = framework_modules()
     order = list(range(len(suite.problems)))

@@ -7,9 +7,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence
 
-from .errors import ConvbenchError, ResultsError, SuiteError, UnknownBackendError
-from .spec import ConvSpec
-from .suites import Problem, Suite, load_suite, suite_from_specs
+from ..errors import ConvbenchError, ResultsError, SuiteError, UnknownBackendError
+from ..spec import ConvSpec
+from ..suites import Problem, Suite, load_suite, suite_from_specs
 
 #: Seconds of timing per candidate unless --budget says otherwise (the timer stops earlier when
 #: the CI of the median is within +-1%). Chosen so `convbench sweep quick` stays under a
@@ -52,7 +52,7 @@ class SweepOptions:
     rel_ci: float = 0.01
 
     def __post_init__(self) -> None:
-        from .strategies import STRATEGIES
+        from ..strategies import STRATEGIES
 
         if self.device not in DEVICES:
             raise ConvbenchError(f"device: {self.device!r} is not a device; use cpu or cuda")
@@ -72,7 +72,7 @@ class SweepOptions:
     @classmethod
     def from_arguments(cls, **given: Any) -> "SweepOptions":
         """The options of :func:`convbench.sweep`'s keyword arguments (None: the default)."""
-        from .environment import available_cores
+        from ..environment import available_cores
 
         values = {k: v for k, v in given.items() if v is not None}
         values.setdefault("threads", available_cores())
@@ -125,7 +125,7 @@ def resolve_suite(suite: Any, opts: SweepOptions) -> Suite:
 
 def select_backends(patterns: Optional[Sequence[str]]) -> list[str]:
     """The registered backend names matching ``patterns`` (comma-separated allowed; None: all)."""
-    from .registry import list_backends
+    from ..registry import list_backends
 
     if patterns is None:
         return list_backends()
@@ -196,7 +196,7 @@ def resume_run(resume: Any, out_dir: Path, suite: Any, given: Mapping[str, Any],
                tuning: Mapping[str, Any]) -> tuple[SweepOptions, Suite, Resumed]:
     """The options and suite of the run ``resume`` continues. A setting given now must equal
     the run's (ConvbenchError naming both otherwise): a resumed run keeps its settings."""
-    from .results import read_meta, read_records
+    from ..results import read_meta, read_records
 
     run_dir = find_run_dir(resume, out_dir)
     meta = read_meta(run_dir)
