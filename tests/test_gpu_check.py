@@ -258,7 +258,10 @@ def test_shim_makes_an_uninstalled_checkout_importable_with_its_entry_points(tmp
                        env={"PYTHONPATH": str(shim), "PATH": os.environ.get("PATH", "")}, timeout=60)
     assert r.returncode == 0, r.stderr
     first, origin, paths = r.stdout.splitlines()
-    assert first == "convbench_backends.triton_backend:TritonBackend 9"
+    import tomllib
+
+    declared = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["entry-points"]["convbench.backends"]
+    assert first == f"convbench_backends.triton_backend:TritonBackend {len(declared)}"
     assert Path(origin).resolve() == REPO / "backends" / "numpy_direct.py"
     suites, package, version = paths.split()
     assert (Path(suites).resolve(), Path(package).resolve()) == (REPO / "suites", REPO / "convbench")
