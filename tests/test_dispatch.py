@@ -226,6 +226,10 @@ def test_torch_dispatch_callable_matches_torch_backend_for_every_algorithm(case)
     for algo in b.algorithms("cpu"):
         if not b.supports(spec, "cpu", algo):
             continue
+        if not D.eligible("numpy", "torch", algo, "cpu", spec=spec):
+            # torch.compile candidates have no conv() hook by design: never dispatched
+            assert "compile" in algo
+            continue
         mine = D.runner(spec, "numpy", "torch", algo, "cpu")(x, w)
         theirs = cb.convolve(spec, x, w, backend="torch", algorithm=algo)
         assert type(mine) is np.ndarray and mine.shape == theirs.shape

@@ -11,6 +11,9 @@ from convbench.spec import TOLERANCES
 # lazy imports and the install hint: test_testing.py checks every backend's declarations
 torch = pytest.importorskip("torch", reason="torch is not installed: pip install convbench[torch]")
 
+import convbench_backends._torch_compile as torch_compile  # noqa: E402
+from convbench_backends._torch_interop import cuda_driver_devices  # noqa: E402
+
 
 @pytest.fixture(scope="module")
 def backend():
@@ -18,6 +21,7 @@ def backend():
 
 
 ALGOS = ["default", "channels_last", "native"]
+COMPILE_ALGOS = ["compile", "compile-max-autotune"]
 
 # a spread that exercises every branch of the backend (pad, crop, layout conversion, 1/2/3-D)
 SPREAD = [
@@ -87,9 +91,21 @@ def test_hand_computed_transposed_crop():
 
 
 def test_conformance_suite_passes(backend):
-    report = cb.check_backend(backend)
+    # the torch.compile candidates compile every spec (about a minute each): see the slow test below
+    report = cb.check_backend(backend, algorithms=ALGOS)
     assert report.ok, report.summary()
     assert report.count("pass") > 100
+
+
+@pytest.mark.slow
+@pytest.mark.fresh_process
+@pytest.mark.parametrize("algo", COMPILE_ALGOS)
+def test_conformance_suite_passes_compiled(backend, algo, fresh_process):
+    if not fresh_process:
+        return  # the child's outcome was asserted by the fixture
+    report = cb.check_backend(backend, algorithms=[algo], declarations=False)
+    assert report.ok, report.summary()
+    assert report.count("pass") == report.n_specs
 
 
 def test_native_disables_mkldnn_and_default_uses_it(backend):
@@ -179,3 +195,75 @@ def test_info_and_versions(backend):
         assert p.info["cpu_native_bf16"] == ("avx512_bf16" in flags or "amx_bf16" in flags)
     with pytest.raises(RuntimeError):
         p.result()
+
+
+# ---- torch.compile candidates ----------------------------------------------------------------
+COMPILE_SPECS = [
+    cb.ConvSpec(n=2, c_in=4, c_out=6, input_size=(11,), kernel_size=3, stride=2, padding=[(1, 2)]),
+    cb.ConvSpec(n=2, c_in=4, c_out=6, input_size=(9, 8), kernel_size=3, stride=(2, 1),
+                padding=[(1, 2), (0, 1)], dilation=2, groups=2, layout="channels_last"),
+    cb.ConvSpec(n=1, c_in=4, c_out=6, input_size=(5, 6, 4), kernel_size=(3, 2, 2), stride=2,
+                padding=1, groups=2),
+    cb.ConvSpec(n=2, c_in=4, c_out=6, input_size=(5, 4), kernel_size=3, stride=2,
+                padding=[(2, 0), (0, 1)], transposed=True, output_padding=(1, 1), layout="channels_last"),
+    cb.ConvSpec(n=1, c_in=4, c_out=4, input_size=(8, 8), kernel_size=3, padding=1, groups=4,
+                dtype="bfloat16"),
+]
+
+
+@pytest.mark.fresh_process
+@pytest.mark.skipif(torch_compile.cxx_compiler() is None, reason="no C++ compiler for inductor")
+@pytest.mark.parametrize("algo", COMPILE_ALGOS)
+@pytest.mark.parametrize("spec", COMPILE_SPECS, ids=lambda s: s.label)
+def test_compiled_candidates_match_reference(backend, spec, algo, fresh_process):
+    if not fresh_process:
+        return  # the child's outcome was asserted by the fixture
+    x, w = cb.make_inputs(spec, seed=3)
+    p = backend.prepare(spec, x, w, algorithm=algo)
+    with pytest.raises(RuntimeError):  # the compiling call in prepare() leaves no result behind
+        p.result()
+    p.run()
+    y = p.result()
+    assert y.shape == spec.output_shape and y.dtype == x.dtype
+    assert cb.relative_error(y, cb.reference(spec, x, w)) <= backend.tolerance(spec, "cpu", algo)
+    assert isinstance(p.info["compile_s"], float) and p.info["compile_s"] > 0
+    assert p.info["compile_mode"] == ("default" if algo == "compile" else "max-autotune")
+    assert p.info["weights_precomputed"] is False and not backend.precomputes_weights(algo)
+    p.close()
+
+
+@pytest.mark.fresh_process
+@pytest.mark.skipif(torch_compile.cxx_compiler() is None, reason="no C++ compiler for inductor")
+def test_each_prepare_compiles_its_own_code(backend, fresh_process):
+    if not fresh_process:
+        return  # the child's outcome was asserted by the fixture
+    # dynamo keeps compiled entries on the code object; a shared one would hit the limit here
+    import torch._dynamo
+
+    s = cb.ConvSpec(n=1, c_in=2, c_out=2, input_size=(6, 6), kernel_size=3)
+    with torch._dynamo.config.patch(recompile_limit=1, fail_on_recompile_limit_hit=True):
+        for size in (6, 7):
+            spec = s.replace(input_size=(size, size))
+            x, w = cb.make_inputs(spec)
+            p = backend.prepare(spec, x, w, algorithm="compile")
+            p.run()
+            assert cb.relative_error(p.result(), cb.reference(spec, x, w)) <= 1e-4
+            p.close()
+
+
+def test_compile_refused_without_a_cxx_compiler(backend, monkeypatch):
+    monkeypatch.setattr(torch_compile, "cxx_compiler", lambda: None)
+    s = cb.ConvSpec(n=1, c_in=2, c_out=2, input_size=(8, 8), kernel_size=3)
+    x, w = cb.make_inputs(s)
+    for algo in COMPILE_ALGOS:
+        sup = backend.supports(s, "cpu", algo)
+        assert not sup and sup.reason == "torch.compile needs a C++ compiler (inductor): install g++"
+        with pytest.raises(UnsupportedError, match="C\\+\\+ compiler"):
+            backend.prepare(s, x, w, algorithm=algo)
+    assert backend.supports(s, "cpu", "default")  # the other candidates are unaffected
+    assert set(COMPILE_ALGOS) <= set(backend.algorithms("cpu"))
+
+
+def test_compile_listed_on_cuda_only_with_a_driver(backend):
+    listed = set(COMPILE_ALGOS) <= set(backend.algorithms("cuda"))
+    assert listed == (cuda_driver_devices() > 0)
