@@ -11,6 +11,9 @@ returns an outcome dict (``convbench.outcome.OUTCOME_KEYS``):
    watchdog) a verification call still running after twice the limit is stopped;
 3. **warm-up and timing** with :func:`convbench.timing.measure` (the warm-up is its first
    step), retried while the hypervisor took too much of the machine (``steal_retries``);
+   what may have spoiled it (:mod:`convbench.noise`) goes into ``info`` and the ``noise``
+   flags, the one round it is into ``round_samples_s``/``round_medians_s``, and the
+   attempt's ``start_time``/``end_time`` (ISO 8601 UTC) into the outcome;
 4. **outcome**: ``ok`` with the timing fields, ``verified`` when only verification was asked
    for, or the failure (``error``, ``oom``, ``unsupported``, ``unavailable``) an exception
    stands for.
@@ -28,9 +31,10 @@ import traceback
 from dataclasses import asdict, dataclass
 from typing import Any, Callable, Optional
 
+from . import noise
 from . import timing as _timing
 from .errors import BackendUnavailableError, UnsupportedError
-from .outcome import TIMING_KEYS, VERIFIED, Status, empty_outcome
+from .outcome import TIMING_KEYS, VERIFIED, Status, empty_outcome, now_iso
 from .timing import TimingResult
 
 #: outcome key (never stored) set when the process that measured should be replaced: out of
@@ -88,6 +92,7 @@ def verify_and_time(prepare: Callable[[], Any], *, check: Optional[Check],
     t0 = time.perf_counter()
     out = empty_outcome(Status.ERROR.value) if out is None else out
     out.setdefault("info", {})
+    out["start_time"] = now_iso()
     try:
         verified = check is None or _verify(check, out, max_call_s, guard)
         if verified and timing is None:
@@ -95,12 +100,14 @@ def verify_and_time(prepare: Callable[[], Any], *, check: Optional[Check],
         elif verified:
             res = _time(prepare, timing, out["info"], steal_retries, steal_retry_pct)
             out.update(res.to_dict())
-            out.update(status=Status.OK.value, message=None)
+            out.update(status=Status.OK.value, message=None, round_samples_s=[list(res.samples_s)],
+                       round_medians_s=[res.median_s], noise=noise.flags(out["info"]))
     except BaseException as exc:  # noqa: BLE001 - every failure is recorded
         record_failure(out, exc)
     if out["status"] != Status.OK:
         for k in TIMING_KEYS:
             out[k] = None
+    out["end_time"] = now_iso()
     out["wall_s"] = time.perf_counter() - t0
     return out
 
@@ -161,39 +168,34 @@ def _first_call(check: Check, out: dict, max_call_s: Optional[float],
 
 def _time(prepare: Callable[[], Any], params: TimingParams, info: dict, retries: int,
           retry_pct: float) -> TimingResult:
-    """Time the full-batch candidate; with ``retries``, again while the hypervisor's share of
-    the machine (steal) exceeded ``retry_pct``, keeping the least disturbed timing."""
-    from . import environment
-
+    """Time the full-batch candidate and record in ``info`` what may have spoiled it
+    (:mod:`convbench.noise`: steal, runnable processes, tick quantisation, throttling, clock);
+    with ``retries``, again while the hypervisor's share of the machine (steal) exceeded
+    ``retry_pct``, keeping the least disturbed timing."""
+    threads = int(info.get("threads") or 1)
     p = prepare()
-    tries: list[tuple[Optional[float], TimingResult, Optional[int]]] = []
+    tries: list[tuple[dict, TimingResult]] = []
     try:
         for _ in range(1 + retries):
-            before = environment.cpu_counters()
+            before = noise.snapshot()
             res = _timing.measure(p, **asdict(params))
-            after = environment.cpu_counters()
-            steal = _steal_pct(before, after)
-            tries.append((steal, res, after[2] if after is not None else None))
+            tries.append((noise.facts(before, noise.snapshot(), threads=threads), res))
+            steal = tries[-1][0].get("cpu_steal_pct")
             if steal is None or steal <= retry_pct:
                 break
         info.update(jsonable(dict(getattr(p, "info", None) or {})))
     finally:
         p.close()
-    steal, res, running = min(tries, key=lambda tr: -1.0 if tr[0] is None else tr[0])
-    if steal is not None:
-        # machine-wide, over the timing: share of CPU time the hypervisor took, and how many
-        # processes were runnable at its end (the measuring process's threads included)
-        info["cpu_steal_pct"] = steal
-        info["procs_running"] = running
+    found, res = min(tries, key=lambda tr: tr[0].get("cpu_steal_pct", -1.0))
+    # machine-wide, over the timing: share of CPU time the hypervisor took, how many processes
+    # were runnable at its end (the measuring process's threads included), throttling, clock
+    info.update(found)
+    tick = noise.tick_quantum(res.samples_s, res.loops)
+    if tick is not None:
+        info["tick_s"] = tick
     if len(tries) > 1:
-        info["steal_retries"] = [tr[0] for tr in tries]
+        info["steal_retries"] = [tr[0].get("cpu_steal_pct") for tr in tries]
     return res
-
-
-def _steal_pct(before: Optional[tuple], after: Optional[tuple]) -> Optional[float]:
-    if before is None or after is None or after[1] <= before[1]:
-        return None
-    return round(100.0 * (after[0] - before[0]) / (after[1] - before[1]), 2)
 
 
 def _relative_error(y: Any, expected: Any) -> float:

@@ -4,13 +4,15 @@ The rule (used by the sweep's table, the tuned cache and reports):
 
 1. Only records with ``status == "ok"`` compete.
 2. The candidate with the fastest median is the *fastest*. Every other candidate whose median
-   lies inside the fastest's 95% confidence interval of the median (``other.median_s <=
-   fastest.ci_high_s``) is *tied* with it: within the fastest's own uncertainty, the
-   measurements cannot tell them apart. (Mere overlap of the two CIs is not enough: a noisy
-   candidate with a wide CI could then "tie" while being many times slower.)
-3. No tie: the fastest wins. The win is *decisive* when its CI is clear of the runner-up's
-   (``winner.ci_high_s < runner_up.ci_low_s``); a win over a runner-up whose wide CI reaches
-   down into the winner's is not decisive.
+   lies within the *minimum effect* of it (``other.median_s <= fastest.median_s * (1 +
+   min_effect)``, default :data:`DEFAULT_MIN_EFFECT`) is *tied* with it: a difference that
+   small is not one worth choosing on. A tie never comes from wide intervals: a candidate
+   whose median is far from the fastest's (say 1.5x) is never tied with it, however noisy
+   either measurement was.
+3. No tie: the fastest wins. The win is *decisive* when its interval is clear of the
+   runner-up's (``winner.ci_high_s < runner_up.ci_low_s``; with rounds the intervals include
+   the between-round spread, :func:`convbench.timing.summarize_rounds`); otherwise it is
+   *close*: the fastest median, but the measurements do not rule out the runner-up.
 4. A tie: the most robust tied candidate wins, by :func:`robustness_rank`, in this order:
 
    a. candidates that do not precompute anything from the weights ahead of time (a record
@@ -23,7 +25,7 @@ The rule (used by the sweep's table, the tuned cache and reports):
    c. the faster median; d. the candidate name (so the choice is deterministic).
 
    Such a win is never decisive; ``margin`` may then be negative (the robust choice is
-   slower than the runner-up by an amount the measurements cannot resolve).
+   slower than the runner-up by less than the minimum effect).
 
 ``runner_up`` is the fastest candidate other than the winner; ``margin`` is
 ``runner_up_median / winner_median - 1``; when the winner ran alone, ``runner_up`` and
@@ -38,10 +40,16 @@ from typing import Any, Iterable, Mapping, Optional
 from .errors import ConvbenchError, ResultsError
 from .registry import Backend, Robustness, get_backend
 
+#: the smallest relative difference of medians that counts as a difference, in winner selection
+#: and in `convbench compare`. Provisional: to be calibrated with A/A runs
+#: (benchmarks/aa_compare.py) on quiet and on shared machines.
+DEFAULT_MIN_EFFECT = 0.05
+
 RULE_ONLY = "only candidate ok"
-RULE_FASTEST = "fastest median (no other median inside its CI)"
-RULE_TIE = ("tie (medians inside the fastest's CI): most robust wins - no weight precomputation, then "
-            "declared robustness (framework > library > JIT > undeclared), then median")
+RULE_FASTEST = "fastest median (no other median within the minimum effect)"
+RULE_TIE = ("tie (medians within the minimum effect of the fastest): most robust wins - no weight "
+            "precomputation, then declared robustness (framework > library > JIT > undeclared), "
+            "then median")
 
 
 @dataclass
@@ -58,7 +66,8 @@ class Winner:
     margin: Optional[float]
     decisive: bool
     tie_break_rule: str
-    #: candidates whose medians lay inside the fastest's CI (the fastest included), fastest first
+    #: candidates whose medians lay within the minimum effect of the fastest's (it included),
+    #: fastest first
     tied: list[str] = field(default_factory=list)
     #: how many candidates were ok
     n_ok: int = 0
@@ -112,8 +121,10 @@ def _as_records(records: Any) -> list[Mapping[str, Any]]:
     return list(records)
 
 
-def select_winners(records: Iterable[Mapping[str, Any]]) -> dict[tuple[str, str], Winner]:
+def select_winners(records: Iterable[Mapping[str, Any]], *,
+                   min_effect: float = DEFAULT_MIN_EFFECT) -> dict[tuple[str, str], Winner]:
     """The winner per (problem, device) among ``ok`` records (dicts or a DataFrame's rows).
+    Medians within ``min_effect`` (a fraction) of the fastest's are tied with it.
 
     Problems with no ok candidate have no entry. When a candidate appears more than once for
     a problem (several runs), its latest record (by timestamp) counts. Records of one
@@ -139,12 +150,15 @@ def select_winners(records: Iterable[Mapping[str, Any]]) -> dict[tuple[str, str]
         if old is None or str(rec.get("timestamp") or "") >= str(old.get("timestamp") or ""):
             bucket[cand] = rec
 
+    if not (isinstance(min_effect, (int, float)) and 0 <= min_effect < 1):
+        raise ConvbenchError(f"min_effect: {min_effect!r} must be a fraction in [0, 1), e.g. 0.05")
     winners: dict[tuple[str, str], Winner] = {}
     for gk, bucket in groups.items():
         ranked = sorted(bucket.values(), key=lambda r: (_num(r["median_s"]), str(r.get("candidate"))))
         fastest = ranked[0]
-        _, fast_hi = _ci(fastest)
-        tied = [r for r in ranked if r is fastest or _num(r["median_s"]) <= fast_hi]
+        # the relative slack keeps a median exactly at the edge (1.05 vs 1.00) inside it
+        edge = _num(fastest["median_s"]) * (1.0 + min_effect) * (1.0 + 1e-12)
+        tied = [r for r in ranked if r is fastest or _num(r["median_s"]) <= edge]
         if len(ranked) == 1:
             win, rule = fastest, RULE_ONLY
         elif len(tied) == 1:
@@ -166,4 +180,4 @@ def select_winners(records: Iterable[Mapping[str, Any]]) -> dict[tuple[str, str]
     return winners
 
 
-__all__ = ["Winner", "select_winners", "robustness_rank", "precomputes_weights"]
+__all__ = ["Winner", "select_winners", "robustness_rank", "precomputes_weights", "DEFAULT_MIN_EFFECT"]

@@ -8,13 +8,24 @@ recorded before); ``make_task(candidate, **task_overrides)`` builds the worker
 the candidate's worker process; ``emit(candidate, outcome)`` writes the candidate's record
 (and returns it). A strategy emits exactly one outcome per candidate.
 
-``exhaustive`` verifies and times every candidate with the full budget, one after the other.
+**Rounds** (both strategies): the timing of a problem's candidates is split into
+``Rounds.count`` interleaved rounds (default :data:`DEFAULT_ROUNDS`), each with
+``1/count`` of the per-candidate budget and at least ``Rounds.min_samples`` samples. Every
+round visits the candidates in a new shuffled order (worker families in shuffled order, the
+candidates of a family shuffled, so each round switches families once per family: see
+``convbench.pool.SETTLE_S``), with a fresh prepare and warm-up each time. Drift over minutes
+then hits every candidate alike, and each record shows how far its median moves between
+rounds: ``round_samples_s`` (raw samples per round), ``round_medians_s``, ``round_spread``
+(slowest round median / fastest - 1). Its ``median_s`` and statistics are over the pooled
+samples; its ``ci_low_s``/``ci_high_s`` is the wider of the pooled samples' interval and the
+between-round interval (:func:`convbench.timing.summarize_rounds`). A candidate that fails in
+a later round ends with that failure (its earlier rounds in ``info["rounds"]``).
 
-``race`` (successive halving on confidence intervals) gives every candidate of a problem a
-short first round, then keeps timing only those that could still win:
+``exhaustive`` measures every candidate in rounds with the full budget (the first round also
+verifies; a candidate that is not ok there leaves the rounds).
 
-``race`` gives every candidate of a problem a short first round, then keeps timing only
-those that could still win:
+``race`` (successive halving on confidence intervals) screens first, then measures only the
+candidates that could still win, in rounds exactly as ``exhaustive`` does:
 
 0. **Verification** (every candidate): checked against the float64 reference, the only
    verification (a wrong answer ends the candidate there and it is never timed). The
@@ -48,19 +59,20 @@ those that could still win:
 3. **Middle rounds** (``middle_fractions``, default one round with 0.25 of the budget and at
    least 8 new samples) give the unstruck survivors more samples, accumulated with the
    earlier ones; a struck candidate gets only a round-1-sized second look.
-4. **Final round**: every survivor (also a lone one) is measured exactly as ``exhaustive``
-   measures a candidate: the sweep's full budget, ``min_samples``, ``max_samples`` and CI
-   stopping rule. Its record's statistics are those of the final round alone, so finalists'
-   numbers are comparable with ``exhaustive`` ones (earlier rounds ran at other moments on a
-   machine whose speed drifts; mixing them would widen the CIs and blur ties).
+4. **Final rounds**: every survivor (also a lone one) is measured exactly as ``exhaustive``
+   measures a candidate: the sweep's full budget split over interleaved rounds, with
+   ``min_samples``, ``max_samples`` and the CI stopping rule shared out likewise. Its
+   record's statistics are those of the final rounds alone, so finalists' numbers are
+   comparable with ``exhaustive`` ones (the screening rounds ran with other budgets).
 
-5. **Re-admission**: the machine can drift between rounds, so after the final round every
+5. **Re-admission**: the machine can drift between rounds, so after the final rounds every
    dropped candidate whose samples are not clearly slower than the best finalist's final
-   round (its CI lower bound <= that finalist's CI upper bound: winner selection would see
-   it tied or faster) is re-admitted and measured in the final round too. Every candidate
+   rounds (its CI lower bound <= that finalist's CI upper bound) is re-admitted and measured
+   in final rounds too. Every candidate
    that can win or tie the winner has therefore had the full final measurement.
 
-Every candidate ends with exactly one record, in the same schema as ``exhaustive``.
+Every candidate ends with exactly one record, in the same schema as ``exhaustive``
+(dropped candidates have one round per screening round that timed them).
 Finalists: ``info["race"] = "finalist"`` (or ``"finalist (re-admitted ...)"``). Dropped candidates: status ``ok``, statistics and
 ``samples_s`` over all the samples they got, ``info["race"] = "dropped in round k"``.
 ``info["race_rounds"]`` lists every round (its samples, budget, median), so no sample is
@@ -75,12 +87,14 @@ do candidates over the per-call limit, which are recorded as ``timeout`` at veri
 """
 from __future__ import annotations
 
+import random
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Optional, Sequence
 
 from .errors import ConvbenchError
 from .outcome import VERIFIED, Status
-from .timing import summarize
+from .rounds import DEFAULT_ROUNDS, RoundParams, Rounds, RunRound, merge_rounds, run_rounds
+from .timing import summarize, summarize_rounds
 
 #: emit(candidate, outcome) -> the stored record
 Emit = Callable[[Any, Mapping[str, Any]], dict]
@@ -89,12 +103,45 @@ MakeTask = Callable[..., Any]
 Strategy = Callable[[Any, str, Any, Sequence[Any], MakeTask, Emit], None]
 
 
+def _pool_runner(pool: Any, make_task: MakeTask) -> RunRound:
+    """run_round(candidate, params): one worker task for one round of one candidate."""
+    def run_round(cand: Any, p: RoundParams) -> dict[str, Any]:
+        task = make_task(cand, budget_s=p.budget_s, min_samples=p.min_samples,
+                         max_samples=max(p.max_samples, p.min_samples), rel_ci=p.rel_ci,
+                         verify=p.verify, time=p.time, stop_above_s=p.stop_above_s)
+        return dict(pool.run(task))
+    return run_round
+
+
+def _shuffler(problem_name: str, seed: Any) -> random.Random:
+    """The round orders' random source: the same for the same problem and seed (A/A runs)."""
+    return random.Random(f"{problem_name}/{seed}")
+
+
 # ---- exhaustive ------------------------------------------------------------------------------
+def measure_candidates(candidates: Sequence[Any], run_round: RunRound, *, budget_s: float,
+                       min_samples: int = 10, max_samples: int = 10000, rel_ci: float = 0.01,
+                       rounds: Optional[Rounds] = None,
+                       rng: Optional[random.Random] = None) -> list[tuple[Any, dict[str, Any]]]:
+    """Verify and time every candidate in interleaved rounds; (candidate, outcome for its
+    record) in the input order. The settings are the whole timing's, shared over the rounds."""
+    raw = run_rounds(candidates, run_round, budget_s=budget_s, min_samples=min_samples,
+                     max_samples=max_samples, rel_ci=rel_ci, rounds=rounds or Rounds(),
+                     rng=rng or random.Random(0))
+    return [(c, merge_rounds(outs)) for c, outs in zip(candidates, raw)]
+
+
 def exhaustive(pool: Any, problem_name: str, spec: Any, candidates: Sequence[Any],
-               make_task: MakeTask, emit: Emit) -> None:
-    """Verify and time every candidate with the full budget, one after the other."""
-    for cand in candidates:
-        emit(cand, pool.run(make_task(cand)))
+               make_task: MakeTask, emit: Emit, *, rounds: Optional[Rounds] = None) -> None:
+    """Verify and time every candidate with the full budget, in interleaved rounds."""
+    if not candidates:
+        return
+    t = make_task(candidates[0])
+    for cand, outcome in measure_candidates(
+            candidates, _pool_runner(pool, make_task), budget_s=float(t.budget_s),
+            min_samples=t.min_samples, max_samples=t.max_samples, rel_ci=t.rel_ci,
+            rounds=rounds, rng=_shuffler(problem_name, t.seed)):
+        emit(cand, outcome)
 
 
 # ---- race: its settings ----------------------------------------------------------------------
@@ -131,24 +178,6 @@ class RaceConfig:
 
 
 @dataclass
-class RoundParams:
-    """What one round asks of one candidate (becomes a worker Task)."""
-
-    round: int
-    budget_s: float
-    min_samples: int
-    max_samples: int
-    rel_ci: float
-    verify: bool
-    final: bool
-    time: bool = True                    # False: verification only (round 0)
-    stop_above_s: Optional[float] = None  # see timing.measure
-
-
-RunRound = Callable[[Any, RoundParams], Mapping[str, Any]]
-
-
-@dataclass
 class _Entrant:
     candidate: Any
     outcomes: list[dict] = field(default_factory=list)
@@ -160,6 +189,7 @@ class _Entrant:
     finalist: bool = False
     readmitted: bool = False
     decisive: bool = False               # dropped as decisively slower in round 1
+    final: Optional[dict] = None         # the outcome of its final rounds, merged
     est_s: float = float("inf")          # verification call scaled to the full batch
     family: str = ""                     # the worker family that ran it (from verification)
 
@@ -169,10 +199,12 @@ class _Race:
     """The state of one race: its entrants and the rounds run on them (see the module docstring)."""
 
     def __init__(self, candidates: Sequence[Any], run_round: RunRound, cfg: RaceConfig, *,
-                 budget_s: float, min_samples: int, max_samples: int, rel_ci: float) -> None:
+                 budget_s: float, min_samples: int, max_samples: int, rel_ci: float,
+                 rounds: Rounds, rng: random.Random) -> None:
         self.entrants = [_Entrant(c) for c in candidates]
         self.run_round = run_round
         self.cfg = cfg
+        self.rounds, self.rng = rounds, rng
         self.budget_s, self.rel_ci = budget_s, rel_ci
         self.min_samples, self.max_samples = min_samples, max_samples
         self.first_max = max(cfg.first_samples, min(cfg.first_max_samples, max_samples))
@@ -263,50 +295,56 @@ class _Race:
                 if e.strikes >= self.cfg.strikes:
                     e.dropped_in = round_no
 
-    def final_round(self, round_no: int) -> RoundParams:
-        """Every survivor measured as exhaustive measures a candidate; returns the round."""
-        final = RoundParams(round_no, self.budget_s, self.min_samples, self.max_samples,
-                            self.rel_ci, verify=False, final=True)
-        for e in self.alive():
+    def final_rounds(self, entrants: Sequence[_Entrant], first_round: int) -> int:
+        """``entrants`` measured as exhaustive measures candidates (interleaved rounds, the
+        full budget); returns the number of the next round."""
+        raw = run_rounds([e.candidate for e in entrants], self.run_round, budget_s=self.budget_s,
+                         min_samples=self.min_samples, max_samples=self.max_samples,
+                         rel_ci=self.rel_ci, rounds=self.rounds, rng=self.rng,
+                         first_round=first_round, verify=False)
+        for e, outs in zip(entrants, raw):
             e.finalist = True
-            self.run(e, final)
-        return final
+            e.outcomes.extend(outs)
+            e.final = merge_rounds(outs)
+            e.failed = e.final.get("status") != Status.OK
+        return first_round + self.rounds.count
 
-    def readmit(self, final: RoundParams) -> None:
+    def readmit(self, next_round: int) -> None:
         """The machine may have drifted between the rounds: a dropped entrant whose samples
-        are not clearly slower than the best finalist's final round would compete (tie or
-        win) in winner selection with few, older samples; it gets the final round too."""
+        are not clearly slower than the best finalist's final rounds would compete (tie or
+        win) in winner selection with few, older samples; it gets final rounds too."""
         while True:
-            done = [e for e in self.entrants if e.finalist and not e.failed]
+            done = [e.final for e in self.entrants if e.final is not None and not e.failed]
             if not done:
                 return
-            best_hi = min(done, key=lambda e: e.outcomes[-1]["median_s"]).outcomes[-1]["ci_high_s"]
+            best_hi = min(done, key=lambda o: o["median_s"])["ci_high_s"]
             back = [e for e in self.entrants if e.dropped_in is not None and not e.finalist
                     and not e.failed and e.samples and summarize(e.samples)["ci_low_s"] <= best_hi]
             if not back:
                 return
             for e in back:
-                e.finalist = True
                 e.readmitted = True
-                self.run(e, final)
+            next_round = self.final_rounds(back, next_round)
 
 
 def race_candidates(candidates: Sequence[Any], run_round: RunRound, *, budget_s: float,
                     min_samples: int = 10, max_samples: int = 10000, rel_ci: float = 0.01,
-                    config: Optional[RaceConfig] = None) -> list[tuple[Any, dict[str, Any]]]:
+                    config: Optional[RaceConfig] = None, rounds: Optional[Rounds] = None,
+                    rng: Optional[random.Random] = None) -> list[tuple[Any, dict[str, Any]]]:
     """Race ``candidates``; returns (candidate, outcome for its record) in the input order.
 
     ``run_round(candidate, params)`` verifies (``params.verify``) and times one candidate and
     returns a worker outcome dict (``convbench.outcome.OUTCOME_KEYS``). ``budget_s``,
     ``min_samples``, ``max_samples`` and ``rel_ci`` are the sweep's per-candidate settings,
-    used unchanged for the final round.
+    shared over the final ``rounds`` as ``exhaustive`` shares them.
     """
     race = _Race(candidates, run_round, config or RaceConfig(), budget_s=budget_s,
-                 min_samples=min_samples, max_samples=max_samples, rel_ci=rel_ci)
+                 min_samples=min_samples, max_samples=max_samples, rel_ci=rel_ci,
+                 rounds=rounds or Rounds(), rng=rng or random.Random(0))
     race.verify_all()
     race.first_round()
     last = race.middle_rounds()
-    race.readmit(race.final_round(last + 1))
+    race.readmit(race.final_rounds(race.alive(), last + 1))
     return [(e.candidate, _merge(e)) for e in race.entrants]
 
 
@@ -329,17 +367,19 @@ def _verdict(e: _Entrant) -> dict[str, Any]:
     last = e.outcomes[-1]
     if len(e.outcomes) == 1 and last.get("status") != Status.OK:
         return dict(last)  # not ok when verified (unsupported, wrong, crashed, ...): as is
-    if e.finalist and last.get("status") == Status.OK:  # the final round, measured like exhaustive
-        return _with_race_note(last, f"finalist (re-admitted after being dropped in round {e.dropped_in})"
-                               if e.readmitted else "finalist")
+    if e.final is not None and e.final.get("status") == Status.OK:  # measured like exhaustive
+        return _with_race_note(e.final, f"finalist (re-admitted after being dropped in round "
+                               f"{e.dropped_in})" if e.readmitted else "finalist")
     if last.get("status") != Status.OK:  # failed after passing earlier rounds: that is the news
         rnd = last.get("_round")
         return _with_race_note(last, f"failed in round {rnd} after passing verification" if rnd == 1
                                else f"failed in round {rnd} after passing earlier rounds")
     out = _with_race_note(last, f"dropped in round {e.dropped_in}"
                           + (" (decisively slower)" if e.decisive else ""))
-    out.update(summarize(e.samples))  # dropped: every sample it got
-    out.update(samples_s=list(e.samples), n_samples=len(e.samples), converged=False)
+    screened = [e.by_round[r] for r in sorted(e.by_round)]
+    out.update(summarize_rounds(screened))  # dropped: every sample it got, round by round
+    out.update(samples_s=list(e.samples), round_samples_s=screened, n_samples=len(e.samples),
+               converged=False)
     return out
 
 
@@ -355,6 +395,7 @@ def _merge(e: _Entrant) -> dict[str, Any]:
             vals = [o.get(k) for o in e.outcomes if o.get(k) is not None]
             out[k] = sum(vals) if vals else None
         out["info"]["race_rounds"] = [_round_info(o) for o in e.outcomes]
+        out["start_time"] = first.get("start_time") or out.get("start_time")
         for k in ("verify_call_s", "verify_est_s"):
             v = (first.get("info") or {}).get(k)
             if v is not None:
@@ -366,22 +407,15 @@ def _merge(e: _Entrant) -> dict[str, Any]:
 
 # ---- race: the strategy ----------------------------------------------------------------------
 def race(pool: Any, problem_name: str, spec: Any, candidates: Sequence[Any], make_task: MakeTask,
-         emit: Emit, *, config: Optional[RaceConfig] = None) -> None:
+         emit: Emit, *, config: Optional[RaceConfig] = None, rounds: Optional[Rounds] = None) -> None:
     """Successive halving on confidence intervals (see the module docstring)."""
     if not candidates:
         return
-    template = make_task(candidates[0])
-
-    def run_round(cand: Any, p: RoundParams) -> dict[str, Any]:
-        task = make_task(cand, budget_s=p.budget_s, min_samples=p.min_samples,
-                         max_samples=max(p.max_samples, p.min_samples), rel_ci=p.rel_ci,
-                         verify=p.verify, time=p.time, stop_above_s=p.stop_above_s)
-        return dict(pool.run(task))
-
-    for cand, outcome in race_candidates(candidates, run_round, budget_s=float(template.budget_s),
-                                         min_samples=template.min_samples,
-                                         max_samples=template.max_samples,
-                                         rel_ci=template.rel_ci, config=config):
+    t = make_task(candidates[0])
+    for cand, outcome in race_candidates(candidates, _pool_runner(pool, make_task),
+                                         budget_s=float(t.budget_s), min_samples=t.min_samples,
+                                         max_samples=t.max_samples, rel_ci=t.rel_ci, config=config,
+                                         rounds=rounds, rng=_shuffler(problem_name, t.seed)):
         emit(cand, outcome)
 
 
@@ -389,4 +423,4 @@ def race(pool: Any, problem_name: str, spec: Any, candidates: Sequence[Any], mak
 STRATEGIES: dict[str, Strategy] = {"exhaustive": exhaustive, "race": race}
 
 __all__ = ["STRATEGIES", "Strategy", "Emit", "MakeTask", "exhaustive", "race", "race_candidates",
-           "RaceConfig", "RoundParams"]
+           "measure_candidates", "RaceConfig", "RoundParams", "Rounds", "DEFAULT_ROUNDS"]

@@ -140,6 +140,48 @@ def summarize(samples_s: Sequence[float], confidence: float = 0.95) -> dict[str,
     }
 
 
+def t_quantile(p: float, df: float) -> float:
+    """Student's t quantile (scipy), the normal quantile for df = inf."""
+    if not math.isfinite(df):
+        return _normal_quantile(p)
+    from scipy.stats import t
+
+    return float(t.ppf(p, df))
+
+
+def round_spread(round_medians_s: Sequence[float]) -> Optional[float]:
+    """How far a median moved between rounds: slowest round median / fastest - 1 (None: < 2 rounds)."""
+    ms = [float(m) for m in round_medians_s if m and m > 0]
+    return max(ms) / min(ms) - 1.0 if len(ms) >= 2 else None
+
+
+def summarize_rounds(round_samples_s: Sequence[Sequence[float]],
+                     confidence: float = 0.95) -> dict[str, Any]:
+    """:func:`summarize` over the pooled samples of several rounds, with an interval that
+    reflects the rounds too, plus ``round_medians_s`` and ``round_spread``.
+
+    The interval is the wider of the pooled samples' order-statistics interval (within-round
+    noise) and a t interval of the mean log round median placed around the pooled median
+    (between-round noise: drift from one window in time to the next), so one stable-looking
+    window cannot make a drifting candidate look precise.
+    """
+    rounds = [[float(s) for s in r] for r in round_samples_s if r]
+    if not rounds:
+        raise InvalidInputError("round_samples_s: need at least one round with samples")
+    stats: dict[str, Any] = summarize([s for r in rounds for s in r], confidence)
+    medians = [statistics.median(r) for r in rounds]
+    stats["round_medians_s"] = medians
+    stats["round_spread"] = round_spread(medians)
+    if len(medians) >= 2 and all(m > 0 for m in medians):
+        logs = [math.log(m) for m in medians]
+        half = (t_quantile(0.5 + confidence / 2, len(logs) - 1) * statistics.stdev(logs)
+                / math.sqrt(len(logs)))
+        med = stats["median_s"]
+        stats["ci_low_s"] = min(stats["ci_low_s"], med * math.exp(-half))
+        stats["ci_high_s"] = max(stats["ci_high_s"], med * math.exp(half))
+    return stats
+
+
 def _ci_within(xs_sorted: list[float], rel_ci: float) -> bool:
     med = statistics.median(xs_sorted)
     n = len(xs_sorted)
@@ -465,4 +507,4 @@ def time_callable(fn: Callable[[], Any], sync: Optional[Callable[[], Any]] = Non
 
 
 __all__ = ["TimingResult", "measure", "time_callable", "CallablePrepared", "median_ci",
-           "summarize", "last_level_cache_bytes", "default_flush_bytes"]
+           "summarize", "summarize_rounds", "round_spread", "t_quantile", "last_level_cache_bytes", "default_flush_bytes"]

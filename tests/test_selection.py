@@ -29,7 +29,7 @@ def test_decisive_winner():
 
 
 def test_tie_goes_to_the_most_robust_candidate():
-    # numpy-fft is fastest by median, but torch's median lies inside its CI: torch (framework) wins
+    # numpy-fft is fastest by median, but torch's is within the minimum effect: torch (framework) wins
     w = select_winners([rec("numpy-fft:rfft", 1.00, 0.97, 1.03), rec("torch:default", 1.02, 1.00, 1.05),
                         rec("numpy-direct:einsum", 1.5, 1.45, 1.55)])[("p", "cpu")]
     assert w.candidate == "torch:default@cpu" and w.tie_break_rule == RULE_TIE and not w.decisive

@@ -524,7 +524,7 @@ def test_winners_table_fits_80_columns_with_a_legend(monkeypatch, capsys):
     assert any(line.startswith("small ") and "tie (2)" in line for line in lines)
     assert any(line.startswith("verdict: ") for line in lines)        # the legend says what it means
     assert "decisive: the winner's 95% confidence interval" in text
-    assert "tie (N): N candidates' medians lie inside" in text
+    assert "tie (N): N candidates' medians lie within" in text  # the new tie rule: minimum effect
     assert "close:" not in text                                       # only verdicts shown are explained
     assert "Not shown for lack of width: shape, GFLOP/s" in text
 

@@ -11,15 +11,17 @@ import math
 from typing import Any
 
 from ._runs import add_runs_command, resolve_runs
+from ..selection import DEFAULT_MIN_EFFECT
 from ..table import print_table, print_text
 
 
 DESCRIPTION = """
 Compare run B against run A for every (problem, candidate) measured ok in both: the ratio of
-median times B/A, a two-sided Mann-Whitney U test on the raw samples and a bootstrap confidence
-interval of the ratio. Verdicts: faster / slower (significant and beyond the minimum effect),
-same (negligible, or the interval is inside the minimum-effect band), ambiguous (cannot tell),
-n/a (not ok in both). The summary gives the counts and the geometric mean of the ratios.
+median times B/A and its confidence interval from both runs' between-round variation (each
+record's round medians; blocks of samples for runs without rounds), with a t test on the same.
+Verdicts: faster / slower (significant and beyond the minimum effect), same (the whole interval
+inside the minimum-effect band), ambiguous (cannot tell), n/a (not ok in both). The summary
+gives the counts and the geometric mean of the ratios.
 """
 
 
@@ -31,14 +33,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                     "e.g. runs from different machines without --allow-different-machines.")
     p.add_argument("run_a", metavar="RUN_A", help="the reference run")
     p.add_argument("run_b", metavar="RUN_B", help="the run compared against it")
-    p.add_argument("--min-effect", type=float, default=0.02, metavar="FRACTION",
-                   help="smallest relative change that counts as faster/slower (default 0.02 = 2%%)")
+    p.add_argument("--min-effect", type=float, default=DEFAULT_MIN_EFFECT, metavar="FRACTION",
+                   help="smallest relative change that counts as faster/slower; 'same' needs the "
+                        f"whole interval inside it (default {DEFAULT_MIN_EFFECT:g} = "
+                        f"{DEFAULT_MIN_EFFECT * 100:.0f}%%; provisional)")
     p.add_argument("--alpha", type=float, default=0.05,
                    help="significance level of the test; the interval is (1 - alpha) (default 0.05)")
     p.add_argument("--allow-different-machines", action="store_true",
                    help="compare runs whose environment (env_id: CPU, ISA, cores, threads, GPU) differs")
     p.add_argument("--all", action="store_true", help="also list rows that are 'same' or n/a")
-    p.add_argument("--csv", default=None, metavar="FILE", help="write the full comparison as CSV")
+    p.add_argument("--csv", default=None, metavar="FILE",
+                   help="write the full comparison as CSV (columns include candidate and verdict)")
     p.add_argument("--fail-on-slower", action="store_true",
                    help="exit with status 1 when any row is slower (for CI)")
     p.set_defaults(func=run)
@@ -86,20 +91,29 @@ def _print_rows(shown: Any, args: argparse.Namespace) -> None:
         rows.append([r["problem"], r["candidate"], rp.fmt_time(r["median_a_s"]),
                      rp.fmt_time(r["median_b_s"]), rp.fmt_number(r["ratio"], ".3f"),
                      "-" if lo == "-" else f"{lo}-{hi}", rp.fmt_number(r["p_value"], ".2g"),
-                     r["verdict"] + ("" if both_ok else f" ({r['status_a']} -> {r['status_b']})")])
+                     r["verdict"] + ("" if both_ok else f" ({r['status_a']} -> {r['status_b']})"),
+                     _noise(r)])
     effect, level = f"{args.min_effect:.0%}", f"{1 - args.alpha:.0%}"
     legend = {
         "A": "median time per call in run A; B: the same in run B.",
         "ratio": "B / A median time (> 1: B is slower).",
-        "interval": f"{level} bootstrap confidence interval of the ratio.",
-        "p": "p-value of a Mann-Whitney U test on the raw samples (small: a real difference).",
+        "interval": f"{level} confidence interval of the ratio, from both runs' between-round "
+                    "variation.",
+        "p": "p-value of a t test on the two runs' round medians (small: a real difference).",
         "verdict": f"faster / slower: significant (p < {args.alpha:g}) and a change of more "
-                   f"than {effect} (--min-effect); same: a smaller change; ambiguous: too noisy "
-                   f"to tell (not significant, and the interval reaches past {effect}).",
+                   f"than {effect} (--min-effect); same: the whole interval within {effect}; "
+                   "ambiguous: too noisy to tell.",
+        "noise": "what may have spoiled the timings in A / B (steal, busy, tick, throttle, "
+                 "freq, drift; see convbench doctor).",
     }
-    print_table(["problem", "candidate", "A", "B", "ratio", "interval", "p", "verdict"], rows,
-                title=title, right=("A", "B", "ratio", "interval", "p"), drop=("p", "interval"),
-                group="problem", legend=legend, plain=args.plain)
+    print_table(["problem", "candidate", "A", "B", "ratio", "interval", "p", "verdict", "noise"],
+                rows, title=title, right=("A", "B", "ratio", "interval", "p"),
+                drop=("noise", "p", "interval"), group="problem", legend=legend, plain=args.plain)
+
+
+def _noise(r: Any) -> str:
+    a, b = r.get("noise_a") or "", r.get("noise_b") or ""
+    return f"{a or '-'} / {b or '-'}" if a or b else "-"
 
 
 def _print_summary(attrs: dict) -> None:

@@ -1,5 +1,12 @@
 """Run-to-run comparison: is run B faster, slower or the same as run A, per problem and
-candidate, with a significance test on the raw samples."""
+candidate, judged by each run's between-round variation and a minimum effect.
+
+Samples within one run are not independent evidence about another run: a machine that drifts
+between minutes makes two runs of unchanged code differ by more than their within-run
+samples suggest (a Mann-Whitney test on the samples called 45 of 92 rows of an A/A pair
+faster or slower). The unit of evidence is therefore the round: each record's
+``round_medians_s`` (interleaved rounds, :mod:`convbench.rounds`), or, for records without
+rounds, the medians of ``PSEUDO_ROUNDS`` consecutive blocks of its samples."""
 from __future__ import annotations
 
 import math
@@ -8,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 from ..errors import ConvbenchError
 from ..fmt import geomean as _gmean
 from ..outcome import Status
+from ..selection import DEFAULT_MIN_EFFECT
 from .formatting import finite
 from .frame import Runs, load_frame
 
@@ -18,36 +26,39 @@ VERDICTS = ("faster", "slower", "same", "ambiguous")
 #: verdict of rows that cannot be compared (not ok in both runs, or missing from one)
 NOT_COMPARABLE = "n/a"
 _COLUMNS = ["label", "status_a", "status_b", "median_a_s", "median_b_s", "ratio", "ci_low",
-            "ci_high", "p_value", "n_a", "n_b", "verdict"]
+            "ci_high", "p_value", "n_a", "n_b", "rounds_a", "rounds_b", "noise_a", "noise_b",
+            "verdict"]
+#: blocks of consecutive samples that stand in for rounds in records measured without rounds
+PSEUDO_ROUNDS = 5
 
 
-def compare(run_a: Runs, run_b: Runs, *, min_effect: float = 0.02, alpha: float = 0.05,
-            allow_different_machines: bool = False, n_boot: int = 2000,
-            seed: int = 0) -> "pd.DataFrame":
+def compare(run_a: Runs, run_b: Runs, *, min_effect: float = DEFAULT_MIN_EFFECT,
+            alpha: float = 0.05, allow_different_machines: bool = False) -> "pd.DataFrame":
     """Run B against run A, per problem and candidate.
 
-    ratio = median time in B / median time in A (> 1: B is slower). Significance: a
-    two-sided Mann-Whitney U test on the raw per-call samples (``samples_s``) at level
-    ``alpha``, and a percentile bootstrap confidence interval (1 - alpha) of the ratio.
-    Verdicts, with a band of ``min_effect`` (default 2%) around 1 (``1/(1+e) .. 1+e``):
+    ratio = median time in B / median time in A (> 1: B is slower). Its (1 - alpha) interval
+    comes from the two runs' between-round variation: a Welch t interval of the difference of
+    mean log round medians (:data:`PSEUDO_ROUNDS` blocks of samples stand in for rounds in
+    records without them), placed around the ratio; ``p_value`` is that t test's. With the band
+    ``1/(1+min_effect) .. 1+min_effect`` (default :data:`~convbench.selection.DEFAULT_MIN_EFFECT`,
+    provisional until calibrated with A/A runs):
 
-    - "slower" / "faster": the test is significant and the ratio lies outside the band;
-    - "same": the test is significant but the ratio is inside the band (a real but
-      negligible difference), or it is not significant and the whole interval is inside;
-    - "ambiguous": not significant, but the interval reaches outside the band (too noisy
-      or too few samples to tell);
+    - "slower" / "faster": the interval excludes 1 (p < alpha) and the ratio lies outside
+      the band;
+    - "same": the whole interval lies inside the band;
+    - "ambiguous": anything else (too noisy, or too few rounds, to tell);
     - "n/a": not ok in both runs, or measured in one run only.
 
-    The frame's ``attrs`` hold "geomean_ratio" (geometric mean of the ratios), "counts"
-    (verdict -> rows), "run_a"/"run_b" (run ids) and "machines". Refuses (ConvbenchError)
-    to compare runs from different machines (env_id, or CPU model when env_id is absent)
-    unless ``allow_different_machines``.
+    ``noise_a``/``noise_b`` are the records' noise flags (:mod:`convbench.noise`). The frame's
+    ``attrs`` hold "geomean_ratio" (geometric mean of the ratios), "counts" (verdict -> rows),
+    "run_a"/"run_b" (run ids) and "machines". Refuses (ConvbenchError) to compare runs from
+    different machines (env_id, or CPU model when env_id is absent) unless
+    ``allow_different_machines``.
     """
-    import numpy as np
     import pandas as pd
 
     if not (isinstance(min_effect, (int, float)) and 0 <= min_effect < 1):
-        raise ConvbenchError(f"min_effect: {min_effect!r} must be a fraction in [0, 1), e.g. 0.02")
+        raise ConvbenchError(f"min_effect: {min_effect!r} must be a fraction in [0, 1), e.g. 0.05")
     if not (isinstance(alpha, (int, float)) and 0 < alpha < 1):
         raise ConvbenchError(f"alpha: {alpha!r} must be in (0, 1), e.g. 0.05")
     a, b = load_frame(run_a), load_frame(run_b)
@@ -55,9 +66,7 @@ def compare(run_a: Runs, run_b: Runs, *, min_effect: float = 0.02, alpha: float 
     key = ["problem", "spec_key", "candidate"] if "spec_key" in a and "spec_key" in b \
         else ["problem", "candidate"]
     a, b = _one_run(a, key, "run_a"), _one_run(b, key, "run_b")
-    rng = np.random.default_rng(seed)
-    test = dict(alpha=alpha, band=(1.0 / (1.0 + min_effect), 1.0 + min_effect), n_boot=n_boot,
-                rng=rng)
+    test = dict(alpha=alpha, band=(1.0 / (1.0 + min_effect), 1.0 + min_effect))
     rows = [dict({k: r[k] for k in key}, **_compare_pair(r, **test))
             for _, r in _paired(a, b, key).iterrows()]
     out = pd.DataFrame(rows, columns=key + _COLUMNS)
@@ -136,7 +145,8 @@ def _one_run(x: "pd.DataFrame", key: list[str], side: str) -> "pd.DataFrame":
 
 def _paired(a: "pd.DataFrame", b: "pd.DataFrame", key: list[str]) -> "pd.DataFrame":
     """A and B side by side (suffixes _a, _b), in A's order, then B's extra rows."""
-    keep = key + [c for c in ("label", "status", "median_s", "samples_s", "n_samples", "threads")
+    keep = key + [c for c in ("label", "status", "median_s", "samples_s", "round_medians_s",
+                              "noise", "n_samples", "threads")
                   if c in a.columns or c in b.columns]
     m = a.reindex(columns=keep).merge(b.reindex(columns=keep), on=key, how="outer",
                                       suffixes=("_a", "_b"), sort=False)
@@ -147,8 +157,7 @@ def _paired(a: "pd.DataFrame", b: "pd.DataFrame", key: list[str]) -> "pd.DataFra
     return m.iloc[sorted(range(len(m)), key=lambda i: first.get(tuple(m[key].iloc[i]), len(first)))]
 
 
-def _compare_pair(r: "pd.Series", *, alpha: float, band: tuple[float, float], n_boot: int,
-                  rng: Any) -> dict[str, Any]:
+def _compare_pair(r: "pd.Series", *, alpha: float, band: tuple[float, float]) -> dict[str, Any]:
     """The comparison columns of one paired row (see :func:`compare` for the verdicts)."""
     nan = float("nan")
     sa, sb = r.get("status_a"), r.get("status_b")
@@ -157,48 +166,75 @@ def _compare_pair(r: "pd.Series", *, alpha: float, band: tuple[float, float], n_
         status_a=sa if isinstance(sa, str) else "absent",
         status_b=sb if isinstance(sb, str) else "absent",
         median_a_s=nan, median_b_s=nan, ratio=nan, ci_low=nan, ci_high=nan, p_value=nan,
-        n_a=0, n_b=0, verdict=NOT_COMPARABLE)
+        n_a=0, n_b=0, rounds_a=0, rounds_b=0, noise_a=_flags(r.get("noise_a")),
+        noise_b=_flags(r.get("noise_b")), verdict=NOT_COMPARABLE)
     ok = Status.OK.value
     if not (sa == ok and sb == ok and finite(r.get("median_s_a")) and finite(r.get("median_s_b"))):
         return row
-    xa, xb = _samples(r.get("samples_s_a")), _samples(r.get("samples_s_b"))
     ma, mb = float(r["median_s_a"]), float(r["median_s_b"])
-    ratio = mb / ma
-    row.update(median_a_s=ma, median_b_s=mb, ratio=ratio, n_a=len(xa), n_b=len(xb),
+    la = _log_rounds(r.get("round_medians_s_a"), r.get("samples_s_a"))
+    lb = _log_rounds(r.get("round_medians_s_b"), r.get("samples_s_b"))
+    row.update(median_a_s=ma, median_b_s=mb, ratio=mb / ma, n_a=len(_values(r.get("samples_s_a"))),
+               n_b=len(_values(r.get("samples_s_b"))), rounds_a=len(la), rounds_b=len(lb),
                verdict="ambiguous")
-    if len(xa) >= 2 and len(xb) >= 2:
-        p = _mannwhitney(xa, xb)
-        lo, hi = _bootstrap_ratio(xa, xb, alpha, n_boot, rng)
-        row.update(p_value=p, ci_low=lo, ci_high=hi)
-        if p < alpha:
-            row["verdict"] = "slower" if ratio >= band[1] else "faster" if ratio <= band[0] else "same"
-        elif lo >= band[0] and hi <= band[1]:
-            row["verdict"] = "same"
+    if len(la) >= 2 and len(lb) >= 2:
+        lo, hi, p = _ratio_interval(la, lb, mb / ma, alpha)
+        row.update(ci_low=lo, ci_high=hi, p_value=p)
+        row["verdict"] = verdict(mb / ma, lo, hi, band)
     return row
 
 
-def _samples(value: Any) -> Any:
-    import numpy as np
+def verdict(ratio: float, lo: float, hi: float, band: tuple[float, float]) -> str:
+    """faster / slower / same / ambiguous for a ratio B/A, its interval [lo, hi] and the band
+    of the minimum effect (see :func:`compare`)."""
+    if lo > 1.0 and ratio >= band[1]:
+        return "slower"
+    if hi < 1.0 and ratio <= band[0]:
+        return "faster"
+    if lo >= band[0] and hi <= band[1]:
+        return "same"
+    return "ambiguous"
 
+
+def _flags(value: Any) -> str:
+    if isinstance(value, (list, tuple)) or hasattr(value, "tolist"):
+        return ",".join(str(v) for v in list(value))
+    return ""
+
+
+def _values(value: Any) -> list[float]:
     if value is None or (isinstance(value, float) and math.isnan(value)):
-        return np.zeros(0)
-    arr = np.asarray(list(value), dtype=float)
-    return arr[np.isfinite(arr)]
+        return []
+    return [float(v) for v in list(value) if v is not None and math.isfinite(float(v))]
 
 
-def _mannwhitney(xa: Any, xb: Any) -> float:
-    from scipy.stats import mannwhitneyu
+def _log_rounds(round_medians: Any, samples: Any) -> list[float]:
+    """Log round medians; without rounds, log medians of PSEUDO_ROUNDS consecutive blocks."""
+    import statistics
 
-    if len(set(xa.tolist()) | set(xb.tolist())) == 1:
-        return 1.0  # all samples identical: no evidence of a difference
-    return float(mannwhitneyu(xa, xb, alternative="two-sided").pvalue)
+    meds = [m for m in _values(round_medians) if m > 0]
+    if len(meds) < 2:
+        xs = [x for x in _values(samples) if x > 0]
+        k = min(PSEUDO_ROUNDS, len(xs))
+        meds = [statistics.median(xs[i * len(xs) // k:(i + 1) * len(xs) // k]) for i in range(k)]
+    return [math.log(m) for m in meds]
 
 
-def _bootstrap_ratio(xa: Any, xb: Any, alpha: float, n_boot: int, rng: Any) -> tuple[float, float]:
-    """Percentile bootstrap interval of median(B) / median(A)."""
-    import numpy as np
+def _ratio_interval(la: list[float], lb: list[float], ratio: float,
+                    alpha: float) -> tuple[float, float, float]:
+    """(low, high) of the ratio's (1 - alpha) Welch t interval of mean log round medians,
+    placed around ``ratio``, and the test's two-sided p-value."""
+    import statistics
 
-    ma = np.median(rng.choice(xa, size=(n_boot, len(xa)), replace=True), axis=1)
-    mb = np.median(rng.choice(xb, size=(n_boot, len(xb)), replace=True), axis=1)
-    lo, hi = np.quantile(mb / ma, [alpha / 2, 1 - alpha / 2])
-    return float(lo), float(hi)
+    from scipy.stats import t as student
+
+    va = statistics.variance(la) / len(la)
+    vb = statistics.variance(lb) / len(lb)
+    se = math.sqrt(va + vb)
+    if se == 0.0:
+        p = 1.0 if ratio == 1.0 else 0.0
+        return ratio, ratio, p
+    df = (va + vb) ** 2 / (va ** 2 / (len(la) - 1) + vb ** 2 / (len(lb) - 1)) if va + vb else 1.0
+    half = float(student.ppf(1 - alpha / 2, df)) * se
+    p = float(2 * student.sf(abs(math.log(ratio)) / se, df))
+    return ratio * math.exp(-half), ratio * math.exp(half), p

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 from typing import Any, Optional
 
+from .. import noise
 from ..fmt import fmt_time
 from ..outcome import STATUSES
 
-WINNER_HEADERS = ["problem", "shape", "winner", "median", "GFLOP/s", "runner-up", "margin", "verdict"]
+WINNER_HEADERS = ["problem", "shape", "winner", "median", "GFLOP/s", "runner-up", "margin", "verdict",
+                  "noise"]
 #: columns left out, in this order, when the table is wider than the terminal
-WINNER_OPTIONAL = ("GFLOP/s", "shape", "runner-up", "verdict")
+WINNER_OPTIONAL = ("noise", "GFLOP/s", "shape", "runner-up", "verdict")
 WINNER_RIGHT = ("median", "GFLOP/s", "margin")
 #: what a column means, for the columns whose header does not say it all
 WINNER_LEGEND = {
@@ -23,8 +25,8 @@ WINNER_LEGEND = {
 VERDICTS = {
     "decisive": "the winner's 95% confidence interval of the median is clear of the runner-up's",
     "close": "the fastest median, but the runner-up's interval reaches into the winner's",
-    "tie": "tie (N): N candidates' medians lie inside the fastest's interval, so the measurements "
-           "cannot order them",
+    "tie": "tie (N): N candidates' medians lie within the minimum effect (5%) of the fastest's, "
+           "too close to matter",
     "robust pick": "the tie went to the most robust of them (declared backend robustness: "
                    "framework kernels, then array libraries, then JIT-compiled code), not the "
                    "fastest median",
@@ -59,23 +61,37 @@ def winner_rows(result: Any) -> list[list[str]]:
         label = labels.get(name) or recs[0].get("label", "")
         w = result.winners.get((name, device))
         if w is None:
-            rows.append([name, label, "(none ok)", "-", "-", "-", "-", status_summary(recs)])
+            rows.append([name, label, "(none ok)", "-", "-", "-", "-", status_summary(recs), "-"])
             continue
-        gf = by_pair.get((name, w.candidate), {}).get("gflops")
+        rec = by_pair.get((name, w.candidate), {})
+        gf = rec.get("gflops")
         margin = "-" if w.margin is None else f"{w.margin * 100:+.1f}%"
-        rows.append([name, label, w.candidate, fmt_time(w.median_s), "-" if gf is None else f"{gf:.3g}",
-                     w.runner_up or "-", margin, verdict(w)])
+        flags = list(rec.get("noise") or [])
+        rows.append([name, label, w.candidate, fmt_time(w.median_s) + (" !" if flags else ""),
+                     "-" if gf is None else f"{gf:.3g}", w.runner_up or "-", margin, verdict(w),
+                     noise.describe(flags)])
     return rows
+
+
+def noisy_count(result: Any) -> int:
+    """How many ok records of a SweepResult carry noise flags."""
+    return sum(1 for r in result.records if r.get("status") == "ok" and r.get("noise"))
 
 
 def winner_legend(rows: list[list[str]]) -> dict[str, str]:
     """Header -> meaning, for the columns that need it; the verdict kinds that ``rows`` show."""
-    shown = [r[-1] for r in rows if r[2] != "(none ok)"]
+    shown = [r[-2] for r in rows if r[2] != "(none ok)"]
     kinds = [k for k in VERDICTS if any(k in v for v in shown)]
     legend = dict(WINNER_LEGEND)
     if kinds:
         legend["verdict"] = "; ".join(VERDICTS[k] if k == "tie" else f"{k}: {VERDICTS[k]}"
                                       for k in kinds) + "."
+    flags = [f for r in rows for f in r[-1].split(", ") if f in noise.FLAGS]
+    if flags:
+        legend["median"] = WINNER_LEGEND["median"] + " ! marks a timing with noise flags."
+        legend["noise"] = ("what may have spoiled the winner's timing: "
+                           + "; ".join(f"{k}: {noise.FLAGS[k]}" for k in noise.FLAGS if k in flags)
+                           + ". See convbench doctor.")
     return legend
 
 
@@ -101,9 +117,13 @@ def format_winners(result: Any, width: Optional[int] = None) -> str:
     rows = winner_rows(result)
     if not rows:
         return f"(no records)\n\n{records_line(result)}"
+    noisy = noisy_count(result)
+    notes = ["", records_line(result)]
+    if noisy:
+        notes.append(f"{noisy} ok records carry noise flags (records' `noise` field): their "
+                     "timings may be spoiled; see `convbench doctor`")
     return format_table(WINNER_HEADERS, rows, right=WINNER_RIGHT, drop=WINNER_OPTIONAL,
-                        width=width or 10 ** 6, legend=winner_legend(rows),
-                        notes=["", records_line(result)])
+                        width=width or 10 ** 6, legend=winner_legend(rows), notes=notes)
 
 
 def plan_rows(result: Any) -> list[list[str]]:
@@ -146,6 +166,6 @@ def format_plan(result: Any, width: Optional[int] = None) -> str:
         PLAN_HEADERS, plan_rows(result), right=("run", "unsupported"), width=width or 10 ** 6)
 
 
-__all__ = ["WINNER_HEADERS", "WINNER_OPTIONAL", "WINNER_LEGEND", "VERDICTS", "verdict",
+__all__ = ["WINNER_HEADERS", "WINNER_OPTIONAL", "WINNER_LEGEND", "VERDICTS", "verdict", "noisy_count",
            "winner_rows", "winner_legend", "status_summary", "records_line", "format_winners",
            "plan_rows", "plan_summary", "format_plan", "PLAN_HEADERS"]

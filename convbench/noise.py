@@ -1,0 +1,253 @@
+"""What spoils timings, detected and recorded.
+
+Read around every timing (:func:`snapshot` before and after, :func:`facts` between them) and
+from its samples (:func:`tick_quantum`):
+
+* **steal**: the share of the machine's CPU time the hypervisor took (``/proc/stat``);
+* **busy**: more runnable processes than the measuring threads, at both ends of the timing;
+* **tick**: samples that fall on multiples of the scheduler tick (1/HZ) over several distinct
+  multiples: the clock only saw the timed code between ticks (a descheduled guest);
+* **throttle**: the CPU's thermal throttle counters grew during the timing;
+* **freq**: the CPU clock changed by more than :data:`FREQ_CHANGE` during the timing;
+* **drift** (set by the rounds, :mod:`convbench.strategies`): round medians apart by more
+  than :data:`DRIFT` (the slowest round over the fastest).
+
+:func:`flags` turns facts into the flag names stored in each record's ``noise`` field;
+:func:`system_state` and :func:`advice` are what ``convbench doctor`` prints.
+Everything here reads Linux's /proc and /sys where present and is silent elsewhere.
+"""
+from __future__ import annotations
+
+import glob
+import os
+import platform
+import time
+from typing import Any, Mapping, Optional, Sequence
+
+#: flag name -> what it means (the legend of tables and reports)
+FLAGS = {
+    "steal": "the hypervisor took more than 5% of the CPU time while it was timed",
+    "busy": "other processes were runnable while it was timed (the machine was shared)",
+    "tick": "samples fell on multiples of the scheduler tick: the process was descheduled",
+    "throttle": "the CPU's thermal throttle counters grew while it was timed",
+    "freq": "the CPU clock changed by more than 10% while it was timed",
+    "drift": "its median moved by more than 10% between rounds",
+}
+STEAL_PCT = 5.0
+FREQ_CHANGE = 0.10
+DRIFT = 0.10
+#: scheduler tick periods to look for (HZ = 100, 250, 300, 1000), largest first
+TICKS_S = (10e-3, 4e-3, 1 / 300, 1e-3)
+_CPU = "/sys/devices/system/cpu"
+
+
+def _read(path: str) -> Optional[str]:
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+def _ints(paths: Sequence[str]) -> list[int]:
+    out = []
+    for p in paths:
+        text = _read(p)
+        if text is not None and text.lstrip("-").isdigit():
+            out.append(int(text))
+    return out
+
+
+# ---- readings -----------------------------------------------------------------------------
+def cpu_counters() -> Optional[tuple[int, int, int]]:
+    """(steal ticks, total ticks, runnable processes) of the whole machine, or None."""
+    from .environment import cpu_counters as counters
+
+    return counters()
+
+
+def throttle_count() -> Optional[int]:
+    """Sum of the CPUs' core and package thermal throttle counters, or None where absent."""
+    vals = _ints(glob.glob(f"{_CPU}/cpu[0-9]*/thermal_throttle/*_throttle_count"))
+    return sum(vals) if vals else None
+
+
+def cpu_freqs_mhz() -> list[float]:
+    """Current clock of each CPU in MHz (cpufreq, else /proc/cpuinfo); [] where unreadable."""
+    khz = _ints(sorted(glob.glob(f"{_CPU}/cpu[0-9]*/cpufreq/scaling_cur_freq")))
+    if khz:
+        return [k / 1000.0 for k in khz]
+    text = _read("/proc/cpuinfo") or ""
+    return [float(line.split(":")[1]) for line in text.splitlines()
+            if line.startswith("cpu MHz") and ":" in line]
+
+
+def snapshot() -> dict[str, Any]:
+    """The readings one timing is judged by (JSON-able; missing readings are None)."""
+    freqs = cpu_freqs_mhz()
+    return {"cpu": cpu_counters(), "throttle": throttle_count(),
+            "freq_mhz": sum(freqs) / len(freqs) if freqs else None}
+
+
+def facts(before: Mapping[str, Any], after: Mapping[str, Any], *, threads: int) -> dict[str, Any]:
+    """What happened between two snapshots: ``cpu_steal_pct``, ``procs_running`` (at the
+    end), ``busy``, ``throttle_events``, ``freq_mhz_before``/``_after`` (None: unknown)."""
+    out: dict[str, Any] = {}
+    b, a = before.get("cpu"), after.get("cpu")
+    if b is not None and a is not None and a[1] > b[1]:
+        out["cpu_steal_pct"] = round(100.0 * (a[0] - b[0]) / (a[1] - b[1]), 2)
+        out["procs_running"] = a[2]
+        # the measuring process's threads and this reader are runnable themselves
+        out["busy"] = min(a[2], b[2]) > threads + 1
+    if before.get("throttle") is not None and after.get("throttle") is not None:
+        out["throttle_events"] = after["throttle"] - before["throttle"]
+    if before.get("freq_mhz") and after.get("freq_mhz"):
+        out["freq_mhz_before"] = round(before["freq_mhz"], 1)
+        out["freq_mhz_after"] = round(after["freq_mhz"], 1)
+    return out
+
+
+def tick_quantum(samples_s: Sequence[float], loops: int = 1) -> Optional[float]:
+    """The scheduler tick (seconds) that a timing's samples are quantised to, or None.
+
+    Quantised: at least 5 samples last half a tick or more, at least 60% of them lie within 5%
+    of a tick of a multiple of it (10% would by chance), and they fall on at least two
+    distinct multiples (one real 4 ms call alone is no evidence).
+    """
+    durations = [float(s) * max(int(loops), 1) for s in samples_s]
+    for tick in TICKS_S:
+        long = [d / tick for d in durations if d >= tick / 2]
+        if len(long) < 5:
+            continue
+        near = [round(x) for x in long if abs(x - round(x)) <= 0.05]
+        if len(near) >= 0.6 * len(long) and len(set(near)) >= 2:
+            return tick
+    return None
+
+
+def flags(info: Mapping[str, Any]) -> list[str]:
+    """The FLAGS names that the facts in ``info`` (as :func:`facts` and the rounds record
+    them: cpu_steal_pct, busy, tick_s, throttle_events, freq_mhz_*, round_spread) raise."""
+    out = []
+    if (info.get("cpu_steal_pct") or 0.0) > STEAL_PCT:
+        out.append("steal")
+    if info.get("busy"):
+        out.append("busy")
+    if info.get("tick_s"):
+        out.append("tick")
+    if (info.get("throttle_events") or 0) > 0:
+        out.append("throttle")
+    f0, f1 = info.get("freq_mhz_before"), info.get("freq_mhz_after")
+    if f0 and f1 and abs(f1 / f0 - 1.0) > FREQ_CHANGE:
+        out.append("freq")
+    if (info.get("round_spread") or 0.0) > DRIFT:
+        out.append("drift")
+    return out
+
+
+def describe(noise: Sequence[str]) -> str:
+    """``steal, tick`` or ``-``."""
+    return ", ".join(noise) if noise else "-"
+
+
+# ---- the machine's state, for `convbench doctor` ------------------------------------------
+def _per_cpu(name: str) -> list[str]:
+    vals = [_read(p) for p in sorted(glob.glob(f"{_CPU}/cpu[0-9]*/cpufreq/{name}"))]
+    return [v for v in vals if v]
+
+
+def _kernel_hz() -> Optional[int]:
+    for path in (f"/boot/config-{platform.release()}", "/proc/config"):
+        for line in (_read(path) or "").splitlines():
+            if line.startswith("CONFIG_HZ="):
+                return int(line.split("=")[1])
+    return None
+
+
+def _steal_now(window_s: float) -> tuple[Optional[float], Optional[int]]:
+    before = cpu_counters()
+    time.sleep(window_s)
+    after = cpu_counters()
+    if before is None or after is None or after[1] <= before[1]:
+        return None, None
+    return round(100.0 * (after[0] - before[0]) / (after[1] - before[1]), 2), after[2]
+
+
+def system_state(window_s: float = 0.5) -> dict[str, Any]:
+    """What the machine looks like now: cores, load, steal and runnable processes over
+    ``window_s``, governors, clocks, turbo, throttle counters, kernel tick, isolated CPUs,
+    address-space randomisation (None where unreadable)."""
+    steal, running = _steal_now(window_s)
+    freqs = cpu_freqs_mhz()
+    no_turbo, boost = _read(f"{_CPU}/intel_pstate/no_turbo"), _read(f"{_CPU}/cpufreq/boost")
+    try:
+        load = os.getloadavg()[0]
+    except (AttributeError, OSError):
+        load = None
+    return {
+        "cpus": os.cpu_count(), "usable_cpus": len(os.sched_getaffinity(0))
+        if hasattr(os, "sched_getaffinity") else os.cpu_count(),
+        "load_avg_1m": load, "cpu_steal_pct": steal, "procs_running": running,
+        "governors": sorted(set(_per_cpu("scaling_governor"))),
+        "freq_mhz_min": min(freqs) if freqs else None, "freq_mhz_max": max(freqs) if freqs else None,
+        "turbo": None if no_turbo is None and boost is None
+        else (no_turbo == "0") if no_turbo is not None else (boost == "1"),
+        "throttle_count": throttle_count(), "kernel_hz": _kernel_hz(),
+        "isolated_cpus": _read(f"{_CPU}/isolated"),   # "": none isolated
+        "aslr": _read("/proc/sys/kernel/randomize_va_space"),
+        "virtualized": _read("/sys/class/dmi/id/sys_vendor"),
+    }
+
+
+def run_warnings(threads: int, window_s: float = 0.3) -> list[str]:
+    """What disturbs measuring right now (steal, runnable processes, load), one line each; the
+    sweep prints them at the start and the end of a run and keeps them in meta.json."""
+    state = system_state(window_s)
+    cores = state.get("usable_cpus") or 1
+    out = []
+    if (state.get("cpu_steal_pct") or 0) > STEAL_PCT:
+        out.append(f"the hypervisor took {state['cpu_steal_pct']:.0f}% of the CPU time")
+    if (state.get("procs_running") or 0) > threads + 1:
+        out.append(f"{state['procs_running']} processes were runnable (the sweep needs {threads})")
+    if (state.get("load_avg_1m") or 0) > cores:
+        out.append(f"1-minute load average {state['load_avg_1m']:.1f} on {cores} usable cores")
+    return out
+
+
+def advice(state: Mapping[str, Any], threads: Optional[int] = None) -> list[str]:
+    """What to change before measuring, one line each (empty: nothing found)."""
+    out = []
+    usable = state.get("usable_cpus") or 1
+    threads = threads or usable
+    if (state.get("cpu_steal_pct") or 0) > STEAL_PCT:
+        out.append(f"the hypervisor takes {state['cpu_steal_pct']:.0f}% of the CPU time: use a "
+                   "dedicated (non-shared, pinned) instance or run when the host is quiet")
+    if state.get("load_avg_1m") is not None and state["load_avg_1m"] > 0.5:
+        out.append(f"1-minute load average {state['load_avg_1m']:.1f}: stop other jobs; "
+                   "timings share the cores with them")
+    if (state.get("procs_running") or 0) > 2:
+        out.append(f"{state['procs_running']} processes runnable right now: other work competes "
+                   "for the cores")
+    govs = [g for g in state.get("governors") or () if g != "performance"]
+    if govs:
+        out.append(f"CPU frequency governor {', '.join(govs)}: set 'performance' "
+                   "(sudo cpupower frequency-set -g performance, or pyperf system tune)")
+    if state.get("turbo"):
+        out.append("turbo boost is on: the clock depends on temperature and load; turn it off "
+                   "for repeatable timings (pyperf system tune)")
+    if (state.get("throttle_count") or 0) > 0:
+        out.append(f"the CPUs have been thermally throttled {state['throttle_count']} times since "
+                   "boot: check cooling; throttling during a run slows it")
+    if not state.get("isolated_cpus") and threads >= usable and usable <= 4:
+        out.append(f"the run uses all {usable} usable cores and none is isolated: timings share "
+                   "cores with the OS; prefer --threads below the core count or isolcpus")
+    hz = state.get("kernel_hz")
+    if hz and hz < 1000:
+        out.append(f"kernel tick {hz} Hz: a descheduled process loses {1000 / hz:.0f} ms at a time; "
+                   "convbench flags timings quantised to it ('tick')")
+    return out
+
+
+__all__ = ["FLAGS", "STEAL_PCT", "FREQ_CHANGE", "DRIFT", "TICKS_S", "cpu_counters",
+           "throttle_count", "cpu_freqs_mhz", "snapshot", "facts", "tick_quantum", "flags",
+           "describe", "system_state", "run_warnings", "advice"]

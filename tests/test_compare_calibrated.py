@@ -1,0 +1,214 @@
+"""`compare` judged by between-round variation and a minimum effect: A/A pairs read "same"
+(or "ambiguous"), never faster/slower; a 1.10x change is caught; drift between runs that the
+within-run samples cannot see is no longer significance."""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from convbench import ConvSpec
+from convbench import report as rp
+from convbench.cli import main as cli_main
+from convbench.report.comparison import verdict
+from convbench.selection import DEFAULT_MIN_EFFECT
+
+SPEC = ConvSpec(n=1, c_in=4, c_out=4, input_size=(8, 8), kernel_size=3, padding=1)
+CAND = "numpy-im2col:gemm@cpu"
+
+
+def _rec(problem: str, rounds: list[list[float]], cand: str = CAND) -> dict:
+    xs = [x for r in rounds for x in r]
+    med = float(np.median(xs))
+    backend, rest = cand.split(":", 1)
+    return {"problem": problem, "suite": "t", "spec": SPEC.to_dict(), "spec_key": f"{SPEC.key}/{problem}",
+            "label": SPEC.label, "backend": backend, "algorithm": rest.split("@")[0], "device": "cpu",
+            "candidate": cand, "status": "ok", "median_s": med, "min_s": min(xs),
+            "ci_low_s": med * 0.99, "ci_high_s": med * 1.01, "n_samples": len(xs), "loops": 1,
+            "samples_s": xs, "round_samples_s": rounds,
+            "round_medians_s": [float(np.median(r)) for r in rounds] if len(rounds) > 1 else None,
+            "noise": [], "threads": 2, "info": {}, "timestamp": "2026-01-01T00:00:00Z"}
+
+
+def _write(root: Path, run_id: str, records: list[dict]) -> Path:
+    d = root / run_id
+    d.mkdir(parents=True)
+    meta = {"run_id": run_id, "suite": "t", "created": "2026-01-01T00:00:00Z", "threads": 2,
+            "device": "cpu", "environment": {"cpu_model": "Test CPU", "threads": 2},
+            "env_id": "env-x", "peak": {}, "finished": "2026-01-01T00:01:00Z"}
+    (d / "meta.json").write_text(json.dumps(meta))
+    with open(d / "records.jsonl", "w") as fh:
+        for r in records:
+            fh.write(json.dumps(dict(r, run_id=run_id, env_id="env-x")) + "\n")
+    return d
+
+
+def _run(rng, n_problems: int, *, round_sigma: float, sample_sigma: float = 0.003,
+         offset_sigma: float = 0.0, scale: float = 1.0, rounds: int = 5, n: int = 6) -> list[dict]:
+    """Problems whose true time is 1 ms * (1 + i/10); each round's level drifts by round_sigma,
+    each problem's level in this run by offset_sigma, and samples scatter by sample_sigma
+    around their round's level."""
+    recs = []
+    for i in range(n_problems):
+        true = 1e-3 * (1 + i / 10) * scale * math.exp(rng.normal(0, offset_sigma))
+        levels = true * np.exp(rng.normal(0, round_sigma, rounds))
+        recs.append(_rec(f"p{i}", [list(lv * np.exp(rng.normal(0, sample_sigma, n))) for lv in levels]))
+    return recs
+
+
+def test_verdict_rule():
+    band = (1 / 1.05, 1.05)
+    assert verdict(1.10, 1.06, 1.14, band) == "slower"
+    assert verdict(0.90, 0.86, 0.95, band) == "faster"
+    assert verdict(1.01, 0.97, 1.04, band) == "same"
+    assert verdict(1.03, 1.01, 1.06, band) == "ambiguous"     # real, but maybe more than 5%
+    assert verdict(1.20, 0.90, 1.60, band) == "ambiguous"     # too noisy to tell
+    assert verdict(1.04, 1.02, 1.06, band) == "ambiguous"     # significant, inside the band: not slower
+
+
+def test_aa_pairs_are_not_called_faster_or_slower(tmp_path):
+    rng = np.random.default_rng(11)
+    a = _write(tmp_path, "A", _run(rng, 60, round_sigma=0.02))
+    b = _write(tmp_path, "B", _run(rng, 60, round_sigma=0.02))
+    cmp = rp.compare(a, b)
+    called = cmp["verdict"].isin(["faster", "slower"]).mean()
+    assert called <= 0.05
+    assert (cmp["verdict"] == "same").mean() >= 0.5
+    assert cmp.attrs["min_effect"] == DEFAULT_MIN_EFFECT
+    assert set(cmp["rounds_a"]) == {5}
+
+
+def test_drift_the_samples_cannot_see_is_not_significance(tmp_path):
+    """Tight samples within each round, levels that move 2% between rounds and 1.5% between
+    runs: a test on the raw samples calls most rows; the between-round rule (almost) none."""
+    from scipy.stats import mannwhitneyu
+
+    rng = np.random.default_rng(5)
+    ra = _run(rng, 40, round_sigma=0.02, sample_sigma=0.001, offset_sigma=0.015, n=20)
+    rb = _run(rng, 40, round_sigma=0.02, sample_sigma=0.001, offset_sigma=0.015, n=20)
+    p_samples = [mannwhitneyu(x["samples_s"], y["samples_s"]).pvalue for x, y in zip(ra, rb)]
+    assert np.mean(np.array(p_samples) < 0.05) > 0.5          # what the old rule saw
+    cmp = rp.compare(_write(tmp_path, "A", ra), _write(tmp_path, "B", rb))
+    assert cmp["verdict"].isin(["faster", "slower"]).mean() <= 0.05
+
+
+def test_a_ten_percent_regression_is_caught(tmp_path):
+    rng = np.random.default_rng(3)
+    a = _write(tmp_path, "A", _run(rng, 40, round_sigma=0.015))
+    b = _write(tmp_path, "B", _run(rng, 40, round_sigma=0.015, scale=1.10))
+    cmp = rp.compare(a, b)
+    assert (cmp["verdict"] == "slower").mean() >= 0.9
+    assert ((cmp["ci_low"] <= cmp["ratio"]) & (cmp["ratio"] <= cmp["ci_high"])).all()
+    assert (cmp["p_value"] < 0.05).mean() >= 0.9
+
+
+def test_records_without_rounds_use_blocks_of_samples(tmp_path):
+    rng = np.random.default_rng(8)
+    flat_a = [_rec("p", [list(1e-3 * np.exp(rng.normal(0, 0.01, 40)))])]
+    flat_b = [_rec("p", [list(1.3e-3 * np.exp(rng.normal(0, 0.01, 40)))])]
+    for r in flat_a + flat_b:
+        r.pop("round_medians_s")
+        r.pop("round_samples_s")
+    cmp = rp.compare(_write(tmp_path, "A", flat_a), _write(tmp_path, "B", flat_b))
+    assert cmp["verdict"].iloc[0] == "slower" and cmp["rounds_a"].iloc[0] == 5
+
+
+def test_cli_csv_has_candidate_and_verdict_and_the_default_min_effect(tmp_path, capsys):
+    rng = np.random.default_rng(2)
+    a = _write(tmp_path, "A", _run(rng, 5, round_sigma=0.01))
+    b = _write(tmp_path, "B", _run(rng, 5, round_sigma=0.01, scale=1.2))
+    csv = tmp_path / "cmp.csv"
+    assert cli_main(["compare", str(a), str(b), "--plain", "--csv", str(csv)]) == 0
+    out = capsys.readouterr().out
+    df = pd.read_csv(csv)
+    assert {"candidate", "verdict", "ratio", "ci_low", "ci_high"} <= set(df.columns)
+    assert set(df["verdict"]) <= {"faster", "slower", "same", "ambiguous", "n/a"}
+    assert (df["verdict"] == "slower").all() and (df["candidate"] == CAND).all()
+    assert "5 slower" in out
+    assert cli_main(["compare", str(a), str(b), "--plain", "--min-effect", "0.5"]) == 0
+    assert "0 slower" in capsys.readouterr().out               # 20% is inside a 50% band
+    with pytest.raises(Exception):
+        rp.compare(a, b, min_effect=1.5)
+
+
+# ---- the benchmark scripts, on a tiny suite and budget (slow: they sweep) ---------------------
+TINY_SUITE = """
+[suite]
+name = "tiny"
+description = "two small 1D problems"
+source = "tests/test_compare_calibrated.py"
+
+[defaults]
+n = 1
+dtype = "float32"
+c_in = 4
+c_out = 4
+input_size = [64]
+
+[[problem]]
+name = "tiny-k3"
+kernel_size = 3
+
+[[problem]]
+name = "tiny-k9"
+kernel_size = 9
+"""
+BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
+
+
+def _bench(name: str):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, BENCH / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow
+def test_aa_compare_benchmark_runs_end_to_end(tmp_path, capsys):
+    suite = tmp_path / "tiny.toml"
+    suite.write_text(TINY_SUITE)
+    aa = _bench("aa_compare")
+    results = aa.main([str(suite), "--backends", "numpy-im2col", "numpy-direct", "--threads", "1",
+                       "--budget", "0.05", "--out", str(tmp_path / "runs"), "--peak-gflops", "50",
+                       "--quiet", "--min-effect", "0.05", "0.5", "--factor", "3"])
+    out = capsys.readouterr().out
+    assert "A/A false positives" in out and "detected" in out
+    assert [r["min_effect"] for r in results] == [0.05, 0.5]
+    for r in results:
+        assert r["rows"] >= 2 and 0.0 <= r["fp_share"] <= 1.0 and r["injected_rows"] == 2
+    assert results[1]["detected"] == 2   # 3x slower is beyond even a 50% band
+
+
+def test_scaled_copy_scales_every_timing_figure_of_one_candidate(tmp_path):
+    aa = _bench("aa_compare")
+    other = "numpy-direct:einsum@cpu"
+    run = _write(tmp_path, "B", [_rec("p0", [[1e-3, 2e-3]] * 2), _rec("p0", [[5e-3]] * 2, cand=other)])
+    scaled = aa.scaled_copy(run, CAND, 1.1, tmp_path / "out")
+    recs = {r["candidate"]: r for r in map(json.loads, (scaled / "records.jsonl").read_text().splitlines())}
+    assert recs[CAND]["samples_s"] == pytest.approx([1.1e-3, 2.2e-3] * 2)
+    assert recs[CAND]["round_samples_s"] == [pytest.approx([1.1e-3, 2.2e-3])] * 2
+    assert recs[CAND]["round_medians_s"] == pytest.approx([1.65e-3] * 2)
+    assert recs[CAND]["median_s"] == pytest.approx(1.65e-3) and recs[other]["median_s"] == 5e-3
+    assert json.loads((scaled / "meta.json").read_text())["run_id"] == recs[CAND]["run_id"] == "B-x1.1"
+    cmp = rp.compare(run, scaled).set_index("candidate")
+    assert cmp.at[CAND, "ratio"] == pytest.approx(1.1) and cmp.at[other, "ratio"] == 1.0
+
+
+@pytest.mark.slow
+def test_peer_agreement_benchmark_runs_end_to_end(tmp_path, capsys):
+    suite = tmp_path / "tiny.toml"
+    suite.write_text(TINY_SUITE)
+    peers = _bench("peer_agreement")
+    rows = peers.main([str(suite), "--backends", "numpy-im2col", "--threads", "1", "--budget", "0.05",
+                       "--max-pairs", "1", "--torch-min-run-time", "0.05", "--pyperf-processes", "2",
+                       "--pyperf-values", "2", "--pyperf-min-time", "0.01", "--peak-gflops", "50",
+                       "--out", str(tmp_path / "runs")])
+    assert len(rows) == 1 and rows[0]["convbench_s"] > 0
+    assert rows[0]["pyperf_s"] and rows[0]["pyperf_s"] > 0
+    assert "within 5%" in capsys.readouterr().out

@@ -1,0 +1,138 @@
+"""What spoils timings: tick quantisation, steal, runnable processes, throttling, clock changes;
+recorded per timing, flagged in records, the winners table and the HTML report; `doctor`."""
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from convbench import noise
+from convbench.cli import main as cli_main
+from convbench.measure import TimingParams, verify_and_time
+from convbench.timing import CallablePrepared
+
+
+# ---- tick quantisation ------------------------------------------------------------------------
+def test_samples_on_multiples_of_the_tick_are_quantised():
+    rng = random.Random(0)
+    ticks = [4e-3 * k * (1 + rng.uniform(-0.01, 0.01)) for k in (1, 2, 6, 5, 6, 3, 6, 2, 6, 4)]
+    assert noise.tick_quantum(ticks) == 4e-3
+    # per-call samples of 4 calls each: the sample durations are what falls on the tick
+    assert noise.tick_quantum([t / 4 for t in ticks], loops=4) == 4e-3
+
+
+def test_a_real_call_near_a_tick_multiple_is_not_quantisation():
+    rng = random.Random(1)
+    steady = [4e-3 * (1 + rng.uniform(-0.005, 0.005)) for _ in range(30)]   # one multiple only
+    assert noise.tick_quantum(steady) is None
+    spread = [rng.uniform(3e-3, 30e-3) for _ in range(40)]                  # continuous times
+    assert noise.tick_quantum(spread) is None
+    assert noise.tick_quantum([1e-5] * 50) is None                          # far below a tick
+    assert noise.tick_quantum([8e-3, 12e-3]) is None                        # too few samples
+
+
+# ---- facts and flags ------------------------------------------------------------------------------
+def test_facts_between_two_snapshots():
+    before = {"cpu": (10, 1000, 3), "throttle": 5, "freq_mhz": 3000.0}
+    after = {"cpu": (40, 1200, 4), "throttle": 7, "freq_mhz": 2000.0}
+    f = noise.facts(before, after, threads=1)
+    assert f["cpu_steal_pct"] == pytest.approx(15.0) and f["procs_running"] == 4 and f["busy"]
+    assert f["throttle_events"] == 2 and f["freq_mhz_before"] == 3000.0
+    assert noise.flags(f) == ["steal", "busy", "throttle", "freq"]
+    quiet = noise.facts({"cpu": (10, 1000, 2), "throttle": None, "freq_mhz": None},
+                        {"cpu": (10, 1200, 2), "throttle": None, "freq_mhz": None}, threads=1)
+    assert quiet == {"cpu_steal_pct": 0.0, "procs_running": 2, "busy": False}
+    assert noise.flags(quiet) == []
+    assert noise.facts({"cpu": None}, {"cpu": None}, threads=1) == {}
+    assert noise.flags({"tick_s": 4e-3, "round_spread": 0.2}) == ["tick", "drift"]
+    assert set(noise.flags({"tick_s": 1e-3})) <= set(noise.FLAGS)
+
+
+def test_a_timing_records_what_spoiled_it(monkeypatch):
+    readings = iter([{"cpu": (0, 1000, 4), "throttle": 0, "freq_mhz": 2000.0},
+                     {"cpu": (300, 2000, 5), "throttle": 0, "freq_mhz": 2000.0}])
+    monkeypatch.setattr(noise, "snapshot", lambda: next(readings))
+    out = verify_and_time(lambda: CallablePrepared(lambda: None), check=None,
+                          timing=TimingParams(budget_s=0.01, min_samples=3, min_warmup_s=0.0,
+                                              min_warmup_calls=1))
+    assert out["status"] == "ok"
+    assert out["info"]["cpu_steal_pct"] == pytest.approx(30.0) and out["info"]["procs_running"] == 5
+    assert out["noise"] == ["steal", "busy"]
+    assert out["round_samples_s"] == [out["samples_s"]] and out["round_medians_s"] == [out["median_s"]]
+    assert out["start_time"] <= out["end_time"] and out["start_time"].endswith("Z")
+
+
+# ---- the machine's state and advice ------------------------------------------------------------
+QUIET = {"cpus": 8, "usable_cpus": 8, "load_avg_1m": 0.1, "cpu_steal_pct": 0.0,
+         "procs_running": 1, "governors": ["performance"], "freq_mhz_min": 3000.0,
+         "freq_mhz_max": 3000.0, "turbo": False, "throttle_count": 0, "kernel_hz": 1000,
+         "isolated_cpus": "4-7", "aslr": "2", "virtualized": None}
+
+
+def test_advice_names_what_to_change():
+    assert noise.advice(QUIET, threads=4) == []
+    bad = dict(QUIET, cpu_steal_pct=20.0, load_avg_1m=3.0, governors=["powersave"], turbo=True,
+               throttle_count=12, kernel_hz=250, isolated_cpus="", usable_cpus=2)
+    text = "\n".join(noise.advice(bad, threads=2))
+    for word in ("hypervisor", "load average", "performance", "turbo", "throttled", "250 Hz",
+                 "isolated"):
+        assert word in text
+
+
+def test_system_state_reads_what_it_can():
+    state = noise.system_state(window_s=0.05)
+    assert set(QUIET) <= set(state) and state["cpus"] >= 1
+
+
+def test_doctor_prints_the_state_and_advice(monkeypatch, capsys):
+    monkeypatch.setattr(noise, "system_state", lambda window_s=0.5: dict(QUIET))
+    assert cli_main(["doctor", "--plain", "--threads", "4"]) == 0
+    out = capsys.readouterr().out
+    assert "frequency governor" in out and "performance" in out and "Nothing to change" in out
+    monkeypatch.setattr(noise, "system_state",
+                        lambda window_s=0.5: dict(QUIET, cpu_steal_pct=25.0, governors=["ondemand"]))
+    assert cli_main(["doctor", "--plain"]) == 1
+    out = capsys.readouterr().out
+    assert "25.0%" in out and "ondemand" in out and "What to change" in out
+    assert cli_main(["doctor", "--window", "0"]) == 2
+
+
+# ---- flags shown to users ---------------------------------------------------------------------
+def _result(noise_flags):
+    from convbench.selection import select_winners
+    from convbench.spec import ConvSpec
+    from convbench.suites import suite_from_specs
+    from convbench.sweeping import SweepResult
+
+    spec = ConvSpec(n=1, c_in=2, c_out=2, input_size=(5, 5), kernel_size=3, name="p")
+    recs = [{"problem": "p", "device": "cpu", "spec_key": spec.key, "candidate": c, "backend": c.split(":")[0],
+             "algorithm": "x", "status": "ok", "median_s": m, "ci_low_s": m * 0.99, "ci_high_s": m * 1.01,
+             "gflops": 1.0, "noise": fl, "info": {}, "timestamp": "t", "label": "l"}
+            for c, m, fl in (("a:x@cpu", 1e-3, noise_flags), ("b:x@cpu", 2e-3, []))]
+    return SweepResult(None, recs, select_winners(recs), {"device": "cpu"}, suite_from_specs([spec]))
+
+
+def test_winners_table_flags_a_noisy_winner():
+    from convbench.sweeping.winners import format_winners, winner_legend, winner_rows
+
+    rows = winner_rows(_result(["steal", "tick"]))
+    assert rows[0][3].endswith(" !") and rows[0][-1] == "steal, tick"
+    legend = winner_legend(rows)
+    assert "steal:" in legend["noise"] and "!" in legend["median"]
+    assert "1 ok records carry noise flags" in format_winners(_result(["steal"]))
+    clean = winner_rows(_result([]))
+    assert not clean[0][3].endswith("!") and clean[0][-1] == "-"
+    assert "noise" not in winner_legend(clean)
+
+
+def test_html_report_flags_a_noisy_winner(tmp_path):
+    pytest.importorskip("matplotlib")
+    from test_compare_calibrated import _rec, _write
+
+    from convbench import report as rp
+
+    fast = dict(_rec("p0", [[1e-3] * 3] * 2), noise=["steal", "tick"])
+    slow = _rec("p0", [[3e-3] * 3] * 2, cand="numpy-direct:einsum@cpu")
+    run = _write(tmp_path, "R", [fast, slow])
+    html = rp.html_report(run, tmp_path / "r.html").read_text()
+    assert "noisy: steal, tick" in html and "what may have spoiled the winner" in html
