@@ -47,7 +47,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
 
-from .errors import InvalidSpecError, SuiteError
+from .errors import InvalidSpecError, SuiteError, SuiteFormatError
 from .spec import ConvSpec
 
 __all__ = ["parse_descriptor", "format_descriptor", "parse_batch_text", "read_batch_file",
@@ -356,7 +356,7 @@ def _batch(text: str, source: str, base_dir: Path, state: _State, overrides: dic
                 state.cfgs, state.mbs = [("--cfg=f32", "float32")], [0]
             elif opt in ("cfg", "dt"):
                 if not value:
-                    raise SuiteError(f"{where}: --{opt} needs a value, e.g. --{opt}=f32")
+                    raise SuiteFormatError(where, None, f"--{opt} needs a value, e.g. --{opt}=f32")
                 state.cfgs = []
                 for v in value.split(","):
                     dt, note = cfg_to_dtype(v)
@@ -369,8 +369,8 @@ def _batch(text: str, source: str, base_dir: Path, state: _State, overrides: dic
                 except ValueError:
                     mbs = [-1]
                 if not value or any(v < 0 for v in mbs):
-                    raise SuiteError(f"{where}: --mb={value!r} must be a comma-separated list of "
-                                     f"integers >= 0 (0 keeps the descriptor's mb)")
+                    raise SuiteFormatError(where, "--mb", f"--mb={value!r} must be a comma-separated "
+                                           f"list of integers >= 0 (0 keeps the descriptor's mb)")
                 state.mbs = mbs
             elif opt == "batch":
                 _include(value, where, base_dir, state, overrides, out)
@@ -399,28 +399,40 @@ def _batch(text: str, source: str, base_dir: Path, state: _State, overrides: dic
                 try:
                     out.append(parse_descriptor(tok, transposed=state.transposed, **fields))
                 except InvalidSpecError as exc:
-                    raise SuiteError(f"{where}: {exc}") from None
+                    raise SuiteFormatError(where, None, str(exc)) from None
 
 
 def _include(value: str, where: str, base_dir: Path, state: _State, overrides: dict[str, Any],
              out: list[ConvSpec]) -> None:
     if not value:
-        raise SuiteError(f"{where}: --batch needs a file name")
+        raise SuiteFormatError(where, "--batch", "--batch needs a file name")
     rel = Path(value)
     candidates = [rel] if rel.is_absolute() else \
         [base_dir / rel] + [p.parent / rel for p in reversed(state.stack)] + [rel]
     path = next((c for c in candidates if c.is_file()), None)
     if path is None:
         looked = ", ".join(dict.fromkeys(str(c) for c in candidates))
-        raise SuiteError(f"{where}: --batch={value}: file not found (looked in: {looked})")
+        raise SuiteFormatError(where, None, f"--batch={value}: file not found (looked in: {looked})")
     path = path.resolve()
     if path in state.stack:
-        raise SuiteError(f"{where}: --batch={value} includes {path} again (a cycle)")
+        raise SuiteFormatError(where, None, f"--batch={value} includes {path} again (a cycle)")
     state.stack.append(path)
     try:
-        _batch(path.read_text(), str(path), path.parent, state, overrides, out)
+        _batch(_read_text(path, where), str(path), path.parent, state, overrides, out)
     finally:
         state.stack.pop()
+
+
+def _read_text(path: Path, where: str = "") -> str:
+    """A batch file's text (SuiteFormatError if it is not UTF-8 text)."""
+    try:
+        return path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        by = f" (included at {where})" if where else ""
+        raise SuiteFormatError(path, None, f"not UTF-8 text ({exc.reason} at byte {exc.start}); "
+                                           f"a benchdnn batch file is text{by}") from None
+    except OSError as exc:
+        raise SuiteError(f"{path}: cannot read: {exc.strerror or exc}") from exc
 
 
 def _warn(state: _State, source: str) -> None:
@@ -469,6 +481,6 @@ def read_batch_file(path: str | os.PathLike[str], *, transposed: bool = False,
         raise SuiteError(f"benchdnn batch file {str(p)!r} not found")
     state = _State(transposed=transposed, stack=[p.resolve()])
     out: list[ConvSpec] = []
-    _batch(p.read_text(), str(p), p.resolve().parent, state, overrides, out)
+    _batch(_read_text(p), str(p), p.resolve().parent, state, overrides, out)
     _warn(state, str(p))
     return out

@@ -39,3 +39,36 @@ class ResultsError(ConvbenchError):
 
 class CacheError(ConvbenchError):
     """The tuned-algorithm cache is unreadable, corrupt or used wrongly."""
+
+
+class _RefusedFile:
+    """Mixin of the errors for an input file that was refused: ``path``, ``field`` (None for
+    the file as a whole) and ``problem`` say which file, which part and what is wrong."""
+
+    def __init__(self, path: object, field: "str | None", problem: str, *,
+                 message: "str | None" = None) -> None:
+        self.path, self.field, self.problem = str(path), field, problem
+        where = f"{self.path}: {field}" if field else self.path
+        super().__init__(message or f"{where}: {problem}")
+
+
+class RunFormatError(_RefusedFile, ResultsError):
+    """A run directory's meta.json or records.jsonl is damaged, of an unknown (newer) format,
+    or holds impossible values; nothing was written."""
+
+
+class RunLockedError(ResultsError):
+    """A run directory is being written by another live convbench process."""
+
+
+class SuiteFormatError(_RefusedFile, SuiteError):
+    """A suite TOML or benchdnn batch file is unreadable or malformed."""
+
+
+class CacheFormatError(_RefusedFile, CacheError):
+    """A cache file, a row of it or a cache export is damaged or of a newer format; it was
+    left untouched."""
+
+
+class CacheWriteError(CacheError):
+    """The tuned cache cannot be written (read-only file or folder, full disk, I/O error)."""

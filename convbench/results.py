@@ -3,10 +3,14 @@
 A run directory ``results/<run_id>/`` holds ``meta.json`` (written atomically: a temporary
 file, then ``os.replace``) and ``records.jsonl`` (one JSON object per line, per (problem,
 candidate), appended, flushed and fsync'd one record at a time, so a killed writer loses at
-most the record it was writing). ``run_id`` is ``YYYYMMDD-HHMMSS-<suite>-<6 hex>``.
+most the record it was writing). ``run_id`` is ``YYYYMMDD-HHMMSS-<suite>-<6 hex>``. While a
+process writes the run it holds the run's lock (:mod:`convbench.runlock`). Both files are
+checked against the run format (:mod:`convbench.runformat`) when read; reading never
+changes them.
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
 import glob as _glob
 import json
@@ -19,9 +23,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Mapping, Optional, Sequence, Union
 
-from .errors import ResultsError
+from .errors import ResultsError, RunFormatError
 from .files import write_atomic
 from .outcome import RECORD_FIELDS, STATUSES, TIMING_FIELDS, now_iso
+from .runformat import RUN_FORMAT, check_meta, check_record, duplicate_pairs
+from .runlock import RunLock, lock_run
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -85,61 +91,137 @@ class RunWriter:
     """Writes one run directory: ``meta.json`` atomically, records appended one line each.
 
     ``RunWriter(run_dir, meta)`` starts a new run (the directory must not hold one yet);
-    :meth:`reopen` continues an existing run (``--resume``) after dropping a truncated last
-    line. Each :meth:`append` is flushed and fsync'd before it returns.
+    :meth:`reopen` continues an existing run (``--resume``) after checking what it holds and
+    dropping a truncated last line. Either way the writer holds the run's lock until
+    :meth:`close` (RunLockedError if another process holds it). Each :meth:`append` is flushed
+    and fsync'd before it returns; a failed write (a full disk) is a ResultsError that leaves
+    the run as it was before that record.
     """
 
-    def __init__(self, run_dir: PathLike, meta: Mapping[str, Any], *, _reopen: bool = False) -> None:
+    def __init__(self, run_dir: PathLike, meta: Mapping[str, Any], *, _reopen: bool = False,
+                 lock: Optional[RunLock] = None) -> None:
         self.run_dir = Path(run_dir)
-        self.meta = dict(meta)
+        self.meta = {k: v for k, v in meta.items() if k != "format"}
         self.records_path = self.run_dir / RECORDS_FILE
         self.meta_path = self.run_dir / META_FILE
+        self._fh = None
+        self._unfinish = _reopen and bool(self.meta.get("finished"))
         if not _reopen:
             if self.meta_path.exists() or self.records_path.exists():
                 raise ResultsError(f"{self.run_dir}: already holds a run; resume it instead")
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            self.write_meta()
-        self._fh = open(self.records_path, "a", encoding="utf-8")
+            _mkdir(self.run_dir)
+        self.lock = lock if lock is not None and lock.held else lock_run(self.run_dir)
+        try:
+            if not _reopen:
+                if self.meta_path.exists() or self.records_path.exists():
+                    raise ResultsError(f"{self.run_dir}: already holds a run; resume it instead")
+                self.write_meta()
+            self._fh = _open_append(self.records_path)
+        except BaseException:
+            self.lock.release()
+            if not _reopen:
+                with contextlib.suppress(OSError):
+                    self.run_dir.rmdir()  # only if nothing was written into it
+            raise
         self.written = 0
 
     @classmethod
-    def reopen(cls, run_dir: PathLike) -> "RunWriter":
-        """Continue an existing run: its meta is kept, new records are appended."""
+    def reopen(cls, run_dir: PathLike, *, lock: Optional[RunLock] = None) -> "RunWriter":
+        """Continue an existing run: its meta is kept, new records are appended. Its files are
+        checked (RunFormatError) before anything is written."""
         run_dir = Path(run_dir)
-        meta = read_meta(run_dir)
-        _repair_tail(run_dir / RECORDS_FILE)
-        return cls(run_dir, meta, _reopen=True)
+        lock = lock if lock is not None and lock.held else lock_run(run_dir)
+        try:
+            meta = read_meta(run_dir)
+            records = run_dir / RECORDS_FILE
+            if records.exists():
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", ResultsWarning)  # _repair_tail says it
+                    read_records(records)
+                _repair_tail(records)
+            return cls(run_dir, meta, _reopen=True, lock=lock)
+        except BaseException:
+            lock.release()
+            raise
 
     def write_meta(self) -> None:
-        write_atomic(self.meta_path, json.dumps(_finite(self.meta), default=_json_default, indent=2) + "\n")
+        text = json.dumps(_finite({"format": RUN_FORMAT, **self.meta}), default=_json_default, indent=2)
+        try:
+            write_atomic(self.meta_path, text + "\n")
+        except OSError as exc:
+            raise ResultsError(f"{self.meta_path}: cannot write: {exc.strerror or exc}; the "
+                               f"previous meta.json is unchanged") from exc
 
     def update_meta(self, **changes: Any) -> None:
         self.meta.update(changes)
         self.write_meta()
 
     def append(self, record: Mapping[str, Any]) -> None:
-        """Write one record as one line; durable when this returns."""
+        """Write one record as one line; durable when this returns. The first record a resumed
+        run gains clears its ``finished`` mark (set again when it finishes)."""
         if self._fh is None:
             raise ResultsError(f"{self.records_path}: the writer is closed")
-        self._fh.write(dumps(record) + "\n")
-        self._fh.flush()
-        os.fsync(self._fh.fileno())
+        if self._unfinish:
+            self.update_meta(finished=None)
+            self._unfinish = False
+        line = (dumps(record) + "\n").encode("utf-8")
+        start = self._fh.tell()
+        try:
+            self._fh.write(line)
+            self._fh.flush()
+            os.fsync(self._fh.fileno())
+        except OSError as exc:
+            self._undo_partial(start)
+            raise ResultsError(f"{self.records_path}: cannot write record {self.written + 1} of "
+                               f"this sweep: {exc.strerror or exc}; the run holds every record "
+                               f"before it (free space, then --resume {self.run_dir})") from exc
         self.written += 1
+
+    def _undo_partial(self, start: int) -> None:
+        """After a failed append: cut the file back to ``start`` (best effort) and stop writing."""
+        fh, self._fh = self._fh, None
+        try:
+            fh.close()
+        except OSError:
+            pass
+        try:
+            os.truncate(self.records_path, start)
+        except OSError:
+            pass  # a partial last line stays; readers skip it and --resume drops it
 
     def finish(self) -> None:
         """Mark the run finished in meta.json."""
+        self._unfinish = False
         self.update_meta(finished=now_iso())
 
     def close(self) -> None:
         if self._fh is not None:
-            self._fh.close()
+            try:
+                self._fh.close()
+            except OSError:
+                pass
             self._fh = None
+        self.lock.release()
 
     def __enter__(self) -> "RunWriter":
         return self
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+def _mkdir(path: Path) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ResultsError(f"{path}: cannot create the run directory: {exc.strerror or exc}") from exc
+
+
+def _open_append(path: Path) -> Any:
+    try:
+        return open(path, "ab")
+    except OSError as exc:
+        raise ResultsError(f"{path}: cannot open for writing: {exc.strerror or exc}") from exc
 
 
 def _repair_tail(path: Path) -> None:
@@ -189,56 +271,77 @@ def _records_path(path: PathLike) -> Path:
     return p
 
 
+def _parse_json(raw: bytes) -> Any:
+    """The JSON value of ``raw``; ValueError (with the reason) for anything that is not one."""
+    try:
+        return json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"not UTF-8 text: {exc.reason} at byte {exc.start}") from exc
+    except RecursionError:
+        raise ValueError("nested too deeply") from None
+
+
 def read_records(path: PathLike) -> list[dict[str, Any]]:
     """The records of a run directory or ``records.jsonl`` file, in file order.
 
-    A truncated last line (a writer killed mid-record) is skipped with a ResultsWarning;
-    anything else that is not a JSON object raises ResultsError naming file and line.
+    A truncated last line (a writer killed mid-record) is skipped with a ResultsWarning, as
+    is a (problem, candidate) pair recorded twice (named in a ResultsWarning). Anything else
+    that is not a valid record raises RunFormatError naming file, line and field.
     """
     p = _records_path(path)
     try:
         data = p.read_bytes()
     except OSError as exc:
-        raise ResultsError(f"{p}: cannot read: {exc}") from exc
+        raise ResultsError(f"{p}: cannot read: {exc.strerror or exc}") from exc
     lines = data.split(b"\n")
     complete = data.endswith(b"\n") or not data
     records = []
     for i, raw in enumerate(lines, 1):
         if not raw.strip():
             continue
-        last = i == len(lines)
         try:
-            rec = json.loads(raw.decode("utf-8"))
-        except (ValueError, UnicodeDecodeError) as exc:
-            if last and not complete:
+            rec = _parse_json(raw)
+        except ValueError as exc:
+            if i == len(lines) and not complete:
                 warnings.warn(f"{p}:{i}: ignoring a truncated last line ({len(raw)} bytes; the "
                               f"writer was probably killed mid-record)", ResultsWarning, stacklevel=2)
                 continue
-            raise ResultsError(f"{p}:{i}: corrupt record (not valid JSON: {exc})") from exc
-        if not isinstance(rec, dict):
-            raise ResultsError(f"{p}:{i}: corrupt record (a JSON {type(rec).__name__}, not an object)")
-        records.append(rec)
+            raise RunFormatError(f"{p}:{i}", None, f"corrupt record (not valid JSON: {exc})") from exc
+        records.append(check_record(rec, f"{p}:{i}"))
+    _warn_duplicates(p, records)
     return records
 
 
+def _warn_duplicates(path: Path, records: list[dict[str, Any]]) -> None:
+    dups = duplicate_pairs(records)
+    if dups:
+        i, (problem, candidate, _) = dups[0]
+        warnings.warn(f"{path}: {len(dups)} record(s) repeat a (problem, candidate) pair recorded "
+                      f"earlier (the first: record {i + 1}, {problem} {candidate}); was the run "
+                      f"written by two processes at once? Tables count every record",
+                      ResultsWarning, stacklevel=3)
+
+
 def read_meta(run_dir: PathLike) -> dict[str, Any]:
-    """The meta.json of a run directory (ResultsError if missing or corrupt)."""
+    """The meta.json of a run directory, checked against the run format (RunFormatError naming
+    the field otherwise; ResultsError if it is missing). Its ``format`` envelope is checked,
+    not returned."""
     p = Path(run_dir)
     if p.is_file():
         p = p.parent
     path = p / META_FILE
     try:
-        text = path.read_text(encoding="utf-8")
+        raw = path.read_bytes()
     except FileNotFoundError as exc:
         raise ResultsError(f"{p}: not a run directory (no {META_FILE})") from exc
     except OSError as exc:
-        raise ResultsError(f"{path}: cannot read: {exc}") from exc
+        raise ResultsError(f"{path}: cannot read: {exc.strerror or exc}") from exc
     try:
-        meta = json.loads(text)
+        meta = _parse_json(raw)
     except ValueError as exc:
-        raise ResultsError(f"{path}: corrupt (not valid JSON: {exc})") from exc
-    if not isinstance(meta, dict):
-        raise ResultsError(f"{path}: corrupt (not a JSON object)")
+        raise RunFormatError(path, None, f"corrupt (not valid JSON: {exc})") from exc
+    check_meta(meta, str(path))
+    meta.pop("format", None)
     return meta
 
 
@@ -322,10 +425,14 @@ def _flatten(rec: Mapping[str, Any], meta: Mapping[str, Any], env_keys: Sequence
     spec = rec.get("spec") or {}
     for key in _SPEC_FIELDS:
         row[f"spec_{key}"] = _tuplify(spec.get(key))
-    env = meta.get("environment") or {}
+    # a run on several machines (sweep --scheduler) keeps each one's fingerprint and peaks
+    mine = (meta.get("machines") or {}).get(rec.get("machine")) or {}
+    env = mine.get("environment") or meta.get("environment") or {}
+    row["machine"] = rec.get("machine") or rec.get("env_id") or meta.get("env_id")
+    row["hostname"] = rec.get("hostname") or env.get("hostname")
     for key in env_keys:
         row[f"env_{key}"] = _tuplify(env.get(key))
-    peak = meta.get("peak") or {}
+    peak = mine.get("peak") or meta.get("peak") or {}
     row["peak_gemm_gflops"] = peak.get("gemm_gflops")
     row["peak_bandwidth_gbs"] = peak.get("bandwidth_gbs")
     return row
@@ -342,17 +449,19 @@ def load_results(paths: Union[PathLike, Iterable[PathLike]]) -> "pd.DataFrame":
     * the record fields: ``run_id, problem, suite, spec_key, label, backend, algorithm,
       device, candidate, status, message, max_error, tolerance, median_s, iqr_s, min_s, mean_s,
       stdev_s, ci_low_s, ci_high_s, n_samples, loops, samples_s, gflops, peak_pct, flops, bytes,
-      threads, cold_cache, timer, env_id, info, timestamp, wall_s`` (times in seconds, per
+      threads, cold_cache, timer, env_id, machine, hostname, info, timestamp, wall_s``
+      (``machine``: the env_id of the machine type that measured the record, ``hostname`` its
+      host; filled from the run's fingerprint for runs older than these fields; times in seconds, per
       call; timing columns are NaN/None unless ``status == "ok"``; ``samples_s`` is a tuple;
       ``info`` a dict; integer columns use pandas' nullable ``Int64``);
     * the spec flattened: ``spec_n, spec_c_in, spec_c_out, spec_input_size, spec_kernel_size,
       spec_stride, spec_padding, spec_dilation, spec_groups, spec_transposed,
       spec_output_padding, spec_dtype, spec_layout, spec_name`` (per-dimension values as
       tuples, padding as a tuple of (before, after) pairs);
-    * the run's environment fingerprint from meta.json, each key prefixed ``env_``
-      (``env_hostname, env_platform, env_python, env_cpu_model, env_cpu_isa, ...,
-      env_convbench``);
-    * ``peak_gemm_gflops`` and ``peak_bandwidth_gbs``, the run's measured peaks.
+    * the environment fingerprint from meta.json (of the record's machine, for a run on
+      several machines), each key prefixed ``env_`` (``env_hostname, env_platform,
+      env_python, env_cpu_model, env_cpu_isa, ..., env_convbench``);
+    * ``peak_gemm_gflops`` and ``peak_bandwidth_gbs``, that machine's measured peaks.
 
     A run without meta.json loads with a warning and empty environment columns.
     """

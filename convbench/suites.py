@@ -57,7 +57,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, NamedTuple, Optional, Sequence
 
-from .errors import InvalidSpecError, SuiteError
+from .errors import InvalidSpecError, SuiteError, SuiteFormatError
 from .spec import ConvSpec
 
 SPEC_FIELDS = tuple(f for f in ConvSpec.__dataclass_fields__ if f != "name")
@@ -242,11 +242,19 @@ def _broadcast(fn: Any, a: Any, b: Any) -> Any:
         lb = b if isinstance(b, tuple) else (b,) * len(a)
         if len(la) != len(lb):
             raise ValueError(f"per-dimension values of different lengths: {la} and {lb}")
-        return tuple(fn(x, y) for x, y in zip(la, lb))
+        return tuple(_apply(fn, x, y) for x, y in zip(la, lb))
+    return _apply(fn, a, b)
+
+
+def _apply(fn: Any, a: Any, b: Any) -> Any:
+    """``fn(a, b)``; a division by zero is NaN (every comparison with it fails)."""
     try:
         return fn(a, b)
     except ZeroDivisionError:
         return math.nan
+    except OverflowError:
+        raise ValueError(f"{str(a)[:20]}... and {str(b)[:20]}: the result is too large for a "
+                         f"number") from None
 
 
 # ---- loading -------------------------------------------------------------------------------
@@ -265,37 +273,43 @@ def list_suites() -> list[str]:
     return sorted(p.name[:-5] for p in root.iterdir() if p.name.endswith(".toml"))
 
 
-def _where(ctx: str, what: str) -> str:
-    return f"{ctx}: {what}"
+def _bad(ctx: str, what: str) -> SuiteFormatError:
+    """The error for a malformed part ``ctx`` (file and table) of a suite file."""
+    cut = ctx.find(" [")
+    path, table = (ctx, None) if cut < 0 else (ctx[:cut], ctx[cut + 1:])
+    return SuiteFormatError(path, table, what, message=f"{ctx}: {what}")
 
 
 def _check_known(ctx: str, table: dict, allowed: Sequence[str]) -> None:
     unknown = sorted(set(table) - set(allowed))
     if unknown:
-        raise SuiteError(_where(ctx, f"unknown field(s) {', '.join(map(repr, unknown))}; valid: "
-                                     f"{', '.join(allowed)}"))
+        raise _bad(ctx, f"unknown field(s) {', '.join(map(repr, unknown))}; valid: {', '.join(allowed)}")
+
+
+#: what ConvSpec.from_dict raises for values of the wrong kind (a table, a date, a huge number)
+_SPEC_VALUE_ERRORS = (TypeError, ValueError, AttributeError, OverflowError)
 
 
 def _make_spec(ctx: str, fields: dict, name: str) -> ConvSpec:
     try:
         return ConvSpec.from_dict({**fields, "name": name})
-    except InvalidSpecError as exc:
-        raise SuiteError(_where(ctx, f"invalid spec: {exc}")) from exc
-    except TypeError as exc:  # e.g. a wrong value type that the dataclass rejects
-        raise SuiteError(_where(ctx, f"invalid spec: {exc}")) from exc
+    except _SPEC_VALUE_ERRORS as exc:  # InvalidSpecError is a ValueError
+        raise _bad(ctx, f"invalid spec: {exc}") from exc
 
 
 def _parse_conditions(ctx: str, key: str, value: Any) -> list[Condition]:
     if isinstance(value, str):
         value = [value]
     if not isinstance(value, list):
-        raise SuiteError(_where(ctx, f"{key}: must be a list of condition strings, got {value!r}"))
+        raise _bad(ctx, f"{key}: must be a list of condition strings, got {value!r}")
     out = []
     for i, text in enumerate(value):
         try:
             out.append(Condition(text))
         except ValueError as exc:
-            raise SuiteError(_where(ctx, f"{key}[{i}] {text!r}: {exc}")) from exc
+            raise _bad(ctx, f"{key}[{i}] {text!r}: {exc}") from exc
+        except RecursionError:
+            raise _bad(ctx, f"{key}[{i}]: the condition is nested too deeply") from None
     return out
 
 
@@ -321,130 +335,165 @@ def _grid_point_name(template: str, point: dict) -> str:
 
 def _count(ctx: str, value: Any) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise SuiteError(_where(ctx, f"count: {value!r} must be an integer >= 1"))
+        raise _bad(ctx, f"count: {value!r} must be an integer >= 1")
     return value
 
 
-def _from_toml(path: Path, name_hint: str) -> Suite:
+def _read_toml(path: Path) -> dict:
+    """The parsed TOML of a suite file (SuiteFormatError for anything that is not TOML)."""
     import tomllib
 
     try:
         with open(path, "rb") as fh:
-            data = tomllib.load(fh)
+            return tomllib.load(fh)
     except tomllib.TOMLDecodeError as exc:
-        raise SuiteError(f"{path}: not valid TOML: {exc}") from exc
+        raise SuiteFormatError(path, None, f"not valid TOML: {exc}") from exc
+    except UnicodeDecodeError as exc:
+        raise SuiteFormatError(path, None, f"not UTF-8 text ({exc.reason} at byte {exc.start}); "
+                                           f"TOML files are UTF-8") from None
+    except RecursionError:
+        raise SuiteFormatError(path, None, "not valid TOML: nested too deeply") from None
     except OSError as exc:
-        raise SuiteError(f"{path}: cannot read: {exc}") from exc
+        raise SuiteError(f"{path}: cannot read: {exc.strerror or exc}") from exc
 
+
+def _suite_head(path: Path, data: dict, name_hint: str) -> Suite:
+    """The empty Suite the [suite] table describes (after checking the top-level keys)."""
     _check_known(str(path), data, _TOP_KEYS)
     head = data.get("suite", {})
     if not isinstance(head, dict):
-        raise SuiteError(f"{path}: [suite] must be a table")
+        raise _bad(str(path), "[suite] must be a table")
     _check_known(f"{path} [suite]", head, _SUITE_KEYS)
     for key in _SUITE_KEYS:
         if key in head and not isinstance(head[key], str):
-            raise SuiteError(f"{path} [suite]: {key} must be a string, got {head[key]!r}")
-    suite = Suite(name=head.get("name", name_hint), source=head.get("source", ""),
-                  description=head.get("description", ""), path=str(path))
+            raise _bad(f"{path} [suite]", f"{key} must be a string, got {head[key]!r}")
+    return Suite(name=head.get("name", name_hint), source=head.get("source", ""),
+                 description=head.get("description", ""), path=str(path))
 
+
+def _suite_body(path: Path, data: dict) -> tuple[dict, list, list]:
+    """The [defaults] table and the [[problem]] and [[grid]] arrays, checked for shape."""
     defaults = data.get("defaults", {})
     if not isinstance(defaults, dict):
-        raise SuiteError(f"{path}: [defaults] must be a table")
+        raise _bad(str(path), "[defaults] must be a table")
     _check_known(f"{path} [defaults]", defaults, SPEC_FIELDS)
-
     problems = data.get("problem", [])
     grids = data.get("grid", [])
     if not isinstance(problems, list) or not isinstance(grids, list):
-        raise SuiteError(f"{path}: use [[problem]] and [[grid]] (arrays of tables)")
+        raise _bad(str(path), "use [[problem]] and [[grid]] (arrays of tables)")
     if not problems and not grids:
-        raise SuiteError(f"{path}: the suite has no [[problem]] or [[grid]] tables")
+        raise _bad(str(path), "the suite has no [[problem]] or [[grid]] tables")
+    return defaults, problems, grids
 
-    def add(ctx: str, pname: str, spec: ConvSpec, count: int = 1, note: str = "") -> None:
-        if pname in suite.counts:
-            raise SuiteError(_where(ctx, f"duplicate problem name {pname!r}"))
-        suite.problems.append(Problem(pname, spec))
-        suite.counts[pname] = count
-        if note:
-            suite.notes[pname] = note
 
+def _add(suite: Suite, ctx: str, pname: str, spec: ConvSpec, count: int = 1, note: str = "") -> None:
+    if pname in suite.counts:
+        raise _bad(ctx, f"duplicate problem name {pname!r}")
+    suite.problems.append(Problem(pname, spec))
+    suite.counts[pname] = count
+    if note:
+        suite.notes[pname] = note
+
+
+def _problem(ctx: str, table: Any, defaults: dict, i: int) -> tuple[str, ConvSpec]:
+    """The name and spec of one [[problem]] table (fields, or a benchdnn descriptor)."""
+    if not isinstance(table, dict):
+        raise _bad(ctx, "must be a table")
+    _check_known(ctx, table, _PROBLEM_META + SPEC_FIELDS)
+    fields = {k: v for k, v in table.items() if k in SPEC_FIELDS}
+    pname = table.get("name")
+    if pname is not None and (not isinstance(pname, str) or not pname):
+        raise _bad(ctx, f"name: {pname!r} must be a non-empty string")
+    if "benchdnn" not in table:
+        pname = pname or f"problem{i + 1}"
+        return pname, _make_spec(ctx, {**defaults, **fields}, pname)
+    desc = table["benchdnn"]
+    if not isinstance(desc, str):
+        raise _bad(ctx, f"benchdnn: {desc!r} must be a descriptor string")
+    overrides = {k: v for k, v in defaults.items() if k in ("dtype", "layout")}
+    overrides.update(fields)
+    try:
+        spec = ConvSpec.from_benchdnn(desc, **overrides)
+    except _SPEC_VALUE_ERRORS as exc:
+        raise _bad(ctx, f"benchdnn {desc!r}: {exc}") from exc
+    pname = pname or spec.name or f"problem{i + 1}"
+    return pname, spec.replace(name=pname)
+
+
+def _add_problems(suite: Suite, path: Path, problems: list, defaults: dict) -> None:
     for i, table in enumerate(problems):
         ctx = f"{path} [[problem]] #{i + 1}"
-        if not isinstance(table, dict):
-            raise SuiteError(_where(ctx, "must be a table"))
-        _check_known(ctx, table, _PROBLEM_META + SPEC_FIELDS)
-        fields = {k: v for k, v in table.items() if k in SPEC_FIELDS}
-        count = _count(ctx, table.get("count", 1))
+        pname, spec = _problem(ctx, table, defaults, i)
         note = table.get("note", "")
-        pname = table.get("name")
-        if pname is not None and (not isinstance(pname, str) or not pname):
-            raise SuiteError(_where(ctx, f"name: {pname!r} must be a non-empty string"))
-        if "benchdnn" in table:
-            desc = table["benchdnn"]
-            if not isinstance(desc, str):
-                raise SuiteError(_where(ctx, f"benchdnn: {desc!r} must be a descriptor string"))
-            overrides = {k: v for k, v in defaults.items() if k in ("dtype", "layout")}
-            overrides.update(fields)
-            try:
-                spec = ConvSpec.from_benchdnn(desc, **overrides)
-            except (InvalidSpecError, TypeError) as exc:
-                raise SuiteError(_where(ctx, f"benchdnn {desc!r}: {exc}")) from exc
-            pname = pname or spec.name or f"problem{i + 1}"
-            spec = spec.replace(name=pname)
-        else:
-            pname = pname or f"problem{i + 1}"
-            spec = _make_spec(ctx, {**defaults, **fields}, pname)
-        add(ctx, pname, spec, count, note)
+        if not isinstance(note, str):
+            raise _bad(ctx, f"note: {note!r} must be a string")
+        _add(suite, ctx, pname, spec, _count(ctx, table.get("count", 1)), note)
 
+
+def _grid_axes(ctx: str, table: Any) -> dict:
+    """The checked ``axes`` table of one [[grid]] table."""
+    if not isinstance(table, dict):
+        raise _bad(ctx, "must be a table")
+    _check_known(ctx, table, _GRID_META + SPEC_FIELDS)
+    axes = table.get("axes")
+    if not isinstance(axes, dict) or not axes:
+        raise _bad(ctx, "axes: needs a table of field = [values...], e.g. axes = { kernel_size = [1, 3, 5] }")
+    _check_known(f"{ctx} axes", axes, SPEC_FIELDS)
+    for key, values in axes.items():
+        if not isinstance(values, list) or not values:
+            raise _bad(ctx, f"axes.{key}: {values!r} must be a non-empty list")
+    clash = sorted(set(axes) & set(table))
+    if clash:
+        raise _bad(ctx, f"field(s) {', '.join(clash)} given both as an axis and fixed")
+    return axes
+
+
+def _add_grid(suite: Suite, ctx: str, table: Any, defaults: dict, i: int) -> None:
+    """Every valid, unfiltered point of one [[grid]] table."""
+    axes = _grid_axes(ctx, table)
+    prefix = table.get("name", f"grid{i + 1}")
+    if not isinstance(prefix, str) or not prefix:
+        raise _bad(ctx, f"name: {prefix!r} must be a non-empty string")
+    skip = _parse_conditions(ctx, "skip_if", table.get("skip_if", []))
+    keep = _parse_conditions(ctx, "where", table.get("where", []))
+    fixed = {**defaults, **{k: v for k, v in table.items() if k in SPEC_FIELDS}}
+    keys = list(axes)
+    made = 0
+    for combo in itertools.product(*(axes[k] for k in keys)):
+        point = dict(zip(keys, combo))
+        try:
+            pname = _grid_point_name(prefix, point)
+        except KeyError as exc:
+            raise _bad(ctx, f"name template {prefix!r} refers to {exc.args[0]!r}, which is not an "
+                            f"axis ({', '.join(keys)})") from exc
+        try:
+            spec = ConvSpec.from_dict({**fixed, **point, "name": pname})
+        except InvalidSpecError:
+            suite.dropped["invalid"] += 1
+            continue
+        except _SPEC_VALUE_ERRORS as exc:
+            raise _bad(ctx, f"invalid spec at {point}: {exc}") from exc
+        try:
+            drop = any(c(spec) for c in skip) or not all(c(spec) for c in keep)
+        except ValueError as exc:
+            raise _bad(ctx, f"filter failed at {point}: {exc}") from exc
+        if drop:
+            suite.dropped["filtered"] += 1
+            continue
+        _add(suite, ctx, pname, spec, 1, table.get("note", ""))
+        made += 1
+    if not made:
+        raise _bad(ctx, "every grid point was invalid or filtered out")
+
+
+def _from_toml(path: Path, name_hint: str) -> Suite:
+    """The suite a TOML file describes (see the module docstring)."""
+    data = _read_toml(path)
+    suite = _suite_head(path, data, name_hint)
+    defaults, problems, grids = _suite_body(path, data)
+    _add_problems(suite, path, problems, defaults)
     for i, table in enumerate(grids):
-        ctx = f"{path} [[grid]] #{i + 1}"
-        if not isinstance(table, dict):
-            raise SuiteError(_where(ctx, "must be a table"))
-        _check_known(ctx, table, _GRID_META + SPEC_FIELDS)
-        axes = table.get("axes")
-        if not isinstance(axes, dict) or not axes:
-            raise SuiteError(_where(ctx, "axes: needs a table of field = [values...], e.g. "
-                                         "axes = { kernel_size = [1, 3, 5] }"))
-        _check_known(f"{ctx} axes", axes, SPEC_FIELDS)
-        for key, values in axes.items():
-            if not isinstance(values, list) or not values:
-                raise SuiteError(_where(ctx, f"axes.{key}: {values!r} must be a non-empty list"))
-        clash = sorted(set(axes) & set(table))
-        if clash:
-            raise SuiteError(_where(ctx, f"field(s) {', '.join(clash)} given both as an axis and fixed"))
-        prefix = table.get("name", f"grid{i + 1}")
-        if not isinstance(prefix, str) or not prefix:
-            raise SuiteError(_where(ctx, f"name: {prefix!r} must be a non-empty string"))
-        skip = _parse_conditions(ctx, "skip_if", table.get("skip_if", []))
-        keep = _parse_conditions(ctx, "where", table.get("where", []))
-        fixed = {**defaults, **{k: v for k, v in table.items() if k in SPEC_FIELDS}}
-        note = table.get("note", "")
-        made = 0
-        keys = list(axes)
-        for combo in itertools.product(*(axes[k] for k in keys)):
-            point = dict(zip(keys, combo))
-            try:
-                pname = _grid_point_name(prefix, point)
-            except KeyError as exc:
-                raise SuiteError(_where(ctx, f"name template {prefix!r} refers to {exc.args[0]!r}, "
-                                             f"which is not an axis ({', '.join(keys)})")) from exc
-            try:
-                spec = ConvSpec.from_dict({**fixed, **point, "name": pname})
-            except InvalidSpecError:
-                suite.dropped["invalid"] += 1
-                continue
-            except TypeError as exc:
-                raise SuiteError(_where(ctx, f"invalid spec at {point}: {exc}")) from exc
-            try:
-                drop = any(c(spec) for c in skip) or not all(c(spec) for c in keep)
-            except ValueError as exc:
-                raise SuiteError(_where(ctx, f"filter failed at {point}: {exc}")) from exc
-            if drop:
-                suite.dropped["filtered"] += 1
-                continue
-            add(ctx, pname, spec, 1, note)
-            made += 1
-        if not made:
-            raise SuiteError(_where(ctx, "every grid point was invalid or filtered out"))
+        _add_grid(suite, f"{path} [[grid]] #{i + 1}", table, defaults, i)
     return suite
 
 
@@ -453,12 +502,14 @@ def _from_batch(path: Path) -> Suite:
 
     try:
         specs = read_batch_file(path)
+    except SuiteError:
+        raise
     except InvalidSpecError as exc:
-        raise SuiteError(f"{path}: {exc}") from exc
+        raise SuiteFormatError(path, None, str(exc)) from exc
     except OSError as exc:
-        raise SuiteError(f"{path}: cannot read: {exc}") from exc
+        raise SuiteError(f"{path}: cannot read: {exc.strerror or exc}") from exc
     if not specs:
-        raise SuiteError(f"{path}: the batch file holds no problems")
+        raise SuiteFormatError(path, None, "the batch file holds no problems")
     suite = Suite(name=path.stem, source=f"benchdnn batch file {path}", path=str(path))
     seen: dict[str, int] = {}
     for i, spec in enumerate(specs):

@@ -3,8 +3,12 @@
 One file in WAL mode; every write is one ``BEGIN IMMEDIATE`` transaction, so several
 processes may write the same cache at once. A file that is not a convbench cache (garbage,
 truncated, another program's SQLite database, a newer schema) raises
-:class:`~convbench.errors.CacheError` and is never modified. What the rows mean is
-:mod:`convbench.cache`'s business; this module knows only the tables.
+:class:`~convbench.errors.CacheFormatError` and is never modified. Reading opens the file
+read-only (``mode=ro``; ``immutable`` in a folder nobody may write), so it never changes the
+file, journal mode included, and works on read-only files and folders; the first write opens
+it for writing, and a write that fails (read-only, full disk) is a
+:class:`~convbench.errors.CacheWriteError` that leaves the file as it was. What the rows mean
+is :mod:`convbench.cache`'s business; this module knows only the tables.
 """
 from __future__ import annotations
 
@@ -13,10 +17,11 @@ import os
 import sqlite3
 import threading
 import time
+import urllib.parse
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional, Sequence
 
-from ..errors import CacheError
+from ..errors import CacheError, CacheFormatError, CacheWriteError
 from ..files import move_into_place, temp_path
 from ..outcome import now_iso
 
@@ -73,50 +78,98 @@ class CacheDB:
         self.create = create
         self.pid = -1                        # the process that opened the connection
         self._conn: Optional[sqlite3.Connection] = None
+        self._writable = False               # whether _conn was opened for writing
         self._version = SCHEMA_VERSION
         self.lock = threading.RLock()
         if self.path.exists():
             self.connect()
 
-    def fail(self, what: str) -> CacheError:
+    def fail(self, what: str, field: Optional[str] = None) -> CacheFormatError:
         """The error for a file that is not a usable cache: it says the file was not touched."""
-        return CacheError(
-            f"cache file {str(self.path)!r} {what}; it was left untouched. Move or delete it to "
-            f"start a new cache there, or point convbench elsewhere (--cache PATH or "
-            f"CONVBENCH_CACHE=PATH)")
+        return CacheFormatError(
+            self.path, field, what,
+            message=f"cache file {str(self.path)!r} {what}; it was left untouched. Move or delete "
+                    f"it to start a new cache there, or point convbench elsewhere (--cache PATH or "
+                    f"CONVBENCH_CACHE=PATH)")
+
+    def unwritable(self) -> Optional[str]:
+        """Why this process cannot write the cache file (None: it can, as far as can be told
+        without writing: the file, or the nearest existing folder above it, is writable)."""
+        target = self.path if self.path.exists() else self.path.parent
+        while not target.exists() and target != target.parent:
+            target = target.parent
+        if target == self.path and not os.access(target, os.W_OK):
+            return "the file is read-only"
+        folder = self.path.parent if self.path.exists() else target
+        if not os.access(folder, os.W_OK | os.X_OK):
+            return (f"its folder {str(folder)!r} is read-only (SQLite writes its journal next "
+                    f"to the file)")
+        return None
+
+    def write_error(self, why: str) -> CacheWriteError:
+        return CacheWriteError(f"cache file {str(self.path)!r} cannot be written: {why}; it is "
+                               f"unchanged. Give a writable --cache PATH (or CONVBENCH_CACHE), or "
+                               f"--no-cache")
 
     # -- opening ----------------------------------------------------------------------------
-    def connect(self) -> sqlite3.Connection:
-        """This process's connection, creating and validating the file first if needed."""
+    def connect(self, *, write: bool = False) -> sqlite3.Connection:
+        """This process's connection (read-only unless ``write``), creating (to write) and
+        validating the file first if needed."""
         with self.lock:
-            if self._conn is not None and self.pid == os.getpid():
+            if self._conn is not None and self.pid == os.getpid() and (self._writable or not write):
                 return self._conn
-            self._conn = None  # a connection inherited through fork() must not be used
+            if self._conn is not None and self.pid == os.getpid():
+                self._conn.close()  # a read-only connection, replaced by one that writes
+            self._conn = None  # (a connection inherited through fork() must not be used)
+            if write and self.unwritable():
+                raise self.write_error(str(self.unwritable()))
             if not self.path.exists():
                 if not self.create:
                     raise FileNotFoundError(str(self.path))
-                self._create_file()
+                try:
+                    self._create_file()
+                except (OSError, sqlite3.Error) as exc:
+                    raise self.write_error(f"creating it failed: {exc}") from exc
             self._check_header()
-            try:
-                conn = sqlite3.connect(str(self.path), timeout=_BUSY_TIMEOUT_MS / 1000,
-                                       isolation_level=None, check_same_thread=False)
-            except sqlite3.Error as exc:
-                raise CacheError(f"cache file {str(self.path)!r} cannot be opened: {exc}") from exc
+            conn = self._open(write)
             try:
                 conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
                 self._version = self._validate(conn)  # older files are upgraded on the first write
-                mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
-                if str(mode).lower() != "wal":
-                    _retry(lambda: conn.execute("PRAGMA journal_mode = WAL"))
-                conn.execute("PRAGMA synchronous = NORMAL")
+                if write:
+                    self._use_wal(conn)
             except CacheError:
                 conn.close()
                 raise
             except sqlite3.DatabaseError as exc:
                 conn.close()
                 raise self.fail(f"is corrupt or not a convbench cache (SQLite: {exc})") from exc
-            self._conn, self.pid = conn, os.getpid()
+            self._conn, self._writable, self.pid = conn, write, os.getpid()
             return conn
+
+    def _open(self, write: bool) -> sqlite3.Connection:
+        """A connection to the file: read-write, or read-only (immutable where nobody can write
+        the folder, so no journal files are needed)."""
+        if write:
+            target = str(self.path)
+        else:
+            target = f"file:{urllib.parse.quote(str(self.path.absolute()))}?mode=ro"
+            side = [Path(f"{self.path}-wal"), Path(f"{self.path}-shm")]
+            if not os.access(self.path.parent, os.W_OK) and not all(p.exists() for p in side):
+                target += "&immutable=1"
+        try:
+            return sqlite3.connect(target, timeout=_BUSY_TIMEOUT_MS / 1000, isolation_level=None,
+                                   check_same_thread=False, uri=not write)
+        except sqlite3.Error as exc:
+            raise CacheError(f"cache file {str(self.path)!r} cannot be opened: {exc}") from exc
+
+    def _use_wal(self, conn: sqlite3.Connection) -> None:
+        try:
+            mode = conn.execute("PRAGMA journal_mode").fetchone()[0]
+            if str(mode).lower() != "wal":
+                _retry(lambda: conn.execute("PRAGMA journal_mode = WAL"))
+            conn.execute("PRAGMA synchronous = NORMAL")
+        except sqlite3.OperationalError as exc:
+            raise self.write_error(f"SQLite: {exc}") from exc
 
     def _check_header(self) -> None:
         """Reject files that are not SQLite or are visibly truncated, before SQLite sees them."""
@@ -161,10 +214,11 @@ class CacheDB:
         if version is None:
             raise self.fail("has no valid schema version")
         if version > SCHEMA_VERSION:
-            raise CacheError(
-                f"cache file {str(self.path)!r} has schema version {version}, written by a newer "
-                f"convbench (this one reads version {SCHEMA_VERSION}); upgrade convbench or use "
-                f"another cache (--cache PATH)")
+            raise CacheFormatError(
+                self.path, "schema_version", f"version {version} is newer than {SCHEMA_VERSION}",
+                message=f"cache file {str(self.path)!r} has schema version {version}, written by a "
+                        f"newer convbench (this one reads version {SCHEMA_VERSION}); upgrade "
+                        f"convbench or use another cache (--cache PATH)")
         missing = {"entries", "history"} - tables
         if missing:
             raise self.fail(f"lacks table(s) {', '.join(sorted(missing))}")
@@ -237,20 +291,26 @@ class CacheDB:
 
     @contextlib.contextmanager
     def write(self) -> Iterator[sqlite3.Connection]:
-        """One ``BEGIN IMMEDIATE`` transaction (committed unless the block raises)."""
-        conn = self.connect()
+        """One ``BEGIN IMMEDIATE`` transaction (committed unless the block raises); a failure of
+        SQLite's (read-only, disk full, I/O) is a CacheWriteError and nothing is written."""
+        conn = self.connect(write=True)
         with self.lock:
-            if self._version < SCHEMA_VERSION:
-                self._upgrade(conn)
-                self._version = SCHEMA_VERSION
-            _retry(lambda: conn.execute("BEGIN IMMEDIATE"))
+            try:
+                if self._version < SCHEMA_VERSION:
+                    self._upgrade(conn)
+                    self._version = SCHEMA_VERSION
+                _retry(lambda: conn.execute("BEGIN IMMEDIATE"))
+            except sqlite3.OperationalError as exc:
+                raise self.write_error(f"SQLite: {exc}") from exc
             try:
                 yield conn
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            else:
                 _retry(lambda: conn.execute("COMMIT"))
+            except BaseException as exc:
+                with contextlib.suppress(sqlite3.Error):
+                    conn.execute("ROLLBACK")
+                if isinstance(exc, sqlite3.OperationalError):
+                    raise self.write_error(f"SQLite: {exc}") from exc
+                raise
 
     def state(self) -> tuple:
         """A cheap fingerprint of the file's contents (modification time and size of the

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any, Mapping, Optional, Sequence, Union
 
 from .db import COLUMN_NAMES
-from ..errors import CacheError, ConvbenchError
+from ..errors import CacheError, CacheFormatError, ConvbenchError
 from ..files import PathLike
 from ..outcome import now_iso
 from ..registry import DEVICES
@@ -91,13 +91,21 @@ def to_row(e: CacheEntry) -> tuple:
     return tuple(d[c] for c in ENTRY_FIELDS)
 
 
-def from_row(row: Sequence[Any]) -> CacheEntry:
-    """The entry a row of the entries (or history) table holds."""
+def from_row(row: Sequence[Any], where: str = "cache row") -> CacheEntry:
+    """The entry a row of the entries (or history) table holds, checked like an imported one
+    (CacheFormatError naming ``where``, the row's key and the column otherwise)."""
     d = dict(zip(ENTRY_FIELDS, row))
+    where = f"{where}: row {d.get('spec_key')!r}"
     for k in _JSON_FIELDS:
-        d[k] = json.loads(d[k]) if d[k] else {}
+        try:
+            d[k] = json.loads(d[k]) if d[k] else {}
+        except (TypeError, ValueError, RecursionError) as exc:
+            raise _bad(where, k, f"column {k!r} holds {str(d[k])[:40]!r}, not a JSON object "
+                                 f"({type(exc).__name__})") from None
+    if d["decisive"] not in (0, 1):
+        raise _bad(where, "decisive", f"column 'decisive' holds {d['decisive']!r}, not 0 or 1")
     d["decisive"] = bool(d["decisive"])
-    return CacheEntry(**d)
+    return validate_entry(d, where)
 
 
 @dataclass(frozen=True)
@@ -134,6 +142,10 @@ class Choice:
 
 
 # ---- validation ---------------------------------------------------------------------------
+def _bad(where: str, field: Optional[str], problem: str) -> CacheFormatError:
+    return CacheFormatError(where, field, problem, message=f"{where}: {problem}")
+
+
 def check_device(device: str) -> None:
     if device not in DEVICES:
         raise CacheError(f"device: {device!r} is not a device; use one of {', '.join(DEVICES)}")
@@ -142,54 +154,54 @@ def check_device(device: str) -> None:
 def _check_types(d: Mapping[str, Any], where: str) -> None:
     unknown = sorted(set(d) - set(ENTRY_FIELDS))
     if unknown:
-        raise CacheError(f"{where}: unknown field(s) {', '.join(unknown)}")
+        raise _bad(where, None, f"unknown field(s) {', '.join(unknown)}")
     for k, typ in _REQUIRED.items():
         if k not in d:
-            raise CacheError(f"{where}: missing required field {k!r}")
+            raise _bad(where, k, f"missing required field {k!r}")
         v = d[k]
         if not isinstance(v, typ) or (typ is int and isinstance(v, bool)):
-            raise CacheError(f"{where}: field {k!r} = {v!r} must be of type {typ.__name__}")
+            raise _bad(where, k, f"field {k!r} = {v!r} must be of type {typ.__name__}")
     for k, types in _OPTIONAL_TYPES.items():
         v = d.get(k)
         if v is None:
             continue
         if not isinstance(v, types) or (bool not in types and isinstance(v, bool)):
             names = "/".join(t.__name__ for t in types)
-            raise CacheError(f"{where}: field {k!r} = {v!r} must be {names} or null")
+            raise _bad(where, k, f"field {k!r} = {v!r} must be {names} or null")
         if isinstance(v, float) and not math.isfinite(v):
-            raise CacheError(f"{where}: field {k!r} = {v!r} must be finite")
+            raise _bad(where, k, f"field {k!r} = {v!r} must be finite")
 
 
 def _check_values(d: Mapping[str, Any], where: str) -> None:
     if d["device"] not in DEVICES:
-        raise CacheError(f"{where}: field 'device' = {d['device']!r} must be one of {', '.join(DEVICES)}")
+        raise _bad(where, "device", f"field 'device' = {d['device']!r} must be one of {', '.join(DEVICES)}")
     if d["threads"] < 0:
-        raise CacheError(f"{where}: field 'threads' = {d['threads']} must be >= 0")
+        raise _bad(where, "threads", f"field 'threads' = {d['threads']} must be >= 0")
     for k in ("median_s", "ci_low_s", "ci_high_s", "runner_up_median_s"):
         if d.get(k) is not None and d[k] < 0:
-            raise CacheError(f"{where}: field {k!r} = {d[k]!r} must be >= 0")
+            raise _bad(where, k, f"field {k!r} = {d[k]!r} must be >= 0")
     try:
         spec = ConvSpec.from_dict(d["spec"])
     except ConvbenchError as exc:
-        raise CacheError(f"{where}: field 'spec' is not a valid problem: {exc}") from exc
+        raise _bad(where, "spec", f"field 'spec' is not a valid problem: {exc}") from exc
     if spec.key != d["spec_key"]:
-        raise CacheError(f"{where}: spec_key {d['spec_key']!r} does not match its spec "
+        raise _bad(where, "spec_key", f"spec_key {d['spec_key']!r} does not match its spec "
                          f"(whose key is {spec.key!r})")
     expect = f"{d['backend']}:{d['algorithm']}@{d['device']}"
     if d["candidate"] != expect:
-        raise CacheError(f"{where}: candidate {d['candidate']!r} does not match backend, "
+        raise _bad(where, "candidate", f"candidate {d['candidate']!r} does not match backend, "
                          f"algorithm and device ({expect!r})")
     for cand, t in (d.get("timings") or {}).items():
         if not isinstance(cand, str) or isinstance(t, bool) or not isinstance(t, (int, float)) \
                 or not math.isfinite(t) or t < 0:
-            raise CacheError(f"{where}: field 'timings' maps {cand!r} to {t!r}; expected candidate "
+            raise _bad(where, "timings", f"field 'timings' maps {cand!r} to {t!r}; expected candidate "
                              f"-> seconds per call (a finite number >= 0)")
 
 
 def validate_entry(d: Any, where: str) -> CacheEntry:
     """The CacheEntry a JSON object describes; CacheError names ``where`` and what is wrong."""
     if not isinstance(d, dict):
-        raise CacheError(f"{where}: expected an object, got {type(d).__name__}")
+        raise _bad(where, None, f"expected an object, got {type(d).__name__}")
     _check_types(d, where)
     _check_values(d, where)
     kwargs = {k: d[k] for k in ENTRY_FIELDS if k in d}
@@ -212,14 +224,15 @@ def export_document(entries: Sequence[CacheEntry], source: str) -> dict[str, Any
 def _read_document(source: PathLike) -> Any:
     where = f"cache export {str(source)!r}"
     try:
-        text = Path(source).read_text()
+        raw = Path(source).read_bytes()
     except OSError as exc:
-        raise CacheError(f"{where} cannot be read: {exc}") from exc
+        raise CacheError(f"{where} cannot be read: {exc.strerror or exc}") from exc
     try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise CacheError(f"{where} is not JSON ({exc}); expected a file written by "
-                         f"`convbench cache export`") from exc
+        return json.loads(raw.decode("utf-8"))
+    except (ValueError, RecursionError) as exc:  # JSON, UTF-8 and nesting errors
+        what = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+        raise CacheFormatError(source, None, what, message=f"{where} is not JSON ({what}); expected "
+                               f"a file written by `convbench cache export`") from None
 
 
 def parse_export(source: Union[PathLike, Mapping[str, Any]]) -> list[CacheEntry]:
@@ -231,17 +244,17 @@ def parse_export(source: Union[PathLike, Mapping[str, Any]]) -> list[CacheEntry]
         doc = _read_document(source)
         where = f"cache export {str(source)!r}"
     if not isinstance(doc, Mapping):
-        raise CacheError(f"{where}: expected a JSON object, got {type(doc).__name__}")
+        raise _bad(where, None, f"expected a JSON object, got {type(doc).__name__}")
     if doc.get("format") != EXPORT_FORMAT:
-        raise CacheError(f"{where}: 'format' is {doc.get('format')!r}, expected {EXPORT_FORMAT!r} "
-                         f"(a file written by `convbench cache export`)")
+        raise _bad(where, "format", f"'format' is {doc.get('format')!r}, expected "
+                                    f"{EXPORT_FORMAT!r} (a file written by `convbench cache export`)")
     version = doc.get("version")
     if not isinstance(version, int) or isinstance(version, bool) or version < 1:
-        raise CacheError(f"{where}: 'version' is {version!r}, expected an integer >= 1")
+        raise _bad(where, "version", f"'version' is {version!r}, expected an integer >= 1")
     if version > EXPORT_VERSION:
-        raise CacheError(f"{where}: format version {version} is newer than this convbench reads "
-                         f"({EXPORT_VERSION}); upgrade convbench")
+        raise _bad(where, "version", f"format version {version} is newer than this convbench "
+                                     f"reads ({EXPORT_VERSION}); upgrade convbench")
     items = doc.get("entries")
     if not isinstance(items, list):
-        raise CacheError(f"{where}: 'entries' must be a list, got {type(items).__name__}")
+        raise _bad(where, "entries", f"'entries' must be a list, got {type(items).__name__}")
     return [validate_entry(item, f"{where}: entries[{i}]") for i, item in enumerate(items)]

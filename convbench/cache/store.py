@@ -29,7 +29,6 @@ from __future__ import annotations
 import datetime as _dt
 import fnmatch
 import json
-import math
 import os
 import sqlite3
 import threading
@@ -137,6 +136,13 @@ class TunedCache:
     def close(self) -> None:
         self.db.close()
 
+    def check_writable(self) -> None:
+        """CacheWriteError unless this process can write the cache (checked before a sweep
+        measures anything, so that its results cannot be lost to a read-only cache)."""
+        why = self.db.unwritable()
+        if why:
+            raise self.db.write_error(why)
+
     def __enter__(self) -> "TunedCache":
         return self
 
@@ -170,7 +176,7 @@ class TunedCache:
         cols, marks = ", ".join(COLUMN_NAMES), ", ".join("?" * len(COLUMN_NAMES))
         row = conn.execute(f"SELECT {cols} FROM entries WHERE {_KEY_WHERE}", e.key).fetchone()
         if row is not None:
-            old = from_row(row)
+            old = from_row(row, str(self.path))
             if replace == "never" or _same_measurement(old, e):
                 return False  # (the same run's same result again: nothing new to store)
             if replace == "newer":
@@ -205,7 +211,7 @@ class TunedCache:
         if given:
             sql += " WHERE " + " AND ".join(f"{col} = ?" for col, _ in given)
         sql += " ORDER BY spec_key, machine, device, threads"
-        return [from_row(r) for r in self.db.query(sql, [val for _, val in given])]
+        return [from_row(r, str(self.path)) for r in self.db.query(sql, [val for _, val in given])]
 
     def history(self, spec_key: Optional[str] = None) -> list[dict[str, Any]]:
         """Replaced entries (oldest first), each with a ``replaced`` timestamp."""
@@ -214,7 +220,8 @@ class TunedCache:
         if spec_key is not None:
             sql += " WHERE spec_key = ?"
         rows = self.db.query(sql + " ORDER BY rowid", args)
-        return [{**from_row(r[:-1]).to_json(), "replaced": r[-1]} for r in rows]
+        return [{**from_row(r[:-1], f"{self.path} (history)").to_json(), "replaced": r[-1]}
+                for r in rows]
 
     def __len__(self) -> int:
         rows = self.db.query("SELECT count(*) FROM entries")
@@ -272,8 +279,10 @@ class TunedCache:
             raise CacheError("prune: give at least one criterion (--stale, --older-than DAYS, "
                              "--pattern GLOB)")
         if older_than_days is not None and (not isinstance(older_than_days, (int, float))
-                                            or older_than_days < 0 or math.isnan(older_than_days)):
-            raise CacheError(f"older_than_days: {older_than_days!r} must be a number >= 0")
+                                            or isinstance(older_than_days, bool)
+                                            or not 0 <= older_than_days <= 1e6):
+            raise CacheError(f"older_than_days: {older_than_days!r} must be a number of days from 0 "
+                             f"to 1000000")
         cutoff = (_dt.datetime.now(_dt.timezone.utc) - _dt.timedelta(days=older_than_days)
                   if older_than_days is not None else None)
 
@@ -298,7 +307,11 @@ class TunedCache:
         """The cache (or the given entries) as a versioned JSON document; written to ``path`` if given."""
         doc = export_document(list(self.entries() if entries is None else entries), str(self.path))
         if path is not None:
-            write_atomic(path, json.dumps(doc, indent=1, sort_keys=True) + "\n")
+            try:
+                write_atomic(path, json.dumps(doc, indent=1, sort_keys=True) + "\n")
+            except OSError as exc:
+                raise CacheError(f"cannot write the export to {str(path)!r}: "
+                                 f"{exc.strerror or exc}") from exc
         return doc
 
     def import_json(self, source: Union[PathLike, Mapping[str, Any]], *, replace: str = "newer") -> int:

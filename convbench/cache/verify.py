@@ -73,7 +73,12 @@ def verify(cache: CacheArg = None, *, sample: int = 5, seed: int = 0,
 
     if isinstance(sample, bool) or not isinstance(sample, int) or sample < 0:
         raise CacheError(f"--sample: {sample!r} must be an integer >= 0 (0: every entry)")
+    from ..sweeping.options import SweepOptions
+
+    SweepOptions.from_arguments(budget_s=budget_s, strategy=strategy, backends=backends)  # checks
     tc = open_cache(cache, create=False)
+    if update:
+        tc.check_writable()  # before measuring, not after
     mine = [e for e in tc.entries() if stale_here(e) is not None]
     report = VerifyReport(path=str(tc.path), available=len(mine))
     if not mine:

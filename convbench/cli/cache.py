@@ -91,6 +91,14 @@ def _label(e: Any) -> str:
         return e.spec_key
 
 
+def _at_least(what: str, value: Optional[int], low: int) -> None:
+    """A ConvbenchError (exit 2) unless ``value`` is None or an integer >= ``low``."""
+    from ..errors import ConvbenchError
+
+    if value is not None and value < low:
+        raise ConvbenchError(f"{what}: {value} must be an integer >= {low}")
+
+
 def _ratio(regret: Optional[float]) -> str:
     if regret is None:
         return "-"
@@ -129,6 +137,7 @@ def run_query(args: argparse.Namespace) -> int:
     from ..predict import predict
     from ..spec import ConvSpec
 
+    _at_least("--threads", args.threads, 1)
     over = {k: v for k, v in (("dtype", args.dtype), ("layout", args.layout)) if v}
     spec = ConvSpec.from_benchdnn(args.spec, transposed=args.transposed, **over)
     tc = open_cache(args.cache, create=False)
@@ -195,6 +204,8 @@ def run_prune(args: argparse.Namespace) -> int:
 def run_verify(args: argparse.Namespace) -> int:
     from ..cache.verify import verify
 
+    _at_least("--sample", args.sample, 0)
+    _at_least("--seed", args.seed, 0)
     rep = verify(args.cache, sample=args.sample, seed=args.seed, budget_s=args.budget,
                  backends=args.backends, strategy=args.strategy, update=args.update, out=args.out,
                  log=lambda line: print(line, file=sys.stderr))

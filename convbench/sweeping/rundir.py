@@ -56,8 +56,9 @@ def open_run(out_dir: Path, suite: Suite, opts: SweepOptions, resumed: Optional[
             raise ResultsError(
                 f"--resume: this machine's env_id {eid} differs from the run's "
                 f"{resumed.meta['env_id']} (another machine, CPU or thread count); start a new run")
-        writer = RunWriter.reopen(resumed.run_dir)
-        writer.update_meta(candidates=n_candidates, finished=None, env_id=resumed.meta.get("env_id") or eid,
+        writer = RunWriter.reopen(resumed.run_dir, lock=resumed.lock)
+        # `finished` stays until the first new record: a resume with nothing to do keeps it
+        writer.update_meta(candidates=n_candidates, env_id=resumed.meta.get("env_id") or eid,
                            resumed=list(resumed.meta.get("resumed") or []) + [now_iso()])
         return writer
     peak = dict(peak) if peak is not None else _peak(opts.threads, note)
@@ -69,6 +70,7 @@ def open_run(out_dir: Path, suite: Suite, opts: SweepOptions, resumed: Optional[
         "convbench_version": __version__, "environment": fp, "env_id": eid, "peak": peak,
         "shuffle_seed": shuffle_seed, "problems": len(suite.problems), "candidates": n_candidates,
         "finished": None, "load_avg_start": load_avg(),
+        "noise_start": _noise_now(opts.threads, note, "at the start"),
         # beyond the schema: what --resume needs to continue the same run
         "suite_source": suite.path or suite.source,
         "problem_list": [[p.name, p.spec.to_dict(), suite.counts.get(p.name, 1)] for p in suite.problems],
@@ -81,7 +83,8 @@ def finish_run(writer: Any, threads: int, stream: Any) -> None:
     from ..environment import available_cores
 
     end = load_avg()
-    writer.update_meta(load_avg_end=end)
+    writer.update_meta(load_avg_end=end, noise_end=_noise_now(
+        threads, lambda line: print(f"convbench sweep: {line}", file=stream), "at the end"))
     writer.finish()
     busy = max([v for v in (writer.meta.get("load_avg_start"), end) if v is not None] or [0.0])
     cores = available_cores()
@@ -90,44 +93,88 @@ def finish_run(writer: Any, threads: int, stream: Any) -> None:
               f"average {busy:.1f} on {cores} usable cores, threads={threads}); other processes "
               f"shared the cores, so these timings are not trustworthy - re-run on a quiet machine",
               file=stream)
+    flagged = _noisy_records(writer)
+    if flagged:
+        print(f"convbench sweep: warning: {flagged} ok records carry noise flags (steal, busy, "
+              "tick, throttle, freq, drift: their `noise` field); see `convbench doctor`",
+              file=stream)
+
+
+def _noise_now(threads: int, note: Callable[[str], None], when: str) -> list[str]:
+    """What disturbs measuring now (convbench.noise.run_warnings), each line noted as a warning."""
+    from ..noise import run_warnings
+
+    found = run_warnings(threads)
+    for line in found:
+        note(f"warning {when} of the run: {line}; timings may be spoiled (convbench doctor)")
+    return found
+
+
+def _noisy_records(writer: Any) -> int:
+    """How many ok records of the run carry noise flags (0 if they cannot be read)."""
+    from ..results import read_records
+
+    try:
+        return sum(1 for r in read_records(writer.run_dir) if r.get("status") == "ok" and r.get("noise"))
+    except (ConvbenchError, OSError, ValueError):
+        return 0
 
 
 class CacheUpdates:
     """Stores winners in the tuned cache as each problem finishes, so a killed or interrupted
-    sweep keeps what it finished (and concurrent sweeps interleave their transactions). A
-    cache that cannot be written is reported once at the end; measuring goes on."""
+    sweep keeps what it finished (and concurrent sweeps interleave their transactions). The
+    cache is checked, writability included, before anything is measured; an entry that then
+    fails to be written is an error in the report (``errors``) and never stops the entries
+    after it."""
 
     def __init__(self, cache: Any) -> None:
         self.cache = cache
         self.tc: Any = None
         self.written = self.unchanged = self.no_winner = 0
-        self.error: Optional[str] = None
+        self.errors: list[str] = []
+
+    @property
+    def error(self) -> Optional[str]:
+        """The first failure (None: every write succeeded)."""
+        return self.errors[0] if self.errors else None
 
     def open(self) -> None:
-        """Open (creating or validating) the cache before measuring: a file that is not a
-        convbench cache stops the sweep with its CacheError here, not after an hour."""
+        """Open and validate the cache and check it can be written, before measuring: a file
+        that is not a convbench cache, or one this process cannot write, stops the sweep with
+        its CacheError here, not after an hour."""
         from ..cache import open_cache
 
         self.tc = open_cache(self.cache)
         self.tc.entries(spec_key="")  # reads it: validation happens on the first connection
+        self.tc.check_writable()
 
     def store(self, records: Sequence[Mapping[str, Any]], meta: Mapping[str, Any]) -> None:
-        """Store the winner of the problem(s) ``records`` belong to."""
-        if self.error is not None or not records:
+        """Store the winner of the problem(s) ``records`` belong to, one entry at a time."""
+        if not records:
             return
         from ..cache import entries_from_run, open_cache
 
+        problem = records[0].get("problem")
         try:
             if self.tc is None:
                 self.tc = open_cache(self.cache)
             entries, no_winner, _ = entries_from_run(list(records), meta)
-            written = self.tc.put_many(entries, replace="newer")
-        except (ConvbenchError, sqlite3.Error, OSError) as exc:
-            self.error = f"{type(exc).__name__}: {exc}" if not isinstance(exc, ConvbenchError) else str(exc)
+        except (ConvbenchError, sqlite3.Error, OSError, ValueError, TypeError, KeyError) as exc:
+            self._failed(problem, exc)
             return
-        self.written += written
-        self.unchanged += len(entries) - written
         self.no_winner += no_winner
+        for entry in entries:
+            try:
+                written = self.tc.put(entry, replace="newer")
+            except (ConvbenchError, sqlite3.Error, OSError) as exc:
+                self._failed(problem, exc)
+                continue
+            self.written += written
+            self.unchanged += not written
+
+    def _failed(self, problem: Any, exc: BaseException) -> None:
+        text = str(exc) if isinstance(exc, ConvbenchError) else f"{type(exc).__name__}: {exc}"
+        self.errors.append(f"problem {problem}: {text}")
 
     def store_finished(self, records: Sequence[Mapping[str, Any]], unfinished: set[str],
                        meta: Mapping[str, Any]) -> None:
@@ -140,12 +187,16 @@ class CacheUpdates:
             self.store(recs, meta)
 
     def report(self, run_id: Optional[str]) -> str:
-        if self.error is not None:
-            return f"tuned cache not updated: {self.error}"
         path = self.tc.path if self.tc is not None else "(none)"
-        return (f"cache {path}: {self.written} entr{'y' if self.written == 1 else 'ies'} written from "
+        text = (f"cache {path}: {self.written} entr{'y' if self.written == 1 else 'ies'} written from "
                 f"run {run_id} as problems finished, {self.unchanged} unchanged or kept (newer "
                 f"cached), {self.no_winner} problem(s) without a winner")
+        if self.errors:
+            text += (f"\nerror: the tuned cache was not updated for {len(self.errors)} entr"
+                     f"{'y' if len(self.errors) == 1 else 'ies'} (the run's records are complete; "
+                     f"store them later with convbench.cache.update_from_run):\n  "
+                     + "\n  ".join(self.errors))
+        return text
 
 
 __all__ = ["open_run", "finish_run", "load_avg", "CacheUpdates"]
