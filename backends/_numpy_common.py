@@ -20,11 +20,9 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from convbench.errors import InvalidInputError
-from convbench.registry import DEFAULT_HEURISTIC_RANK, Backend, Prepared, Robustness, Support
+from convbench.memory import MemoryEstimate, io_parts
+from convbench.registry import DEFAULT_HEURISTIC_RANK, Backend, Prepared, Robustness
 from convbench.spec import ConvSpec, numpy_dtype
-
-#: Work buffers (im2col columns, spectra, ...) beyond this many bytes make supports() say no.
-MAX_WORK_BYTES = 8 * 2**30
 
 BLAS_THREAD_VARS = ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS")
 
@@ -258,11 +256,16 @@ def nbytes(shape: tuple, itemsize: int) -> int:
     return math.prod(shape) * itemsize
 
 
-def memory_check(need: int, what: str) -> Support:
-    if need > MAX_WORK_BYTES:
-        return Support.no(f"needs about {need / 2**30:.1f} GiB for {what}, above this backend's "
-                          f"{MAX_WORK_BYTES / 2**30:.0f} GiB limit on work buffers")
-    return Support.yes()
+def io_estimate(spec: ConvSpec) -> MemoryEstimate:
+    """The caller's input and weights, and the output: the compute-dtype buffer, the spec-dtype
+    buffer (when the dtypes differ) and the copy result() returns; half-precision weights cast
+    to float32."""
+    io = io_parts(spec)
+    item = compute_dtype(spec).itemsize
+    half = item != spec.itemsize
+    out = io["output"] * (2 if half else 1) + math.prod(spec.output_shape) * item
+    cast = math.prod(spec.weight_shape) * item if half else 0
+    return MemoryEstimate({"input": io["input"], "weights": io["weights"] + cast, "output": out})
 
 
 class NumpyFamilyBackend(Backend):
@@ -276,6 +279,16 @@ class NumpyFamilyBackend(Backend):
 
     def heuristic_rank(self, spec: ConvSpec, device: str) -> float:
         return self.cpu_rank if device == "cpu" else DEFAULT_HEURISTIC_RANK
+
+    def work_estimate(self, spec: ConvSpec, algorithm: str) -> MemoryEstimate:
+        """The work buffers (padded input, im2col columns, spectra, ...) this algorithm allocates
+        beyond the caller's arrays and the output, by part, on the high side."""
+        return MemoryEstimate()
+
+    def memory_estimate(self, spec: ConvSpec, device: str, algorithm: str) -> MemoryEstimate:
+        """The caller's arrays and the output buffers (:func:`io_estimate`) plus the work
+        buffers; supports() refuses what does not fit in the memory available."""
+        return io_estimate(spec) + self.work_estimate(spec, algorithm)
 
     def __init__(self) -> None:
         self._threads: Optional[int] = None

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import warnings
 from typing import Any, Optional
 
 import numpy as np
@@ -40,8 +41,18 @@ def torch_kind(a: Any) -> Optional[str]:
 
 
 def numpy_as_tensor(a: np.ndarray) -> Any:
-    """A CPU tensor sharing ``a``'s memory (bfloat16 through an int16 view): no copy."""
+    """A CPU tensor sharing ``a``'s memory (bfloat16 through an int16 view): no copy. A
+    read-only array (a broadcast, a read-only buffer) gives a tensor that must only be read:
+    torch's warning about it is silenced, convbench never writes to its inputs."""
     torch = torch_module()
+    if not a.flags.writeable:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+            return _from_numpy(torch, a)
+    return _from_numpy(torch, a)
+
+
+def _from_numpy(torch: Any, a: np.ndarray) -> Any:
     if a.dtype.name == "bfloat16":
         return torch.from_numpy(a.view(np.int16)).view(torch.bfloat16)
     return torch.from_numpy(a)

@@ -8,12 +8,13 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
+from convbench.memory import MemoryEstimate
 from convbench.registry import Capabilities, Prepared, Support
 from convbench.spec import ConvSpec
 
 from ._numpy_common import (NumpyFamilyBackend, NumpyPrepared, OutputBuffer, PaddedInput,
                             activation_shape, compute_dtype, dead_outputs, direct_plan,
-                            grouped_weight, memory_check, spatial_axes, zero_dead_outputs)
+                            grouped_weight, spatial_axes, zero_dead_outputs)
 
 ALGORITHMS = {
     "rfft": "weight spectra computed inside every run() (the whole convolution is timed)",
@@ -73,18 +74,21 @@ class _FFTBackend(NumpyFamilyBackend):
         """The transform size per spatial dim for a padded input of ``extent``."""
         return tuple(extent)
 
-    def _supports(self, spec: ConvSpec, device: str, algorithm: str) -> Support:
+    def work_estimate(self, spec: ConvSpec, algorithm: str) -> MemoryEstimate:
+        """Spectra of the input, the weights and the product (each with the transposed copy or
+        temporary the channel product makes), and the real padded input, output and kernel
+        buffers at the transform size."""
         plan = direct_plan(spec)
         shape = self.fft_shape(plan.extent)
         freq = math.prod(shape[:-1]) * (shape[-1] // 2 + 1)
         real = compute_dtype(spec).itemsize
         cplx = 2 * real
-        need = (2 * spec.n * spec.c_in * freq * cplx          # input spectra (+ transposed copy)
-                + 2 * spec.c_out * plan.cig * freq * cplx     # weight spectra (+ transposed copy)
-                + 2 * spec.n * spec.c_out * freq * cplx       # product spectra (+ irfft temporaries)
-                + spec.n * (spec.c_in + spec.c_out) * math.prod(shape) * real
-                + spec.c_out * plan.cig * math.prod(shape) * real)
-        return memory_check(need, "FFT buffers and spectra")
+        return MemoryEstimate({
+            "input spectra": 2 * spec.n * spec.c_in * freq * cplx,
+            "weight spectra": 2 * spec.c_out * plan.cig * freq * cplx,
+            "product spectra": 2 * spec.n * spec.c_out * freq * cplx,
+            "FFT real buffers": (spec.n * (spec.c_in + spec.c_out) + spec.c_out * plan.cig)
+            * math.prod(shape) * real})
 
     def _fft_functions(self) -> tuple[Callable, Callable, dict]:
         raise NotImplementedError

@@ -13,6 +13,7 @@ from typing import Any, Optional
 
 import numpy as np
 
+from convbench.memory import MemoryEstimate, io_parts
 from convbench.registry import Backend, Capabilities, Prepared, Robustness, Support
 from convbench.spec import ConvSpec
 
@@ -207,6 +208,29 @@ class NumbaBackend(Backend):
                               f"convolutions only; this spec has " + ", ".join(why))
         return Support.yes()
 
+    def memory_estimate(self, spec: ConvSpec, device: str, algorithm: str) -> MemoryEstimate:
+        """The caller's input and weights and the kernels' own flat copies of them; the output
+        and result()'s copy; direct: the zero-padded (transposed: zero-upsampled) input buffer;
+        Winograd: the transformed weights (alpha^2 x C_out x C_in), a channels_last staging copy
+        of a channels_first input, and for ``-blas`` the transformed tiles and their products
+        (alpha^2 x tiles x (C_in + C_out))."""
+        io = io_parts(spec)
+        item = spec.itemsize
+        parts = {"input": io["input"], "weights": io["weights"],
+                 "kernel copies": io["input"] + io["weights"], "output": 2 * io["output"]}
+        if algorithm == "direct":
+            parts["padded input"] = spec.n * spec.c_in * math.prod(_padded_extent(spec)) * item
+        elif algorithm.startswith("winograd"):
+            m = 2 if "f2x3" in algorithm else 4
+            alpha2 = (m + 2) ** 2
+            tiles = spec.n * math.prod(-(-o // m) for o in spec.output_size)
+            parts["transformed weights"] = alpha2 * spec.c_out * spec.c_in * item
+            if spec.layout == "channels_first":
+                parts["staging copy"] = io["input"]
+            if algorithm.endswith("-blas"):
+                parts["transformed tiles"] = alpha2 * tiles * (spec.c_in + spec.c_out) * item
+        return MemoryEstimate(parts)
+
     # -- running -------------------------------------------------------------------------------
     def _prepare(self, spec: ConvSpec, x: np.ndarray, w: np.ndarray, algorithm: str, device: str) -> Prepared:
         import numba
@@ -224,6 +248,15 @@ class NumbaBackend(Backend):
                                   algorithm.endswith("-blas"))
         p.compile()
         return p
+
+
+def _padded_extent(spec: ConvSpec) -> list[int]:
+    """Spatial size of the direct kernel's zero-padded (transposed: zero-upsampled) input."""
+    if not spec.transposed:
+        return [i + pb + pa for i, (pb, pa) in zip(spec.input_size, spec.padding)]
+    return [(i - 1) * s + 1 + 2 * dl * (k - 1) - pb - pa + op for i, s, dl, k, (pb, pa), op in
+            zip(spec.input_size, spec.stride, spec.dilation, spec.kernel_size, spec.padding,
+                spec.output_padding)]
 
 
 def _own_copy(a: np.ndarray, dt: np.dtype) -> np.ndarray:

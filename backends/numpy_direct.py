@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import numpy as np
 
-from convbench.registry import Capabilities, Prepared, Support
+import math
+
+from convbench.memory import MemoryEstimate
+from convbench.registry import Capabilities, Prepared
 from convbench.spec import ConvSpec
 
 from ._numpy_common import (CastWeight, NumpyFamilyBackend, NumpyPrepared, OutputBuffer,
-                            PaddedInput, compute_dtype, direct_plan, grouped_weight, memory_check,
-                            windows)
+                            PaddedInput, compute_dtype, direct_plan, grouped_weight, windows)
 
 
 class NumpyDirect(NumpyFamilyBackend):
@@ -39,13 +41,18 @@ class NumpyDirect(NumpyFamilyBackend):
     def algorithms(self, device: str = "cpu") -> list[str]:
         return ["tensordot", "einsum"] if device == "cpu" else []
 
-    def _supports(self, spec: ConvSpec, device: str, algorithm: str) -> Support:
-        plan = direct_plan(spec)
+    def work_estimate(self, spec: ConvSpec, algorithm: str) -> MemoryEstimate:
+        """The padded input; for tensordot, per group, the contiguous copy of the window view
+        (N x out x C_in/g x k) and its result before it is copied into the output."""
+        p = direct_plan(spec)
         item = compute_dtype(spec).itemsize
-        need = int(np.prod(plan.extent)) * plan.n * plan.c_in * item
-        if algorithm == "tensordot":  # the contiguous window copy tensordot makes per group
-            need += plan.n * int(np.prod(plan.out_size)) * plan.cig * int(np.prod(plan.kernel)) * item
-        return memory_check(need, "the padded input and tensordot's window copy")
+        padded = p.n * p.c_in * math.prod(p.extent) * item
+        if algorithm != "tensordot":
+            return MemoryEstimate({"padded input": padded})
+        out = p.n * math.prod(p.out_size)
+        return MemoryEstimate({"padded input": padded,
+                               "window copy": out * p.cig * math.prod(p.kernel) * item,
+                               "group result": out * p.cog * item})
 
     def _prepare(self, spec: ConvSpec, x: np.ndarray, w: np.ndarray, algorithm: str, device: str) -> Prepared:
         info = self.base_info(spec, algorithm)

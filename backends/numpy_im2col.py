@@ -6,11 +6,12 @@ import math
 
 import numpy as np
 
-from convbench.registry import Capabilities, Prepared, Support
+from convbench.memory import MemoryEstimate
+from convbench.registry import Capabilities, Prepared
 from convbench.spec import ConvSpec
 
 from ._numpy_common import (CastWeight, NumpyFamilyBackend, NumpyPrepared, OutputBuffer,
-                            PaddedInput, compute_dtype, direct_plan, memory_check, windows)
+                            PaddedInput, compute_dtype, direct_plan, windows)
 
 
 class NumpyIm2col(NumpyFamilyBackend):
@@ -38,16 +39,21 @@ class NumpyIm2col(NumpyFamilyBackend):
     def algorithms(self, device: str = "cpu") -> list[str]:
         return ["gemm"] if device == "cpu" else []
 
-    def _supports(self, spec: ConvSpec, device: str, algorithm: str) -> Support:
+    def work_estimate(self, spec: ConvSpec, algorithm: str) -> MemoryEstimate:
+        """im2col: the column buffer (N x out x C_in x k), the padded input and the reordered
+        weights; col2im: the column buffer (N x in x C_out x k), the input cast to the compute
+        dtype and the reordered weights."""
         plan = direct_plan(spec)
         item = compute_dtype(spec).itemsize
         kp = math.prod(spec.kernel_size)
+        weights = math.prod(spec.weight_shape) * item
         if spec.transposed:
-            need = spec.n * math.prod(spec.input_size) * spec.c_out * kp * item
-            return memory_check(need, "the col2im column buffer")
-        need = spec.n * math.prod(plan.out_size) * spec.c_in * kp * item
-        need += spec.n * spec.c_in * math.prod(plan.extent) * item
-        return memory_check(need, "the im2col column buffer")
+            return MemoryEstimate({"col2im columns": spec.n * math.prod(spec.input_size) * spec.c_out * kp * item,
+                                   "cast input": math.prod(spec.input_shape) * item,
+                                   "reordered weights": weights})
+        return MemoryEstimate({"im2col columns": spec.n * math.prod(plan.out_size) * spec.c_in * kp * item,
+                               "padded input": spec.n * spec.c_in * math.prod(plan.extent) * item,
+                               "reordered weights": weights})
 
     def _prepare(self, spec: ConvSpec, x: np.ndarray, w: np.ndarray, algorithm: str, device: str) -> Prepared:
         info = self.base_info(spec, algorithm)

@@ -6,11 +6,12 @@ import os
 
 import numpy as np
 
+from convbench.memory import MemoryEstimate
 from convbench.registry import Capabilities, Prepared, Support
 from convbench.spec import ConvSpec
 
-from ._numpy_common import (NumpyFamilyBackend, NumpyPrepared, OutputBuffer, PaddedInput,
-                            compute_dtype, dead_outputs, direct_plan, grouped_weight, memory_check,
+from ._numpy_common import (DirectPlan, NumpyFamilyBackend, NumpyPrepared, OutputBuffer,
+                            PaddedInput, compute_dtype, dead_outputs, direct_plan, grouped_weight,
                             spatial_axes, zero_dead_outputs)
 
 ALGORITHMS = {
@@ -66,16 +67,29 @@ class ScipySignal(NumpyFamilyBackend):
     def algorithms(self, device: str = "cpu") -> list[str]:
         return list(ALGORITHMS) if device == "cpu" else []
 
-    def _supports(self, spec: ConvSpec, device: str, algorithm: str) -> Support:
+    def work_estimate(self, spec: ConvSpec, algorithm: str) -> MemoryEstimate:
+        """The padded input and the zero-filled (dilated) kernels, plus per call:
+
+        - correlate-direct: the group's input slice and the call's result;
+        - correlate-fft: scipy's FFT buffers for one output channel: the group's input slice
+          zero-padded to the transform size (channels 2*C_in/g - 1, spatial E + ek - 1, each
+          rounded up to next_fast_len; the batch axis is not transformed), its spectrum, the
+          kernel's, their product and the inverse transform;
+        - oaconvolve: the group's broadcast (batch x out x in channels) result, and overlap-add
+          blocks (padded inputs, spectra, products) taken as four times that result.
+        """
         p = direct_plan(spec)
         item = compute_dtype(spec).itemsize
-        full = [e - k + 1 for e, k in zip(p.extent, p.ek)]  # outputs before subsampling
-        need = p.n * p.c_in * math.prod(p.extent) * item
-        if algorithm == "oaconvolve":  # the broadcast product of one group, plus FFT blocks
-            need += 3 * p.n * p.cog * p.cig * math.prod(full) * item
-            return memory_check(need, "oaconvolve's broadcast (batch x out x in channels) result")
-        need += 3 * p.n * p.cig * math.prod(p.extent) * item
-        return memory_check(need, "the padded input and correlate's temporaries")
+        full = math.prod(e - k + 1 for e, k in zip(p.extent, p.ek))  # outputs before subsampling
+        base = {"padded input": p.n * p.c_in * math.prod(p.extent) * item,
+                "dilated kernels": p.c_out * p.cig * math.prod(p.ek) * item}
+        if algorithm == "oaconvolve":
+            result = p.n * p.cog * p.cig * full * item
+            return MemoryEstimate(base, **{"broadcast result": result, "overlap-add blocks": 4 * result})
+        group_slice = p.n * p.cig * math.prod(p.extent) * item
+        if algorithm == "correlate-direct":
+            return MemoryEstimate(base, **{"input slice": group_slice, "call result": p.n * full * item})
+        return MemoryEstimate(base, **{"input slice": group_slice, "FFT buffers": _fft_bytes(p, item)})
 
     def _prepare(self, spec: ConvSpec, x: np.ndarray, w: np.ndarray, algorithm: str, device: str) -> Prepared:
         import scipy
@@ -88,6 +102,19 @@ class ScipySignal(NumpyFamilyBackend):
                      "fft_workers": workers if algorithm != "correlate-direct" else None,
                      "transposed_method": "zero-insertion + direct" if spec.transposed else None})
         return _SignalPrepared(spec, x, w, algorithm, workers, info)
+
+
+def _fft_bytes(p: DirectPlan, item: int) -> int:
+    """scipy.signal.correlate(method="fft") of one output channel: real padded input and
+    inverse transform, complex spectra of the input and of the product, the kernel's spectrum."""
+    from scipy.fft import next_fast_len
+
+    sizes = [2 * p.cig - 1] if p.cig > 1 else []
+    sizes += [e + k - 1 for e, k in zip(p.extent, p.ek) if e > 1 and k > 1]
+    fast = [next_fast_len(s, True) for s in sizes] or [1]
+    real = p.n * math.prod(fast)
+    spectrum = p.n * math.prod(fast[:-1]) * (fast[-1] // 2 + 1)
+    return 2 * real * item + 2 * spectrum * 2 * item + (spectrum // p.n) * 2 * item
 
 
 class _SignalPrepared(NumpyPrepared):

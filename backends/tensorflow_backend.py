@@ -34,6 +34,7 @@ TensorFlow's error, if any, becomes the reason. XLA lowers every convolution tha
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import re
 import sys
@@ -42,6 +43,7 @@ from typing import Any, Callable, Iterator, Optional
 
 import numpy as np
 
+from convbench.memory import MemoryEstimate
 from convbench.registry import Backend, Capabilities, Prepared, Robustness, Support
 from convbench.spec import DTYPES, ConvSpec
 
@@ -67,6 +69,11 @@ def _stderr_to_file() -> Iterator[Any]:
             sys.stderr.flush()
             os.dup2(saved, 2)
             os.close(saved)
+
+
+def _captured_lines(captured: Any) -> list[str]:
+    captured.seek(0)
+    return [line for line in captured.read().decode(errors="replace").splitlines() if line.strip()]
 
 
 def _tf() -> Any:
@@ -303,9 +310,13 @@ class TensorFlowPrepared(Prepared):
         with tf.device(self._dev):
             self._x = tf.constant(np.ascontiguousarray(x))
         self._y: Any = None
-        if algorithm != "eager":
-            self.run()  # trace (and compile) now, not in the timed region
+        # one call now: traces/compiles (not in the timed region) and lets TensorFlow print its
+        # one-time kernel-fallback lines into a file; they are kept in info["tf_log"]
+        with _stderr_to_file() as captured:
+            self.run()
             self.synchronize()
+            sys.stderr.flush()
+            log = _captured_lines(captured)
         threading = tf.config.threading
         self.info: dict[str, Any] = {
             "tensorflow": tf.__version__,
@@ -325,6 +336,8 @@ class TensorFlowPrepared(Prepared):
         }
         if _THREAD_NOTES:
             self.info["thread_notes"] = list(_THREAD_NOTES)
+        if log:
+            self.info["tf_log"] = log
 
     def run(self) -> None:
         with _TF.device(self._dev):
@@ -387,6 +400,22 @@ class TensorFlowBackend(Backend):
             return avail
         dev = self.device_support(device)
         return _probe(spec, device, algorithm) if dev else dev
+
+    def memory_estimate(self, spec: ConvSpec, device: str, algorithm: str) -> MemoryEstimate:
+        """:func:`._memory.framework_estimate` with an im2col workspace for one image; on the
+        CPU a channels_first spec is transposed in run() (layout conversions), a padded 3-D
+        problem is padded by tf.pad; XLA expands a grouped (not depthwise) convolution's
+        weights into dense ones (C_out x C_in x k)."""
+        from ._memory import framework_estimate
+
+        est = framework_estimate(
+            spec, columns_images=1,
+            layout_copies=device == "cpu" and spec.layout == "channels_first",
+            padded_input=spec.dims == 3 and not spec.transposed and _padding_mode(spec) == "PAD")
+        if algorithm == "xla" and spec.groups > 1 and not spec.depthwise:
+            dense = spec.c_out * spec.c_in * math.prod(spec.kernel_size) * spec.itemsize
+            est = est + MemoryEstimate({"dense grouped weights": dense})
+        return est
 
     def set_threads(self, threads: int) -> None:
         """``threads`` intra-op threads (inter-op: 1, or 2 when threads > 1).
@@ -478,10 +507,8 @@ def _probe_once(tiny: ConvSpec, device: str, check: str, depthwise_op: bool) -> 
     x, w = make_inputs(tiny, seed=0)
     what = "kernel" if check == "run" else "graph (shape inference)"
     try:
-        if check == "run":
+        if check == "run":  # TensorFlowPrepared runs it once, its log lines captured
             p = TensorFlowPrepared(tiny, x, w, "eager", device, depthwise_op=depthwise_op)
-            p.run()
-            p.synchronize()
             shape = tuple(p.result().shape)
         else:  # building the ops in a graph runs TensorFlow's shape inference, as tracing does
             with tf.Graph().as_default(), tf.device(_tf_device(device)):

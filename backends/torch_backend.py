@@ -8,6 +8,8 @@ Candidates on the CPU:
 * ``channels_last`` -- the same with ``torch.channels_last`` / ``channels_last_3d`` memory format
   (2-D and 3-D convolutions only: torch has no channels-last format for 3-D tensors).
 * ``native`` -- mkldnn disabled around the call: torch's own im2col/GEMM ("slow") kernels.
+* ``compile``, ``compile-max-autotune`` -- ``torch.compile`` (inductor) of the convolution for
+  this shape, compiled in ``prepare()`` (see ``_torch_compile``); refused without a C++ compiler.
 
 Candidates on CUDA:
 
@@ -16,7 +18,9 @@ Candidates on CUDA:
   ``prepare()``, so it is never timed;
 * ``cudnn-tf32`` -- float32 only, TF32 tensor-core math allowed (torch's out-of-the-box setting
   for cuDNN convolutions), held to the TF32 error bound;
-* ``cudnn-channels-last`` -- cuDNN on channels-last tensors.
+* ``cudnn-channels-last`` -- cuDNN on channels-last tensors;
+* ``compile``, ``compile-max-autotune`` -- as on the CPU (listed only when a CUDA driver
+  reports a device), float32 kept IEEE (no TF32).
 
 The user holds activations in ``spec.layout``: a channels_last spec maps onto torch's
 channels-last memory format as a view (no copy). When the candidate's memory format differs
@@ -32,14 +36,16 @@ import numpy as np
 
 from convbench.environment import cpu_info
 from convbench.registry import Backend, Capabilities, DeviceTimer, Prepared, Robustness, Support
-from convbench.spec import DTYPES, TOLERANCES, ConvSpec
+from convbench.memory import MemoryEstimate
+from convbench.spec import DTYPES, ConvSpec
 
-from ._torch_interop import (TORCH_KINDS, CudaEventTimer, cuda_device_support, cuda_support,
-                             numpy_as_tensor, synchronize_kind, tensor_as_numpy, to_numpy, to_torch,
-                             torch_kind)
+from ._torch_compile import COMPILE_DESCRIPTIONS, COMPILE_MODES, TorchCompiledPrepared, compile_support
+from ._torch_interop import (TORCH_KINDS, CudaEventTimer, cuda_device_support, cuda_driver_devices,
+                             cuda_support, numpy_as_tensor, synchronize_kind, tensor_as_numpy, to_numpy,
+                             to_torch, torch_kind)
 from ._torch_interop import torch_module as _torch
 
-CPU_ALGORITHMS = ["default", "channels_last", "native"]
+CPU_ALGORITHMS = ["default", "channels_last", "native", *COMPILE_MODES]
 CUDA_ALGORITHMS = ["cudnn", "cudnn-benchmark", "cudnn-tf32", "cudnn-channels-last"]
 
 # algorithm -> (memory format, mkldnn enabled [cpu] / cudnn.benchmark [cuda], allow_tf32)
@@ -296,6 +302,7 @@ class TorchBackend(Backend):
     install_hint = "pip install convbench[torch]"
     #: algorithm -> (memory format, mkldnn enabled [cpu] / cudnn.benchmark [cuda], allow_tf32)
     settings = _CONFIG
+    algorithm_descriptions = COMPILE_DESCRIPTIONS
     capabilities = Capabilities(dims=frozenset({1, 2, 3}), dtypes=frozenset(DTYPES),
                                 devices=frozenset({"cpu", "cuda"}))
     robustness = Robustness.FRAMEWORK
@@ -330,13 +337,16 @@ class TorchBackend(Backend):
         if device == "cpu":
             return list(CPU_ALGORITHMS)
         if device == "cuda":
-            return list(CUDA_ALGORITHMS)
+            return CUDA_ALGORITHMS + (list(COMPILE_MODES) if cuda_driver_devices() else [])
         return []
 
     def _supports(self, spec: ConvSpec, device: str, algorithm: str) -> Support:
         avail = self.available()
         if not avail:
             return avail
+        if algorithm in COMPILE_MODES:
+            sup = compile_support(device)
+            return cuda_support(spec) if sup and device == "cuda" else sup
         if _CONFIG[algorithm][0] == "channels_last" and spec.dims == 1:
             return Support.no("torch has no channels-last memory format for 1-D convolutions "
                               "(3-D tensors); use the default algorithm")
@@ -348,8 +358,25 @@ class TorchBackend(Backend):
 
     def tolerance(self, spec: ConvSpec, device: str, algorithm: str) -> float:
         if algorithm == "cudnn-tf32" and spec.dtype == "float32":
-            return TOLERANCES["tf32"]
+            from convbench.reference import tolerance_for
+
+            return tolerance_for(spec, "tf32")
         return super().tolerance(spec, device, algorithm)
+
+    def memory_estimate(self, spec: ConvSpec, device: str, algorithm: str) -> MemoryEstimate:
+        """:func:`._memory.framework_estimate`: oneDNN's im2col workspace for one image; the
+        native kernels' column matrix for the whole batch (transposed: one image), groups run
+        one at a time; layout conversions where the memory format differs from spec.layout;
+        an explicit pad for asymmetric padding."""
+        from ._memory import framework_estimate
+
+        memory_format, mkldnn, _ = _CONFIG.get(algorithm, ("contiguous", True, False))
+        native = device == "cpu" and not mkldnn
+        return framework_estimate(
+            spec, columns_images=spec.n if native and not spec.transposed else 1,
+            layout_copies=(memory_format == "channels_last") != (spec.layout == "channels_last"),
+            padded_input=not spec.symmetric_padding and not spec.transposed,
+            group_outputs=native and spec.groups > 1)
 
     def set_threads(self, threads: int) -> None:
         """Set torch's intra-op threads (and, if still possible, its inter-op threads)."""
@@ -364,6 +391,40 @@ class TorchBackend(Backend):
             note = f"inter-op threads left at {torch.get_num_interop_threads()}: {exc}"
             if note not in self._thread_notes:
                 self._thread_notes.append(note)
+
+    def gemm_rate(self, dtype: str, threads: int, budget_s: float = 0.3) -> Optional[float]:
+        """torch.mm on the CPU (MKL/oneDNN) in ``dtype``: best of several n x n products after
+        a warm-up, 2 n^3 flops each; n (128..2048) sized from a 256^3 probe so that a slow
+        dtype (float16 without hardware support) stays within the budget."""
+        import time
+
+        if not self.available() or dtype not in ("float32", "float64", "bfloat16", "float16"):
+            return None
+        torch = _torch()
+        torch.set_num_threads(int(threads))
+        tdtype = getattr(torch, dtype)
+
+        def product(n: int) -> Callable[[], float]:
+            a, b = torch.randn(n, n).to(tdtype), torch.randn(n, n).to(tdtype)
+            c = torch.empty(n, n, dtype=tdtype)
+
+            def once() -> float:
+                t0 = time.perf_counter()
+                torch.mm(a, b, out=c)
+                return time.perf_counter() - t0
+            once()
+            return once
+
+        probe = product(256)()
+        rate = 2.0 * 256 ** 3 / max(probe, 1e-9)
+        n = int(min(2048, max(128, (rate * budget_s / 16) ** (1 / 3))))
+        once = product(n)
+        best, deadline = float("inf"), time.perf_counter() + budget_s
+        for i in range(20):
+            best = min(best, once())
+            if i >= 2 and time.perf_counter() > deadline:
+                break
+        return 2.0 * n ** 3 / best / 1e9
 
     def versions(self) -> dict[str, str]:
         if not self.available():
@@ -458,7 +519,9 @@ class TorchBackend(Backend):
         from_numpy = torch.from_numpy
 
         def run_np(x: np.ndarray, w: np.ndarray) -> np.ndarray:
-            return run(from_numpy(x), from_numpy(w)).numpy()  # views both ways, no copy
+            if x.flags.writeable and w.flags.writeable:
+                return run(from_numpy(x), from_numpy(w)).numpy()  # views both ways, no copy
+            return run(numpy_as_tensor(x), numpy_as_tensor(w)).numpy()  # read-only views
         return run_np
 
     def to_native(self, a: np.ndarray, kind: str) -> Any:
@@ -476,7 +539,11 @@ class TorchBackend(Backend):
     def _prepare(self, spec: ConvSpec, x: np.ndarray, w: np.ndarray, algorithm: str, device: str) -> Prepared:
         if self._threads is not None and _torch().get_num_threads() != self._threads:
             _torch().set_num_threads(self._threads)
-        p = TorchPrepared(spec, x, w, algorithm, device, self._threads)
+        if algorithm in COMPILE_MODES:
+            p: Prepared = TorchCompiledPrepared(spec, x, w, algorithm, device, self._threads,
+                                                _ConvPlan(spec).build2())
+        else:
+            p = TorchPrepared(spec, x, w, algorithm, device, self._threads)
         if self._thread_notes:
             p.info["thread_notes"] = list(self._thread_notes)
         return p

@@ -151,11 +151,9 @@ class TritonBackend(Backend):
         return Support.yes()
 
     def tolerance(self, spec: ConvSpec, device: str, algorithm: str) -> float:
-        from convbench.reference import tolerance
+        from convbench.reference import tolerance_for
 
-        if algorithm.endswith("-tf32"):
-            return tolerance("tf32")
-        return tolerance(spec.dtype)
+        return tolerance_for(spec, "tf32" if algorithm.endswith("-tf32") else None)
 
     def _prepare(self, spec: ConvSpec, x: np.ndarray, w: np.ndarray, algorithm: str, device: str) -> Prepared:
         return _TritonPrepared(spec, x, w, algorithm, device)

@@ -7,7 +7,9 @@ with any backend.
 from __future__ import annotations
 
 import itertools
-from typing import Any
+import math
+import os
+from typing import Any, Optional
 
 import numpy as np
 
@@ -31,19 +33,48 @@ def from_channels_first(a: np.ndarray, layout: str) -> np.ndarray:
     return np.moveaxis(a, 1, -1)
 
 
-def check_inputs(spec: ConvSpec, x: Any, w: Any, *, check_dtype: bool = True) -> None:
-    """Raise InvalidInputError unless x and w are arrays of the spec's shapes (and dtype)."""
-    for name, arr, shape in (("x", x, spec.input_shape), ("w", w, spec.weight_shape)):
+def as_numpy(name: str, arr: Any) -> np.ndarray:
+    """``arr`` as a numpy array that any backend can read: itself when its byte order is native
+    and its data aligned (any strides, Fortran order and negative strides included), else a
+    native, aligned copy. Objects with ``__array__`` (e.g. CPU tensors) are viewed through it;
+    InvalidInputError names what is wrong with anything else (masked arrays: the mask would be
+    ignored)."""
+    if isinstance(arr, np.ma.MaskedArray):
+        raise InvalidInputError(f"{name}: a masked array; convbench would ignore its mask: pass "
+                                f"{name}.filled(0) (masked entries as zeros) or {name}.data")
+    if not isinstance(arr, np.ndarray):
         if not hasattr(arr, "shape") or not hasattr(arr, "dtype"):
-            raise InvalidInputError(f"{name}: expected an array, got {type(arr).__name__}")
+            raise InvalidInputError(f"{name}: expected a numpy array, got {type(arr).__name__}")
+        try:
+            arr = np.asarray(arr)
+        except Exception as exc:  # noqa: BLE001 - e.g. a GPU tensor, an unsupported dtype
+            raise InvalidInputError(f"{name}: a {type(arr).__name__} that numpy cannot view "
+                                    f"({type(exc).__name__}: {exc}); pass a numpy array") from exc
+    if not arr.dtype.isnative:
+        arr = arr.astype(arr.dtype.newbyteorder("="))
+    if not arr.flags.aligned:
+        arr = arr.copy()
+    return arr
+
+
+def check_inputs(spec: ConvSpec, x: Any, w: Any, *, check_dtype: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    """``(x, w)`` as numpy arrays any backend can read (:func:`as_numpy`: a copy only for
+    non-native byte order or misaligned data); InvalidInputError unless they have the spec's
+    shapes (and dtype)."""
+    out = []
+    for name, arr, shape in (("x", x, spec.input_shape), ("w", w, spec.weight_shape)):
+        arr = as_numpy(name, arr)
         if tuple(arr.shape) != tuple(shape):
             what = "input" if name == "x" else "weight"
             raise InvalidInputError(
                 f"{name}: shape {tuple(arr.shape)} does not match the spec's {what} shape "
                 f"{tuple(shape)} ({spec.layout}, {spec.label})")
-        if check_dtype and np.dtype(arr.dtype) != numpy_dtype(spec.dtype):
+        if check_dtype and arr.dtype != numpy_dtype(spec.dtype):
             raise InvalidInputError(
-                f"{name}: dtype {np.dtype(arr.dtype).name} does not match spec.dtype {spec.dtype}")
+                f"{name}: dtype {arr.dtype.name} does not match spec.dtype {spec.dtype}; "
+                f"convert with {name}.astype(...)")
+        out.append(arr)
+    return out[0], out[1]
 
 
 def make_inputs(spec: ConvSpec, seed: int = 0, fill: str = "random") -> tuple[np.ndarray, np.ndarray]:
@@ -57,7 +88,8 @@ def make_inputs(spec: ConvSpec, seed: int = 0, fill: str = "random") -> tuple[np
     """
     if fill not in FILLS:
         raise InvalidSpecError(f"fill: {fill!r} is not a fill; use one of {', '.join(FILLS)}")
-    rng = np.random.default_rng(seed)
+    _check_input_args(spec, seed)
+    rng = np.random.default_rng(int(seed))
     dt = numpy_dtype(spec.dtype)
     xs_cf = (spec.n, spec.c_in, *spec.input_size)
     if fill == "exact":
@@ -71,16 +103,34 @@ def make_inputs(spec: ConvSpec, seed: int = 0, fill: str = "random") -> tuple[np
     return x, np.ascontiguousarray(w.astype(dt))
 
 
+def _check_input_args(spec: Any, seed: Any) -> None:
+    """InvalidSpecError for a seed numpy cannot use, or inputs this machine cannot hold."""
+    if not isinstance(spec, ConvSpec):
+        raise InvalidSpecError(f"spec: expected a ConvSpec, got {type(spec).__name__}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise InvalidSpecError(f"seed: {seed!r} must be an integer >= 0")
+    values = math.prod(spec.input_shape) + math.prod(spec.weight_shape)
+    need = values * 16  # a float64 draw and its cast, for x and for w
+    try:
+        have = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (AttributeError, OSError, ValueError):  # not on this OS: no limit known
+        return
+    if need > have:
+        raise InvalidSpecError(f"{spec.label}: its inputs ({values:,} values, about "
+                               f"{need / 2 ** 30:,.1f} GiB while generated) exceed this machine's "
+                               f"memory ({have / 2 ** 30:,.1f} GiB)")
+
+
 def _tap_slices(offset: tuple[int, ...], stride: tuple[int, ...], count: tuple[int, ...]) -> tuple:
     return tuple(slice(o, o + s * (c - 1) + 1, s) for o, s, c in zip(offset, stride, count))
 
 
 def reference(spec: ConvSpec, x: np.ndarray, w: np.ndarray) -> np.ndarray:
     """The convolution in float64 (cross-correlation, PyTorch conventions), in spec.layout."""
-    check_inputs(spec, x, w, check_dtype=False)
+    x, w = check_inputs(spec, x, w, check_dtype=False)
     g = spec.groups
-    x64 = to_channels_first(np.asarray(x).astype(np.float64), spec.layout)
-    w64 = np.asarray(w).astype(np.float64)
+    x64 = to_channels_first(x.astype(np.float64), spec.layout)
+    w64 = w.astype(np.float64)
     n, d = spec.n, spec.dims
     cig, cog = spec.c_in // g, spec.c_out // g
     xg = x64.reshape(n, g, cig, *spec.input_size)
@@ -128,7 +178,43 @@ def relative_error(result: np.ndarray, expected: np.ndarray) -> float:
 
 
 def tolerance(dtype: str) -> float:
-    """The norm-wise relative error bound for a dtype name (incl. 'tf32')."""
+    """The norm-wise relative error bound for a dtype name (incl. 'tf32'), for accumulations of
+    ordinary length; :func:`tolerance_for` is the bound for a given spec."""
     if dtype not in TOLERANCES:
         raise InvalidSpecError(f"dtype: no tolerance for {dtype!r}; known: {', '.join(TOLERANCES)}")
     return TOLERANCES[dtype]
+
+
+#: unit roundoff of the accumulation: float64 sums in float64; every other dtype (float32,
+#: tf32, float16, bfloat16) is accumulated in float32, as the built-in backends and oneDNN do
+ACCUMULATION_UNIT = {"float64": 2.0 ** -53}
+FLOAT32_UNIT = 2.0 ** -24
+#: c in the bound's growth term c * u * sqrt(K)
+ACCUMULATION_FACTOR = 2.0
+
+
+def accumulation_length(spec: ConvSpec) -> int:
+    """K, the number of products summed into one output: C_in/groups * prod(kernel) (the
+    same count for a transposed convolution's equivalent direct one; an upper bound where
+    stride or padding leave taps out)."""
+    return (spec.c_in // spec.groups) * math.prod(spec.kernel_size)
+
+
+def tolerance_for(spec: ConvSpec, dtype: Optional[str] = None) -> float:
+    """The norm-wise relative error bound for ``spec`` (``dtype``: another precision the
+    candidate computes in, e.g. "tf32"; default ``spec.dtype``)::
+
+        bound = max(tolerance(dtype), ACCUMULATION_FACTOR * u * sqrt(K))
+
+    ``K`` = :func:`accumulation_length`, ``u`` the unit roundoff of the accumulation
+    (2**-53 for float64, 2**-24 otherwise: float32 accumulation). Summing K rounded products
+    with random signs leaves a relative error that grows like u * sqrt(K) (about 0.4 u sqrt(K)
+    for plain left-to-right summation, less for blocked or pairwise sums), so the growth term
+    keeps a factor of 5 in reserve. It overtakes the fixed float32 bound only from K of about
+    700,000 (3x3 kernels over 78,000 channels), so ordinary shapes keep the fixed bounds:
+    float32 1e-4 up to K ~ 7e5, 1.8e-3 at K = 2.3e8.
+    """
+    name = dtype or spec.dtype
+    floor = tolerance(name)
+    u = ACCUMULATION_UNIT.get(name, FLOAT32_UNIT)
+    return max(floor, ACCUMULATION_FACTOR * u * math.sqrt(accumulation_length(spec)))

@@ -16,8 +16,10 @@ from typing import Any, Callable, Iterable, Optional
 
 import numpy as np
 
+from . import memory
 from .errors import (BackendUnavailableError, ConvbenchError, InvalidInputError,
                      UnknownBackendError, UnsupportedError)
+from .memory import MemoryEstimate
 from .spec import DTYPES, LAYOUTS, ConvSpec
 
 ENTRY_POINT_GROUP = "convbench.backends"
@@ -242,10 +244,16 @@ class Backend(ABC):
     def algorithms(self, device: str = "cpu") -> list[str]:
         """Names of this backend's candidates on ``device`` (first is the default)."""
 
-    def default_algorithm(self, device: str = "cpu") -> str:
+    def default_algorithm(self, device: str = "cpu", spec: Optional[ConvSpec] = None) -> str:
+        """The first algorithm on ``device``; with ``spec``, the first that supports it (so
+        that ``supports(spec)`` true means ``prepare(spec)`` runs)."""
         algos = self.algorithms(device)
         if not algos:
             raise UnsupportedError(f"backend {self.name!r} has no algorithm on device {device!r}")
+        if spec is not None:
+            for algo in algos:
+                if self.supports(spec, device, algo):
+                    return algo
         return algos[0]
 
     def _supports(self, spec: ConvSpec, device: str, algorithm: str) -> Support:
@@ -253,9 +261,12 @@ class Backend(ABC):
         return Support.yes()
 
     def supports(self, spec: ConvSpec, device: str = "cpu", algorithm: Optional[str] = None) -> Support:
-        """Whether this backend (with ``algorithm``: that candidate alone) can run ``spec``.
+        """Whether this backend (with ``algorithm``: that candidate alone) can run ``spec``:
+        the capability table, the backend's own rules, and its memory estimate against the
+        memory available on ``device`` (:meth:`memory_support`).
 
-        With ``algorithm=None`` the answer is yes if any of its algorithms can.
+        With ``algorithm=None`` the answer is yes if any of its algorithms can (and
+        ``prepare(spec)`` then uses the first that can).
         """
         basic = self.capabilities.check(spec, device)
         if not basic:
@@ -264,6 +275,7 @@ class Backend(ABC):
             reasons = []
             for algo in self.algorithms(device):
                 s = self._supports(spec, device, algo)
+                s = self.memory_support(spec, device, algo) if s else s
                 if s:
                     return s
                 reasons.append(f"{algo}: {s.reason}")
@@ -272,17 +284,41 @@ class Backend(ABC):
             return Support.no(
                 f"unknown algorithm {algorithm!r} for {self.name} on {device} "
                 f"(known: {', '.join(self.algorithms(device)) or 'none'})")
-        return self._supports(spec, device, algorithm)
+        s = self._supports(spec, device, algorithm)
+        return self.memory_support(spec, device, algorithm) if s else s
+
+    # -- memory ---------------------------------------------------------------------------
+    def memory_estimate(self, spec: ConvSpec, device: str, algorithm: str) -> MemoryEstimate:
+        """This candidate's peak memory on ``device`` for ``spec``, by part, on the high side:
+        the caller's arrays, the framework's copies, workspaces, FFT buffers, the output.
+        Default (:func:`convbench.memory.default_estimate`): three times the input, weight
+        and output sizes. Backends with workspaces override it."""
+        return memory.default_estimate(spec)
+
+    def device_memory(self, device: str) -> Optional[int]:
+        """Bytes still available on ``device``, or None if unknown (then nothing is refused
+        for memory). Default: the host's available memory for "cpu", None otherwise."""
+        return memory.available_memory() if device == "cpu" else None
+
+    def memory_support(self, spec: ConvSpec, device: str, algorithm: str) -> Support:
+        """No, with the estimate and the available memory in the reason, when this candidate's
+        :meth:`memory_estimate` does not fit in :meth:`device_memory` (see convbench.memory)."""
+        available = self.device_memory(device)
+        if available is None:
+            return Support.yes()
+        refusal = memory.fits(self.memory_estimate(spec, device, algorithm), available)
+        return Support.no(refusal) if refusal else Support.yes()
 
     def expected_failure(self, spec: ConvSpec, device: str, algorithm: str) -> Optional[str]:
         """Declare, with a reason, a supported spec whose error may exceed the dtype bound."""
         return None
 
     def tolerance(self, spec: ConvSpec, device: str, algorithm: str) -> float:
-        """The error bound this candidate is held to (default: the dtype's bound)."""
-        from .reference import tolerance
+        """The error bound this candidate is held to (default: :func:`convbench.reference.
+        tolerance_for`, the dtype's bound, growing with the accumulation length)."""
+        from .reference import tolerance_for
 
-        return tolerance(spec.dtype)
+        return tolerance_for(spec)
 
     def set_threads(self, threads: int) -> None:
         """Use this many CPU threads from now on (frameworks override)."""
@@ -290,6 +326,12 @@ class Backend(ABC):
     def versions(self) -> dict[str, str]:
         """Versions of the libraries this backend runs on (recorded with every result)."""
         return {}
+
+    def gemm_rate(self, dtype: str, threads: int, budget_s: float = 0.3) -> Optional[float]:
+        """GFLOP/s of the fastest matrix multiply this backend's library offers on the CPU in
+        ``dtype`` with ``threads`` threads, measured now (a roof for ``% peak``), or None when
+        it offers none (the default). Called in a fresh process whose thread pools are pinned."""
+        return None
 
     # -- convbench.conv() -----------------------------------------------------------------
     #: input kinds of convbench.conv() whose arrays belong to this backend's framework
@@ -328,17 +370,25 @@ class Backend(ABC):
 
     def prepare(self, spec: ConvSpec, x: np.ndarray, w: np.ndarray, algorithm: Optional[str] = None,
                 device: str = "cpu") -> Prepared:
-        """Everything but the convolution: convert and place inputs, compile, allocate."""
+        """Everything but the convolution: convert and place inputs, compile, allocate.
+
+        ``x``/``w`` may have any strides and either byte order: arrays in a non-native byte
+        order or misaligned are copied into native ones first (see reference.check_inputs);
+        the others are handed to the backend as they are. ``algorithm=None``: the first
+        algorithm that supports ``spec``.
+        """
         from .reference import check_inputs
 
+        if not isinstance(spec, ConvSpec):
+            raise InvalidInputError(f"spec: expected a ConvSpec, got {type(spec).__name__}")
         avail = self.available()
         if not avail:
             raise BackendUnavailableError(f"backend {self.name!r} is unavailable: {avail.reason}")
-        algorithm = algorithm or self.default_algorithm(device)
+        algorithm = algorithm or self.default_algorithm(device, spec)
         sup = self.supports(spec, device, algorithm)
         if not sup:
             raise UnsupportedError(f"{self.name}:{algorithm}@{device} does not support {spec.label}: {sup.reason}")
-        check_inputs(spec, x, w)
+        x, w = check_inputs(spec, x, w)
         return self._prepare(spec, x, w, algorithm, device)
 
     def candidates(self, device: str = "cpu") -> list[Candidate]:
@@ -490,9 +540,9 @@ def backend_target(name: str) -> str:
 def convolve(spec: ConvSpec, x: np.ndarray, w: np.ndarray, backend: str = "numpy-direct",
              algorithm: Optional[str] = None, device: str = "cpu") -> np.ndarray:
     """Run one convolution with a named backend and return the numpy output (spec.layout)."""
-    b = get_backend(backend)
     if device not in DEVICES:
         raise InvalidInputError(f"device: {device!r} is not a device; use one of {', '.join(DEVICES)}")
+    b = get_backend(backend)
     p = b.prepare(spec, x, w, algorithm=algorithm, device=device)
     try:
         p.run()

@@ -15,6 +15,8 @@ Checks per backend (:func:`check_declarations`), against what it declares:
 
 Checks per (algorithm, spec):
 - unsupported specs: ``supports()`` gives a reason and ``prepare()`` raises UnsupportedError;
+- supported specs: ``prepare()`` does not refuse them; per spec, ``supports(spec)`` without an
+  algorithm true means ``prepare(spec)`` without one does not raise UnsupportedError either;
 - supported specs: output is a numpy array of ``spec.output_shape`` and ``spec.dtype``;
   norm-wise relative error against the float64 reference within the backend's tolerance;
   the inputs are left unmodified; a second ``run()`` gives the same output.
@@ -54,7 +56,7 @@ class SpecResult:
     message: str = ""
 
     def __str__(self) -> str:
-        err = "" if self.error is None else f" err={self.error:.2e} (tol {self.tolerance:.0e})"
+        err = "" if self.error is None else f" err={self.error:.2e} (tol {self.tolerance:.2g})"
         msg = f": {self.message}" if self.message else ""
         return f"[{self.status}] {self.algorithm}@{self.device} {self.spec.label}{err}{msg}"
 
@@ -298,10 +300,26 @@ def check_spec(backend: Backend, spec: ConvSpec, algorithm: str, device: str = "
         reason = backend.expected_failure(spec, device, algorithm)
         if reason and not problems:
             return result(XFAIL, error=err, tolerance=tol, message=reason)
-        problems.append(f"error {err:.2e} exceeds the {spec.dtype} bound {tol:.0e}")
+        problems.append(f"error {err:.2e} exceeds the {spec.dtype} bound {tol:.2g}")
     if problems:
         return result(FAIL, error=err, tolerance=tol, message="; ".join(problems))
     return result(PASS, error=err, tolerance=tol)
+
+
+def check_default(backend: Backend, spec: ConvSpec, device: str = "cpu") -> Optional[SpecResult]:
+    """supports(spec) without an algorithm true => prepare(spec) without one does not refuse
+    (algorithm "(default)"); None when the backend does not support ``spec`` at all."""
+    if not backend.supports(spec, device):
+        return None
+    x, w = make_inputs(spec)
+    try:
+        backend.prepare(spec, x, w, algorithm=None, device=device).close()
+    except UnsupportedError as exc:
+        return SpecResult(spec, "(default)", device, FAIL,
+                          message=f"supports() says yes but prepare() without an algorithm refused: {exc}")
+    except Exception:  # noqa: BLE001 - other failures are check_spec's to report, per algorithm
+        return None
+    return SpecResult(spec, "(default)", device, PASS)
 
 
 # ---- declarations -----------------------------------------------------------------------------
@@ -429,8 +447,15 @@ def check_backend(backend: Backend | str, device: str = "cpu", level: str = "def
             report.results.append(r)
             if progress is not None:
                 progress(r)
+    if algorithms is None:
+        for spec in spec_list:
+            d = check_default(backend, spec, device)
+            if d is not None:
+                report.results.append(d)
+                if progress is not None:
+                    progress(d)
     return report
 
 
-__all__ = ["check_backend", "check_declarations", "check_spec", "CheckReport", "SpecResult", "fixed_specs",
+__all__ = ["check_backend", "check_declarations", "check_spec", "check_default", "CheckReport", "SpecResult", "fixed_specs",
            "random_specs", "spec_strategy", "draw_spec", "DTYPES"]

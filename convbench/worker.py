@@ -97,7 +97,7 @@ class _WorkerState:
             b.set_threads(self.threads)
             self._threads_set.add(t["target"])
         device = t["device"]
-        algorithm = out["algorithm"] = t["algorithm"] or b.default_algorithm(device)
+        algorithm = out["algorithm"] = t["algorithm"] or b.default_algorithm(device, spec)
         sup = b.supports(spec, device, algorithm)
         if not sup:
             out.update(status=Status.UNSUPPORTED.value, message=sup.reason)

@@ -37,6 +37,11 @@ torch CPU tensor    ``torch`` on cpu; the NumPy/SciPy family through ``Tensor.nu
 torch CUDA tensor   ``torch`` on cuda
 ==================  =====================================================================
 
+Numpy arrays of any strides are accepted: those that a framework cannot view (negative strides,
+non-native byte order, misaligned data) are copied once per call into an ordinary array, the
+one copy conv() makes itself (:func:`convbench.dispatch.arrays.ordinary`); masked arrays are
+refused. Every argument is checked when a plan is made, before any candidate runs or is timed.
+
 Algorithms that transform the weights ahead of time (``*-precomputed-weights``, prepacked,
 ...) are excluded too: conv() prepares on every call, so the transformation that a sweep
 leaves untimed would be paid, unmeasured, on every call.
@@ -57,6 +62,7 @@ cannot be dict keys, so they take the slow path on every call).
 """
 from __future__ import annotations
 
+import os
 import threading
 from time import monotonic as _monotonic
 from dataclasses import dataclass
@@ -68,8 +74,8 @@ from ..cache import Choice, PathLike, TunedCache, lookup, open_cache
 from ..errors import ConvbenchError, InvalidInputError
 from ..registry import Candidate
 from ..spec import ConvSpec
-from .arrays import (data_device, eligible, eligible_candidates, input_kind, input_kinds, runner,
-                     runs, spec_from_arrays)
+from .arrays import (data_device, eligible, eligible_candidates, input_kind, input_kinds, ordinary,
+                     runner, runs, spec_from_arrays)
 from .tuning import tune
 
 POLICIES = ("cache", "tune", "heuristic")
@@ -177,6 +183,9 @@ def _plan_for(x: Any, w: Any, stride: Any, padding: Any, dilation: Any, groups: 
               output_padding: Any, policy: str, device: Optional[str], cache: Any, layout: str) -> Plan:
     if policy not in POLICIES:
         raise InvalidInputError(f"policy: {policy!r} is not a policy; use one of {', '.join(POLICIES)}")
+    if cache is not None and not isinstance(cache, (str, os.PathLike, TunedCache)):
+        raise InvalidInputError(f"cache: {cache!r} is not a cache; pass None (the default cache), "
+                                f"a path or a TunedCache")
     kind = input_kind(x, w)
     data_dev = data_device(kind)
     if device is not None and device != data_dev:
@@ -191,6 +200,8 @@ def _plan_for(x: Any, w: Any, stride: Any, padding: Any, dilation: Any, groups: 
     except (ConvbenchError, TypeError):
         pass
     grad = bool(getattr(x, "requires_grad", False) or getattr(w, "requires_grad", False))
+    if kind == "numpy":
+        x, w = ordinary(x), ordinary(w)
     choice = choose(spec, kind, data_dev, policy=policy, cache=cache, requires_grad=grad, x=x, w=w)
     fn = runner(spec, kind, choice.backend, choice.algorithm, data_dev, requires_grad=grad)
     return Plan(spec, kind, data_dev, choice, fn)

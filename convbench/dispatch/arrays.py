@@ -6,6 +6,12 @@ An input kind is ``"numpy"`` or one of a backend's ``native_kinds``, named
 arrays are of which kind, how to convert and synchronize them is asked of the backend that
 declares the kind (``Backend.native_kind``, ``to_native``/``from_native``,
 ``synchronize_native``).
+
+Numpy arrays of any strides (Fortran order, slices, broadcasts) are handed to the candidates as
+they are; arrays that some framework cannot view -- negative strides, a non-native byte order,
+misaligned data -- are copied once per call into an ordinary C-contiguous array
+(:func:`ordinary`), the only copy conv() makes. Masked arrays are refused (the mask would be
+ignored).
 """
 from __future__ import annotations
 
@@ -16,6 +22,7 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from ..errors import ConvbenchError, InvalidInputError, UnsupportedError
+from ..reference import as_numpy
 from ..registry import Backend, Candidate, get_backend, list_backends
 from ..spec import ConvSpec, canonical_dtype
 
@@ -74,7 +81,19 @@ def input_kind(x: Any, w: Any) -> str:
     if kx != "numpy" and (kx != kw or getattr(x, "device", None) != getattr(w, "device", None)):
         raise InvalidInputError(f"x is on {getattr(x, 'device', kx)} but w is on "
                                 f"{getattr(w, 'device', kw)}; put both on one device")
+    if kx == "numpy":
+        for name, a in (("x", x), ("w", w)):
+            if isinstance(a, np.ma.MaskedArray):
+                as_numpy(name, a)  # raises, naming the problem
     return kx
+
+
+def ordinary(a: np.ndarray) -> np.ndarray:
+    """``a`` itself when every framework can view it (native byte order, aligned data, no
+    negative strides; any other strides are fine), else a C-contiguous, native copy."""
+    if a.dtype.isnative and a.flags.aligned and min(a.strides, default=0) >= 0:
+        return a
+    return np.ascontiguousarray(as_numpy("array", a))
 
 
 def data_device(kind: str) -> str:
@@ -132,6 +151,8 @@ def spec_from_arrays(x: Any, w: Any, stride: Any = 1, padding: Any = 0, dilation
         raise InvalidInputError(f"layout: {layout!r} is not a layout; use 'channels_first' or 'channels_last'")
     if not isinstance(groups, (int, np.integer)) or isinstance(groups, bool) or groups < 1:
         raise InvalidInputError(f"groups: {groups!r} must be an integer >= 1")
+    if not isinstance(transposed, (bool, np.bool_)):
+        raise InvalidInputError(f"transposed: {transposed!r} must be True or False")
     if transposed:
         if ws[0] != c_in:
             raise InvalidInputError(f"w: shape {ws}: a transposed convolution's weights are "
@@ -217,7 +238,12 @@ def runner(spec: ConvSpec, kind: str, backend: str, algorithm: str, device: str,
     if fn is None:
         raise UnsupportedError(f"{backend}:{algorithm}@{device} is not eligible for {kind} inputs "
                                f"(it would copy them, or it precomputes weights); see convbench.dispatch")
-    return fn
+    if kind != "numpy":
+        return fn
+
+    def run_ordinary(x: np.ndarray, w: np.ndarray) -> Any:
+        return fn(ordinary(x), ordinary(w))
+    return run_ordinary
 
 
 def runs(spec: ConvSpec, backend: str, algorithm: str, device: str) -> bool:
@@ -249,5 +275,5 @@ def eligible_candidates(spec: ConvSpec, kind: str, device: str, *, requires_grad
     return out
 
 
-__all__ = ["input_kinds", "input_kind", "data_device", "like", "to_numpy", "synchronizer",
+__all__ = ["input_kinds", "input_kind", "data_device", "like", "to_numpy", "synchronizer", "ordinary",
            "spec_from_arrays", "eligible", "runner", "runs", "eligible_candidates"]
