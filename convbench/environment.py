@@ -89,7 +89,8 @@ def set_thread_env(threads: int, env: Optional[MutableMapping[str, str]] = None)
 def cpu_counters() -> Optional[tuple[int, int, int]]:
     """(steal ticks, total ticks, runnable processes) of the whole machine from /proc/stat, or
     None where there is no /proc/stat. Two readings around a measurement tell whether the
-    hypervisor took CPU time (steal) or other processes were runnable meanwhile."""
+    hypervisor took CPU time (steal) or other processes were runnable meanwhile
+    (:mod:`convbench.noise` judges them)."""
     text = _read("/proc/stat")
     if not text:
         return None
@@ -417,27 +418,113 @@ def current_versions(device: str = "cpu") -> dict[str, Optional[str]]:
 
 
 # ---- peak rates ---------------------------------------------------------------------------
-def _peak_here(threads: int, budget_s: float, gemm_n: int, copy_mib: int) -> dict[str, Any]:
-    """Measure in this process (its BLAS thread count must already be fixed)."""
+#: dtypes the roofs are measured for (numpy's GEMM covers the first two)
+ROOF_DTYPES = ("float32", "float64", "bfloat16", "float16")
+#: ISA flag -> {dtype: flops per cycle per core}, the best flag present wins. Assumes two FMA
+#: units per core (one on some parts: a roof, not a promise); AVX-512 BF16/FP16 dot products
+#: double float32's rate, AMX tiles do 1024 bf16/fp16 multiply-adds per cycle.
+FMA_FLOPS_PER_CYCLE = (
+    ("amx_bf16", {"bfloat16": 2048}), ("amx_fp16", {"float16": 2048}),
+    ("avx512_bf16", {"bfloat16": 128}), ("avx512_fp16", {"float16": 128}),
+    ("avx512f", {"float32": 64, "float64": 32}),
+    ("fma", {"float32": 32, "float64": 16}),
+    ("avx", {"float32": 16, "float64": 8}),
+    ("sse4_2", {"float32": 8, "float64": 4}),
+    ("asimd", {"float32": 16, "float64": 8}),
+)
+
+
+def fma_flops_per_cycle(isa: Any) -> dict[str, int]:
+    """Flops per cycle per core by dtype that the ISA flags allow (FMA_FLOPS_PER_CYCLE);
+    a dtype without its own instructions runs at the float32 rate."""
+    flags = set(isa or ())
+    out: dict[str, int] = {}
+    for flag, rates in FMA_FLOPS_PER_CYCLE:
+        if flag in flags:
+            for dtype, rate in rates.items():
+                out.setdefault(dtype, rate)
+    if "float32" in out:
+        for dtype in ("bfloat16", "float16"):
+            out.setdefault(dtype, out["float32"])
+    return out
+
+
+def fma_peak(isa: Any, clock_mhz: Optional[float], cores: int) -> dict[str, float]:
+    """dtype -> GFLOP/s: the ISA's FMA peak at ``clock_mhz`` on ``cores`` physical cores."""
+    if not clock_mhz or cores < 1:
+        return {}
+    return {d: f * clock_mhz / 1e3 * cores for d, f in fma_flops_per_cycle(isa).items()}
+
+
+def _numpy_gemm(dtype: str, n: int, budget_s: float) -> Optional[float]:
+    """numpy's matrix multiply in ``dtype`` (float32/float64): best of several, GFLOP/s."""
     import numpy as np
 
-    deadline = time.perf_counter() + budget_s
+    if dtype not in ("float32", "float64"):
+        return None
     rng = np.random.default_rng(0)
-    # GEMM: C = A @ B, float32, 2 n^3 flops; best of several calls after one warm-up call
-    a = rng.standard_normal((gemm_n, gemm_n), dtype=np.float32)
-    b = rng.standard_normal((gemm_n, gemm_n), dtype=np.float32)
-    c = np.empty((gemm_n, gemm_n), dtype=np.float32)
+    a = rng.standard_normal((n, n)).astype(dtype)
+    b = rng.standard_normal((n, n)).astype(dtype)
+    c = np.empty((n, n), dtype=dtype)
     np.matmul(a, b, out=c)
-    best = float("inf")
-    gemm_deadline = time.perf_counter() + budget_s * 0.6
+    best, deadline = float("inf"), time.perf_counter() + budget_s
     for i in range(20):
         t0 = time.perf_counter()
         np.matmul(a, b, out=c)
         best = min(best, time.perf_counter() - t0)
-        if i >= 2 and time.perf_counter() > gemm_deadline:
+        if i >= 2 and time.perf_counter() > deadline:
             break
-    gemm_gflops = 2.0 * gemm_n**3 / best / 1e9
-    del a, b, c
+    return 2.0 * n**3 / best / 1e9
+
+
+def _backend_gemms(dtype: str, threads: int, budget_s: float) -> dict[str, float]:
+    """What each available registered backend that declares a GEMM rate measures for ``dtype``."""
+    from . import registry
+
+    out: dict[str, float] = {}
+    for name in registry.list_backends():
+        try:
+            b = registry.get_backend(name)
+            if type(b).gemm_rate is registry.Backend.gemm_rate or not b.available():
+                continue
+            rate = b.gemm_rate(dtype, threads, budget_s)
+        except Exception:  # noqa: BLE001 - a roof candidate that fails is left out
+            continue
+        if rate and rate > 0:
+            out[name] = float(rate)
+    return out
+
+
+def _roofs(threads: int, budget_s: float, gemm_n: int) -> dict[str, Any]:
+    """Per dtype: every GEMM rate measured, the best (the GEMM roof) and the FMA peak."""
+    from .noise import cpu_freqs_mhz
+
+    roofs: dict[str, Any] = {}
+    for dtype in ROOF_DTYPES:
+        rates = {}
+        np_rate = _numpy_gemm(dtype, gemm_n if dtype == "float32" else 1024, budget_s)
+        if np_rate:
+            rates["numpy"] = np_rate
+        rates.update(_backend_gemms(dtype, threads, budget_s))
+        roofs[dtype] = {"gemm_rates": rates}
+        if rates:
+            src = max(rates, key=rates.__getitem__)
+            roofs[dtype].update(gemm_gflops=rates[src], gemm_source=src)
+    freqs = cpu_freqs_mhz()  # right after the GEMMs: the clock under load
+    clock = max(freqs) if freqs else None
+    cores = min(threads, cpu_info()["cpu_cores_physical"] or threads)
+    for dtype, peak in fma_peak(cpu_info()["cpu_isa"], clock, cores).items():
+        roofs.setdefault(dtype, {"gemm_rates": {}})["fma_gflops"] = peak
+    return {"roofs": roofs, "clock_mhz": clock, "fma_cores": cores}
+
+
+def _peak_here(threads: int, budget_s: float, gemm_n: int, copy_mib: int) -> dict[str, Any]:
+    """Measure in this process (its thread pools must already be fixed)."""
+    import numpy as np
+
+    found = _roofs(threads, budget_s * 0.1, gemm_n)
+    f32 = found["roofs"].get("float32") or {}
+    deadline = time.perf_counter() + budget_s * 0.4
 
     # bandwidth: copy a large buffer in `threads` chunks in parallel; bytes = read + write
     nbytes = copy_mib * 2**20
@@ -462,16 +549,23 @@ def _peak_here(threads: int, budget_s: float, gemm_n: int, copy_mib: int) -> dic
             if i >= 2 and time.perf_counter() > deadline:
                 break
     bandwidth = 2.0 * nbytes / best_copy / 1e9
-    return {"gemm_gflops": gemm_gflops, "gemm_dtype": "float32", "gemm_n": gemm_n,
-            "bandwidth_gbs": bandwidth, "bandwidth_bytes": nbytes, "threads": threads}
+    return {"gemm_gflops": f32.get("gemm_gflops"), "gemm_dtype": "float32",
+            "gemm_source": f32.get("gemm_source"), "gemm_n": gemm_n,
+            "numpy_gemm_gflops": (f32.get("gemm_rates") or {}).get("numpy"),
+            **found, "bandwidth_gbs": bandwidth, "bandwidth_bytes": nbytes, "threads": threads}
 
 
 def measure_peak(threads: int, budget_s: float = 2.0, *, gemm_n: int = 2048,
                  copy_mib: int = 256) -> dict[str, Any]:
     """The machine's measured peak rates with ``threads`` threads, in a fresh process.
 
-    ``gemm_gflops``: numpy float32 matrix multiply (``gemm_n`` x ``gemm_n``, 2 n^3 flops),
-    best of several calls after one warm-up call, BLAS pinned to ``threads`` threads.
+    ``roofs``: per dtype (ROOF_DTYPES), ``gemm_rates`` (numpy's matrix multiply for float32
+    and float64, and every available backend's declared ``Backend.gemm_rate``), the best of
+    them as ``gemm_gflops`` with its ``gemm_source``, and ``fma_gflops``: the ISA's FMA peak
+    (:func:`fma_peak`) at the clock the OS reports right after the GEMMs (``clock_mhz``) on
+    ``fma_cores`` physical cores. Each GEMM is the best of several calls after a warm-up.
+    ``gemm_gflops``/``gemm_source``: the float32 GEMM roof (``numpy_gemm_gflops``: numpy's
+    own, ``gemm_n`` x ``gemm_n``).
     ``bandwidth_gbs``: best rate of copying a ``copy_mib`` MiB float64 buffer with ``threads``
     threads in parallel chunks, counting bytes read plus bytes written (write-allocate
     traffic not counted). Run in a subprocess so the thread count applies to BLAS at import.
@@ -494,7 +588,8 @@ def measure_peak(threads: int, budget_s: float = 2.0, *, gemm_n: int = 2048,
     return json.loads(res.stdout.strip().splitlines()[-1])
 
 
-__all__ = ["fingerprint", "env_id", "measure_peak", "set_thread_env", "available_cores",
+__all__ = ["fingerprint", "env_id", "measure_peak", "fma_peak", "fma_flops_per_cycle", "ROOF_DTYPES",
+           "set_thread_env", "available_cores",
            "cpu_info", "cpu_counters", "fingerprint_keys", "version_declarations", "version_keys",
            "machine_key", "machine_description", "current_environment", "current_versions",
            "versions_from_environment", "default_threads", "DEVICE_KEYS", "ISA_FLAGS",

@@ -43,22 +43,25 @@ VERIFIED = "verified"
 
 #: timing fields of an outcome (TimingResult's), null unless status == "ok"
 TIMING_KEYS = ("median_s", "iqr_s", "min_s", "mean_s", "stdev_s", "ci_low_s", "ci_high_s",
-               "n_samples", "loops", "samples_s", "timer", "converged", "warmup_calls", "total_s")
+               "n_samples", "loops", "samples_s", "timer", "converged", "warmup_calls", "total_s",
+               "round_samples_s", "round_medians_s", "round_spread", "noise")
 #: every key of an outcome dict
 OUTCOME_KEYS = ("status", "message", "algorithm", "max_error", "tolerance", *TIMING_KEYS,
-                "cold_cache", "info", "wall_s")
+                "cold_cache", "info", "wall_s", "start_time", "end_time")
 
 #: every stored record's fields, in order
 RECORD_FIELDS = (
     "run_id", "problem", "suite", "spec", "spec_key", "label", "backend", "algorithm", "device",
     "candidate", "status", "message", "max_error", "tolerance", "median_s", "iqr_s", "min_s",
-    "mean_s", "stdev_s", "ci_low_s", "ci_high_s", "n_samples", "loops", "samples_s", "gflops",
-    "peak_pct", "flops", "bytes", "threads", "cold_cache", "timer", "env_id", "info",
-    "timestamp", "wall_s",
+    "mean_s", "stdev_s", "ci_low_s", "ci_high_s", "n_samples", "loops", "samples_s",
+    "round_samples_s", "round_medians_s", "round_spread", "noise", "gflops",
+    "peak_pct", "peak_roof", "fma_pct", "flops", "bytes", "threads", "cold_cache", "timer", "env_id",
+    "machine", "hostname", "info", "timestamp", "start_time", "end_time", "wall_s",
 )
 #: record fields that are null unless status == "ok"
 TIMING_FIELDS = ("median_s", "iqr_s", "min_s", "mean_s", "stdev_s", "ci_low_s", "ci_high_s",
-                 "n_samples", "loops", "samples_s", "gflops", "peak_pct")
+                 "n_samples", "loops", "samples_s", "round_samples_s", "round_medians_s",
+                 "round_spread", "noise", "gflops", "peak_pct", "peak_roof", "fma_pct")
 
 
 def status_of(value: Any) -> Status:
@@ -83,12 +86,19 @@ def empty_outcome(status: str, message: Optional[str] = None, *, cold_cache: boo
 
 def make_record(base: Mapping[str, Any], spec: Any, candidate: Any, outcome: Mapping[str, Any], *,
                 threads: int, env_id: Optional[str], gemm_peak: Optional[float] = None,
-                cold_cache: bool = False) -> dict[str, Any]:
+                cold_cache: bool = False, peak: Optional[Mapping[str, Any]] = None,
+                machine: Optional[str] = None, hostname: Optional[str] = None) -> dict[str, Any]:
     """The stored record of one measured candidate: the problem's fields (``base``: run_id,
     problem, suite, spec, spec_key, label), the candidate, and the measurement ``outcome``.
 
     ``spec`` is the ConvSpec (for FLOPs and bytes), ``candidate`` a registry.Candidate.
-    Timing fields are nulled unless the status is ``ok``; fields in RECORD_FIELDS order.
+    ``peak``: the run's measured peaks (``environment.measure_peak``); ``peak_pct`` is then
+    relative to the best GEMM rate of the spec's dtype and ``fma_pct`` to the ISA's FMA peak
+    at the measured clock, ``peak_roof`` naming the GEMM roof used. Without ``peak``,
+    ``gemm_peak`` (GFLOP/s) is the roof. Timing fields are nulled unless the status is
+    ``ok``; ``start_time``/``end_time`` are the measurement's (the record's time when the
+    outcome has none); ``machine`` (the env_id of the machine type that measured it; default
+    ``env_id``) and ``hostname`` name the machine; fields in RECORD_FIELDS order.
     """
     status = status_of(outcome.get("status") or Status.ERROR.value).value
     ok = status == Status.OK
@@ -99,18 +109,26 @@ def make_record(base: Mapping[str, Any], spec: Any, candidate: Any, outcome: Map
         info["timing"] = timing_facts
     median = outcome.get("median_s") if ok else None
     gflops = spec.flops / median / 1e9 if median else None
+    roof = _roof(peak, getattr(spec, "dtype", None), gemm_peak)
+    stamp = now_iso()
     values = {
         **{k: base.get(k) for k in ("run_id", "problem", "suite", "spec", "spec_key", "label")},
         "backend": candidate.backend, "algorithm": candidate.algorithm, "device": candidate.device,
         "candidate": str(candidate), "status": status,
         **{k: outcome.get(k) for k in ("message", "max_error", "tolerance", "iqr_s", "min_s",
                                        "mean_s", "stdev_s", "ci_low_s", "ci_high_s", "n_samples",
-                                       "loops", "samples_s", "timer")},
+                                       "loops", "samples_s", "round_samples_s", "round_medians_s",
+                                       "round_spread", "timer")},
+        "noise": list(outcome.get("noise") or []),
         "median_s": median, "gflops": gflops,
-        "peak_pct": gflops / gemm_peak * 100.0 if (gflops and gemm_peak) else None,
+        "peak_pct": gflops / roof["gemm"] * 100.0 if (gflops and roof["gemm"]) else None,
+        "peak_roof": roof["name"] if gflops and roof["gemm"] else None,
+        "fma_pct": gflops / roof["fma"] * 100.0 if (gflops and roof["fma"]) else None,
         "flops": spec.flops, "bytes": spec.bytes, "threads": threads,
         "cold_cache": bool(outcome.get("cold_cache", cold_cache)),
-        "env_id": env_id, "info": info, "timestamp": now_iso(),
+        "env_id": env_id, "machine": machine or env_id, "hostname": hostname,
+        "info": info, "timestamp": stamp,
+        "start_time": outcome.get("start_time") or stamp, "end_time": outcome.get("end_time") or stamp,
         "wall_s": float(outcome.get("wall_s") or 0.0),
     }
     rec = {k: values.get(k) for k in RECORD_FIELDS}
@@ -118,6 +136,20 @@ def make_record(base: Mapping[str, Any], spec: Any, candidate: Any, outcome: Map
         for k in TIMING_FIELDS:
             rec[k] = None
     return rec
+
+
+def _roof(peak: Optional[Mapping[str, Any]], dtype: Optional[str],
+          gemm_peak: Optional[float]) -> dict[str, Any]:
+    """{"gemm": GFLOP/s, "name": which GEMM, "fma": GFLOP/s} for ``dtype`` from a run's peaks."""
+    roofs = ((peak or {}).get("roofs") or {}).get(dtype or "") or {}
+    gemm = roofs.get("gemm_gflops")
+    if gemm:
+        return {"gemm": gemm, "fma": roofs.get("fma_gflops"),
+                "name": f"best {dtype} GEMM ({roofs.get('gemm_source') or '?'})"}
+    gemm = gemm_peak if gemm_peak is not None else (peak or {}).get("gemm_gflops")
+    src = (peak or {}).get("gemm_source") or "numpy"
+    return {"gemm": gemm, "fma": roofs.get("fma_gflops"),
+            "name": f"{(peak or {}).get('gemm_dtype') or 'float32'} GEMM ({src})"}
 
 
 __all__ = ["Status", "STATUSES", "FAILURES", "VERIFIED", "TIMING_KEYS", "OUTCOME_KEYS",

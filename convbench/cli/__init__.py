@@ -9,7 +9,7 @@ from typing import Optional, Sequence
 from ..errors import ConvbenchError
 
 # Each module defines add_parser(subparsers); its parser sets func=run(args) -> exit code.
-SUBCOMMANDS = ["backends", "check", "sweep", "cache", "report", "compare"]
+SUBCOMMANDS = ["backends", "check", "sweep", "cache", "report", "compare", "doctor"]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -59,6 +59,11 @@ def run(args: argparse.Namespace) -> int:
            "choose another with --baseline")
     _print_runs(df, rp.load_metas(paths))
     _print_winners(df, base, why, args.metric, args.plain)
+    if "machine" in df.columns and df["machine"].nunique() > 1:  # a run on several machines
+        from ..sweeping.cluster_run import format_machine_winners
+
+        print_text("Winners per machine (each chosen among that machine's records only):")
+        print(format_machine_winners(df) + "\n")
     _print_candidates(df, base, args.metric, args.plain)
     _print_warnings(df)
     if args.csv:
@@ -102,7 +107,8 @@ def _print_winners(df: Any, base: Optional[str], why: str, metric: str, plain: b
         key = (r["run_id"], r["problem"]) if multi else r["problem"]
         s = sp.at[key, r["winner"]] if (sp is not None and isinstance(r["winner"], str)) else None
         rows.append(([r["run_id"]] if multi else []) + [
-            r["problem"], r["winner"] or "(none ok)", rp.fmt_value(r[col], metric), rp.fmt_ratio(s),
+            r["problem"] + (f" @{str(r['machine'])[:8]}" if "machine" in w.columns else ""),
+            r["winner"] or "(none ok)", rp.fmt_value(r[col], metric), rp.fmt_ratio(s),
             r["runner_up"] or "-", rp.fmt_number(r["margin"], "+.1%"),
             f"{r['n_ok']}/{r['n_candidates']}"])
     legend = {

@@ -48,6 +48,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-cache", action="store_true", help="do not store the winners in the tuned cache")
     p.add_argument("--cache", default=None, metavar="PATH",
                    help="the tuned cache to update (default: $CONVBENCH_CACHE or the user cache dir)")
+    p.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                   help="measure on a Dask cluster: tcp://HOST:PORT of a running `dask scheduler` "
+                        "(workers: `dask worker ADDRESS` on each machine), or local:N for N worker "
+                        "processes here; every problem is measured on every machine type")
+    p.add_argument("--spread", action="store_true",
+                   help="with --scheduler: measure each problem once, on any machine (for identical "
+                        "machines) instead of on every machine type")
     p.add_argument("--quiet", "-q", action="store_true", help="no progress output")
     p.set_defaults(func=run)
 
@@ -64,6 +71,13 @@ def print_result(result: Any) -> None:
             print_text(line)
         print()
         print_table(st.PLAN_HEADERS, st.plan_rows(result), right=("run", "unsupported"))
+        return
+    if result.meta.get("cluster"):
+        from ..sweeping.cluster_run import format_machine_winners
+
+        print(format_machine_winners(result.records))
+        print()
+        print_text(st.records_line(result))
         return
     rows = st.winner_rows(result)
     if not rows:
@@ -107,6 +121,11 @@ def run(args: argparse.Namespace) -> int:
                    out=args.out, resume=args.resume, dry_run=args.dry_run, seed=args.seed,
                    strategy=args.strategy, cold_cache=args.cold_cache, timeout_s=args.timeout, max_call_s=args.max_call,
                    progress=not args.quiet, update_cache=not args.no_cache, cache=args.cache,
-                   command=["convbench"] + sys.argv[1:] if sys.argv else None)
+                   command=["convbench"] + sys.argv[1:] if sys.argv else None,
+                   scheduler=args.scheduler, spread=args.spread)
     print_result(result)
+    if result.cache_errors:  # the details were printed with the cache report
+        print(f"convbench sweep: error: {len(result.cache_errors)} winner(s) could not be stored in "
+              f"the tuned cache (see above)", file=sys.stderr)
+        return 2
     return 0

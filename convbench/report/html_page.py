@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Iterable, Optional, Sequence, Union
 
+from .. import noise
 from ..errors import ResultsError
 from ..fmt import fmt_time
 from .formatting import choice_label, finite, fmt_number, fmt_ratio, fmt_value
@@ -16,7 +17,8 @@ from .frame import (DEFAULT_BASELINE_RULE, Runs, default_baseline, index_cols, l
                     load_metas, metric_info, resolve_candidate)
 from .kernel_grid import kernel_grid_series
 from .plots import bar_chart, candidate_colors, crossover_plot, first_finite, heat_map, roofline
-from .tables import NOISE_THRESHOLD, geomean, speedup, status_counts, warnings, winners
+from .tables import (NOISE_THRESHOLD, geomean, machine_winners, speedup, status_counts, warnings,
+                     winners)
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -61,6 +63,8 @@ def html_report(runs: Runs, out_file: Union[str, os.PathLike], *, baseline: Opti
     parts = [_head(title, metric, base, chosen=bool(baseline)),
              _runs_section(df, load_metas(runs), run_ids),
              _winners_section(df, base)]
+    if "machine" in df.columns and df["machine"].nunique() > 1:
+        parts.append(_machines_section(df))
     for rid in run_ids:
         parts.append(_suite_section(df[df["run_id"] == rid], rid, metric, base, colors))
     parts += [_warnings_section(df), "</body></html>"]
@@ -141,8 +145,17 @@ def _run_items(rid: str, r: "pd.DataFrame", meta: dict[str, Any]) -> list[tuple[
     peak = meta.get("peak") or {}
     gemm = peak.get("gemm_gflops", first_finite(r.get("peak_gemm_gflops")))
     bw = peak.get("bandwidth_gbs", first_finite(r.get("peak_bandwidth_gbs")))
-    items.append((f"peak GEMM GFLOP/s ({peak.get('gemm_dtype') or 'float32'})",
+    items.append((f"peak GEMM GFLOP/s ({peak.get('gemm_dtype') or 'float32'}, "
+                  f"{peak.get('gemm_source') or 'numpy'})",
                   f"{gemm:.4g}" if finite(gemm) else "not measured"))
+    for dtype, roof in (peak.get("roofs") or {}).items():
+        items.append((f"roofs {dtype}", ", ".join(
+            f"{k.replace('_gflops', '')} {v:.4g} GFLOP/s" for k, v in roof.items()
+            if k.endswith("_gflops") and finite(v)) + (f" (GEMM: {roof['gemm_source']})"
+                                                        if roof.get("gemm_source") else "")))
+    for phase in ("noise_start", "noise_end"):
+        if meta.get(phase):
+            items.append((phase.replace("_", " at "), "; ".join(meta[phase])))
     items.append(("peak bandwidth GB/s", f"{bw:.4g}" if finite(bw) else "not measured"))
     items.append(("records", len(r)))
     return items
@@ -152,26 +165,57 @@ def _winners_section(df: "pd.DataFrame", base: Optional[str]) -> str:
     w = winners(df)
     sp = speedup(df, base) if base else None
     multi = "run_id" in w.columns
+    by_machine = "machine" in w.columns  # a run on several machines: one row per machine
     rows = []
     for _, r in w.iterrows():
         key = tuple(r[c] for c in index_cols(df))
         key = key[0] if len(key) == 1 else key
         s = sp.at[key, r["winner"]] if (sp is not None and isinstance(r["winner"], str)
                                         and key in sp.index) else None
-        rows.append(([r["run_id"]] if multi else []) + [
+        rows.append(([r["run_id"]] if multi else []) + ([r["machine"]] if by_machine else []) + [
             r["problem"], r["label"], r["device"], r["winner"] or "no candidate ok",
             fmt_time(r["median_s"]), fmt_value(r["gflops"], "gflops"), fmt_value(r["peak_pct"], "peak"),
             fmt_ratio(s), r["runner_up"], fmt_number(r["margin"], "+.1%"), choice_label(r),
-            f"{r['n_ok']}/{r['n_candidates']}"])
-    header = (["run"] if multi else []) + [
+            f"{r['n_ok']}/{r['n_candidates']}", _winner_noise(df, r)])
+    header = (["run"] if multi else []) + (["machine"] if by_machine else []) + [
         "problem", "spec", "device", "winner", "median", "GFLOP/s", "% peak",
-        f"speedup vs {base}" if base else "speedup", "runner-up", "margin", "choice", "ok"]
+        f"speedup vs {base}" if base else "speedup", "runner-up", "margin", "choice", "ok", "noise"]
     return "\n".join([
         "<h2>Winners</h2>", _table(header, rows, "winners"),
         _caption("margin = runner-up median / winner median - 1. choice: decisive (the winner's "
-                 "95% CI of the median is clear of the runner-up's), or a tie (CIs overlap) "
-                 "settled for the most robust candidate, which may be slightly slower (negative "
-                 "margin). ok = candidates that passed the correctness check / candidates tried.")])
+                 "95% interval of the median, between-round spread included, is clear of the "
+                 "runner-up's), or a tie (medians within the minimum effect) settled for the most "
+                 "robust candidate, which may be slightly slower (negative margin). ok = "
+                 "candidates that passed the correctness check / candidates tried. % peak: of the "
+                 "best GEMM rate measured for the dtype (the record's peak_roof names it). noise: "
+                 "what may have spoiled the winner's timing - " + "; ".join(
+                     f"{k}: {v}" for k, v in noise.FLAGS.items()) + ".")])
+
+
+def _machines_section(df: "pd.DataFrame") -> str:
+    """Each machine's winners side by side, for runs measured on several machines."""
+    t = machine_winners(df)
+    fixed = ("run_id", "problem", "device", "label", "agree")
+    labels = [c for c in t.columns if c not in fixed and not c.endswith(" median_s")]
+    lead = [c for c in ("run_id", "problem", "label", "device") if c in t.columns]
+    rows = [[r[c] for c in lead] + [v for m in labels for v in (r[m], fmt_time(r[f"{m} median_s"]))]
+            + ["NO: the machines disagree" if r["agree"] == "NO" else r["agree"]] for _, r in t.iterrows()]
+    header = [{"run_id": "run", "label": "spec"}.get(c, c) for c in lead] + [
+        h for m in labels for h in (m, "median")] + ["same winner"]
+    legend = "; ".join(f"{m}: {text}" for m, text in t.attrs.get("legend", {}).items() if m in labels)
+    return "\n".join(["<h2>Winners per machine</h2>", _table(header, rows, "machines"),
+                      _caption(f"Each machine's winner, chosen among its own records only. {legend}.")])
+
+
+def _winner_noise(df: "pd.DataFrame", w: "pd.Series") -> str:
+    """The noise flags of the winner's record (``-``: none), marked when present."""
+    if "noise" not in df.columns or not isinstance(w.get("winner"), str):
+        return "-"
+    rows = df[(df["problem"] == w["problem"]) & (df["candidate"] == w["winner"])]
+    if "run_id" in w.index and "run_id" in df.columns:
+        rows = rows[rows["run_id"] == w["run_id"]]
+    flags = [str(f) for v in rows["noise"] if isinstance(v, (list, tuple)) for f in v]
+    return ("noisy: " + noise.describe(list(dict.fromkeys(flags)))) if flags else "-"
 
 
 def _suite_section(g: "pd.DataFrame", rid: str, metric: str, base: Optional[str],

@@ -40,13 +40,74 @@ def winners(df: Runs) -> "pd.DataFrame":
     from ..selection import select_winners
 
     df = load_frame(df)
+    # a run measured on several machines (convbench sweep --scheduler): winners per machine
+    by_machine = "machine" in df.columns and df["machine"].nunique() > 1
     rows = []
-    for rid, run in df.groupby("run_id", sort=False, dropna=False):
+    for key, run in df.groupby(["run_id", "machine"] if by_machine else "run_id", sort=False, dropna=False):
+        rid = key[0] if by_machine else key
         chosen = select_winners(run)
         for (problem, device), g in run.groupby(["problem", "device"], sort=False, dropna=False):
             rows.append(_winner_row(rid, problem, device, g, chosen.get((str(problem), str(device)))))
-    cols = index_cols(df) + _WINNER_COLS
+            if by_machine:
+                rows[-1]["machine"] = key[1]
+    cols = index_cols(df) + (["machine"] if by_machine else []) + _WINNER_COLS
     return pd.DataFrame(rows).reindex(columns=cols) if rows else pd.DataFrame(columns=cols)
+
+
+def machine_winners(df: Runs) -> "pd.DataFrame":
+    """The winner of every problem on every machine, side by side (for runs measured on
+    several machines: ``convbench sweep --scheduler``).
+
+    One row per run, problem and device: label, then per machine a column named by its
+    label (the winning candidate, None if nothing was ok there) and ``<label> median_s``,
+    then ``agree``: "yes" when every machine with a winner chose the same candidate, "NO"
+    where they disagree, "-" with fewer than two winners. Machines (the ``machine`` column,
+    a machine type's env_id) are labelled by their hostnames, with threads and then the id
+    added where labels would clash; ``attrs["legend"]`` says which machine each label is.
+    """
+    import pandas as pd
+
+    from ..selection import select_winners
+
+    df = load_frame(df)
+    if "machine" not in df.columns:
+        df = df.assign(machine=df["env_id"] if "env_id" in df.columns else "")
+    labels = _machine_labels(df)
+    chosen = {(rid, mid): select_winners(g)
+              for (rid, mid), g in df.groupby(["run_id", "machine"], sort=False, dropna=False)}
+    rows = []
+    for (rid, problem, device), g in df.groupby(["run_id", "problem", "device"], sort=False, dropna=False):
+        row: dict[str, Any] = {"run_id": rid, "problem": problem, "device": device,
+                               "label": g["label"].iloc[0] if "label" in g else None}
+        picks = []
+        for mid, label in labels.items():
+            w = chosen.get((rid, mid), {}).get((str(problem), str(device)))
+            row[label] = None if w is None else w.candidate
+            row[f"{label} median_s"] = float("nan") if w is None else num(w.median_s)
+            picks += [] if w is None else [w.candidate]
+        row["agree"] = "-" if len(picks) < 2 else ("yes" if len(set(picks)) == 1 else "NO")
+        rows.append(row)
+    cols = (index_cols(df) + ["device", "label"]
+            + [c for label in labels.values() for c in (label, f"{label} median_s")] + ["agree"])
+    out = pd.DataFrame(rows).reindex(columns=cols) if rows else pd.DataFrame(columns=cols)
+    out.attrs["legend"] = {label: f"the winner on machine {mid}" for mid, label in labels.items()}
+    out.attrs["legend"]["agree"] = "NO where the machines' winners differ"
+    return out
+
+
+def _machine_labels(df: "pd.DataFrame") -> dict[Any, str]:
+    """machine id -> a readable, unique label: its hostnames (+ threads, + id where they clash)."""
+    parts = {}
+    for mid, g in df.groupby("machine", sort=True, dropna=False):
+        hosts = sorted(set(g["hostname"].dropna().astype(str))) if "hostname" in g else []
+        threads = sorted(set(g["threads"].dropna().astype(int))) if "threads" in g else []
+        parts[mid] = ["+".join(hosts) or str(mid)[:8],
+                      "/".join(map(str, threads)) + "t", str(mid)[:6]]
+    out = {mid: p[0] for mid, p in parts.items()}
+    for extra in (1, 2):
+        taken = list(out.values())
+        out = {mid: f"{v} {parts[mid][extra]}" if taken.count(v) > 1 else v for mid, v in out.items()}
+    return out
 
 
 def _winner_row(run_id: Any, problem: Any, device: Any, g: "pd.DataFrame", w: Any) -> dict[str, Any]:

@@ -51,6 +51,7 @@ class SweepResult:
     dry_run: bool = False
     interrupted: bool = False
     cache_report: Optional[str] = None
+    cache_errors: list[str] = field(default_factory=list)   # failed tuned-cache writes
 
     def status_counts(self) -> dict[str, int]:
         counts: dict[str, int] = {}
@@ -60,8 +61,12 @@ class SweepResult:
 
     def table(self) -> str:
         """The winners per problem (runner-up, margin, verdict) as plain text, or a dry run's plan."""
-        from .winners import format_plan, format_winners
+        from .winners import format_plan, format_winners, records_line
 
+        if self.meta.get("cluster"):  # winners per machine
+            from .cluster_run import format_machine_winners
+
+            return f"{format_machine_winners(self.records)}\n\n{records_line(self)}"
         return format_plan(self) if self.dry_run else format_winners(self)
 
 
@@ -77,7 +82,8 @@ def sweep(suite: Union[str, os.PathLike, Suite, ConvSpec, Sequence[Any], None] =
           command: Optional[Sequence[str]] = None, verify_batch: int = 2,
           min_samples: int = 10, max_samples: int = 10000, rel_ci: float = 0.01,
           peak: Optional[Mapping[str, Any]] = None, stream: Any = None,
-          cache: Any = None, max_call_s: Optional[float] = None, pool: Any = None) -> SweepResult:
+          cache: Any = None, max_call_s: Optional[float] = None, pool: Any = None,
+          scheduler: Optional[str] = None, spread: bool = False) -> SweepResult:
     """Measure every candidate of the selected backends on every problem of ``suite``.
 
     ``suite``: a shipped suite name, a suite TOML or benchdnn batch file, a Suite, a ConvSpec
@@ -99,6 +105,9 @@ def sweep(suite: Union[str, os.PathLike, Suite, ConvSpec, Sequence[Any], None] =
     ``max_samples``, ``rel_ci``: the verification batch and the timer's stopping rule.
     ``pool``: a :class:`~convbench.worker.WorkerPool` with the same thread count to use
     (and leave open) instead of starting one. Progress goes to ``stream`` (default stderr).
+    ``scheduler``: measure on a Dask cluster instead (``tcp://HOST:PORT`` of a running
+    scheduler, or ``local:N`` for N local worker processes): every problem on every machine
+    type, or once on any machine with ``spread`` (:mod:`convbench.sweeping.distributed`).
     """
     stream = stream or sys.stderr
     out_dir = Path(out) if out is not None else Path.cwd() / "results"
@@ -111,13 +120,18 @@ def sweep(suite: Union[str, os.PathLike, Suite, ConvSpec, Sequence[Any], None] =
     if resume is not None:
         opts, the_suite, resumed = resume_run(resume, out_dir, suite, given, tuning)
     else:
-        opts = SweepOptions.from_arguments(**given, **tuning)
+        opts = SweepOptions.from_arguments(**given, **tuning, remote=scheduler is not None)
         the_suite = resolve_suite(suite, opts)
     names = select_backends(opts.backends)
     shuffle_seed = int(resumed.meta["shuffle_seed"]) if resumed else secrets.randbits(32)
     updates = CacheUpdates(cache) if update_cache and not dry_run else None
     if updates is not None:
         updates.open()
+    if scheduler is not None or (resumed is not None and resumed.meta.get("cluster")):
+        return _sweep_on_cluster(scheduler, spread, dry_run, threads, opts=opts, suite=the_suite,
+                                 resumed=resumed, names=names, out_dir=out_dir,
+                                 shuffle_seed=shuffle_seed, updates=updates, peak=peak,
+                                 command=command, progress=progress, stream=stream)
     run = _Run(opts, the_suite, resumed, Progress(progress, len(the_suite.problems), stream),
                pool, stream)
     try:
@@ -133,6 +147,19 @@ def sweep(suite: Union[str, os.PathLike, Suite, ConvSpec, Sequence[Any], None] =
     finally:
         run.close()
     return run.result(updates, show_cache=progress)
+
+
+def _sweep_on_cluster(scheduler: Optional[str], spread: bool, dry_run: bool,
+                      threads: Optional[int], **kw: Any) -> SweepResult:
+    from .cluster_run import sweep_on_cluster
+
+    if scheduler is None:
+        raise ConvbenchError(f"--resume: run {kw['resumed'].run_dir} was measured on a Dask "
+                             "cluster; give --scheduler ADDRESS (tcp://HOST:PORT or local:N)")
+    if dry_run:
+        raise ConvbenchError("--dry-run: not available with --scheduler (each machine's workers "
+                             "decide which candidates it has); leave one of them out")
+    return sweep_on_cluster(scheduler, spread=spread, threads=threads, **kw)
 
 
 class _Run:
@@ -218,8 +245,9 @@ class _Run:
         def emit(cand: Candidate, outcome: Mapping[str, Any]) -> dict:
             rec = make_record(base, spec, cand, outcome, threads=self.opts.threads,
                               env_id=meta.get("env_id"),
+                              hostname=(meta.get("environment") or {}).get("hostname"),
                               gemm_peak=(meta.get("peak") or {}).get("gemm_gflops"),
-                              cold_cache=self.opts.cold_cache)
+                              peak=meta.get("peak"), cold_cache=self.opts.cold_cache)
             self.writer.append(rec)
             self.records.append(rec)
             self.prog.finish_one(rec, measured=outcome.get("_measured", True), index=pp.index)
@@ -267,7 +295,8 @@ class _Run:
                              self.suite, self.entries)
         if updates is not None:
             result.cache_report = updates.report(meta.get("run_id"))
-            if show_cache:
+            result.cache_errors = list(updates.errors)
+            if show_cache or updates.errors:
                 print(result.cache_report, file=self.stream)
         return result
 
