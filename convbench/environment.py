@@ -234,12 +234,18 @@ def _blas_info() -> Optional[str]:
     try:
         import threadpoolctl  # type: ignore
 
-        for pool in threadpoolctl.threadpool_info():
-            if pool.get("user_api") == "blas":
-                parts = [pool.get("internal_api"), pool.get("version")]
-                arch = pool.get("architecture")
-                text = " ".join(str(p) for p in parts if p)
-                return f"{text} ({arch})" if arch else text
+        import numpy as np
+
+        # numpy's own BLAS: SciPy and frameworks may load other BLAS builds, and which comes
+        # first depends on import order (SciPy's OpenBLAS 0.3.30 beside numpy's 0.3.31 here)
+        pools = [p for p in threadpoolctl.threadpool_info() if p.get("user_api") == "blas"]
+        numpy_dir = os.path.dirname(np.__file__)
+        mine = [p for p in pools if str(p.get("filepath", "")).startswith((numpy_dir, numpy_dir + ".libs"))]
+        for pool in (mine or pools)[:1]:
+            parts = [pool.get("internal_api"), pool.get("version")]
+            arch = pool.get("architecture")
+            text = " ".join(str(p) for p in parts if p)
+            return f"{text} ({arch})" if arch else text
     except Exception:
         pass
     try:

@@ -236,3 +236,24 @@ def test_machine_identity_lives_here():
     assert envmod.current_environment() is envmod.current_environment()
     assert set(envmod.current_versions()) == set(envmod.version_keys())
     assert envmod.default_threads() == envmod.available_cores()
+
+
+def test_blas_is_numpys_whichever_blas_was_loaded_first(monkeypatch):
+    # SciPy's own OpenBLAS may come first in threadpoolctl's list once SciPy is imported;
+    # the fingerprint must still name numpy's (else cache entries look stale after a tune)
+    import numpy as np
+    import threadpoolctl
+
+    from convbench import environment as E
+
+    libs = os.path.dirname(np.__file__) + ".libs"
+    pools = [
+        {"user_api": "blas", "internal_api": "openblas", "version": "0.0.1-scipy",
+         "filepath": "/somewhere/scipy.libs/libscipy_openblas.so", "architecture": "X"},
+        {"user_api": "blas", "internal_api": "openblas", "version": "9.9.9-numpy",
+         "filepath": os.path.join(libs, "libscipy_openblas64_.so"), "architecture": "Y"},
+    ]
+    monkeypatch.setattr(threadpoolctl, "threadpool_info", lambda: pools)
+    assert E._blas_info() == "openblas 9.9.9-numpy (Y)"
+    monkeypatch.setattr(threadpoolctl, "threadpool_info", lambda: pools[:1])
+    assert E._blas_info() == "openblas 0.0.1-scipy (X)"  # numpy's not found: the first one
