@@ -65,13 +65,20 @@ def _array_words() -> str:
     return " or ".join(["numpy arrays", *(f"{f} tensors" for f in frameworks)])
 
 
+def _described(a: Any) -> str:
+    """The array's type, and its device when it has one (a tensor on an unsupported device)."""
+    device = getattr(a, "device", None)
+    return f"{type(a).__name__} on {device}" if device is not None and not isinstance(a, np.ndarray) \
+        else type(a).__name__
+
+
 def input_kind(x: Any, w: Any) -> str:
     """The input kind of ``x`` and ``w`` (e.g. "numpy", "torch-cuda"); InvalidInputError for
     arrays of no registered kind, or a mix of kinds or devices."""
     kx, kw = _kind_of(x), _kind_of(w)
     if kx is None or kw is None:
         raise InvalidInputError(
-            f"x and w must be {_array_words()} (got {type(x).__name__} and {type(w).__name__}; "
+            f"x and w must be {_array_words()} (got {_described(x)} and {_described(w)}; "
             f"input kinds: {', '.join(input_kinds())}); wrap lists with numpy.asarray first")
     same_framework = kx.rsplit("-", 1)[0] == kw.rsplit("-", 1)[0] != "numpy"
     if kx != kw and not same_framework:
