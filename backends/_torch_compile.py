@@ -28,10 +28,10 @@ from typing import Any, Callable, Optional
 
 import numpy as np
 
-from convbench.registry import Prepared, Support
+from convbench.registry import Support
 from convbench.spec import ConvSpec
 
-from ._torch_interop import to_numpy, to_torch
+from ._torch_interop import TorchOutputPrepared, to_torch
 from ._torch_interop import torch_module as _torch
 
 #: algorithm -> torch.compile mode (None: the default mode)
@@ -81,7 +81,7 @@ def _with_layout(conv: Callable[[Any, Any], Any], permute: Optional[tuple[int, .
     return _fresh_copy(compiled_conv)
 
 
-class TorchCompiledPrepared(Prepared):
+class TorchCompiledPrepared(TorchOutputPrepared):
     """One torch.compile'd convolution with its inputs in place, compiled for their shapes.
 
     ``conv(x, w)`` takes logical (N, C, *spatial) tensors and does the padding and cropping;
@@ -103,6 +103,7 @@ class TorchCompiledPrepared(Prepared):
         if channels_last:  # (N, *sp, C) -> logical (N, C, *sp) view
             xt = xt.permute(0, d + 1, *range(1, d + 1))
         self._x, self._w = xt, to_torch(w, tdevice)
+        self._tdevice = xt.device
         self._y: Any = None
         mode = COMPILE_MODES[algorithm]
         fn = _with_layout(conv, (0, *range(2, d + 2), 1) if channels_last else None)
@@ -143,23 +144,6 @@ class TorchCompiledPrepared(Prepared):
                 self._y = self._fn(self._x, self._w)
         else:
             self._y = self._fn(self._x, self._w)
-
-    def synchronize(self) -> None:
-        if self.device == "cuda":
-            _torch().cuda.synchronize()
-
-    def device_timer(self) -> Any:
-        if self.device == "cuda":
-            from ._torch_interop import CudaEventTimer
-
-            return CudaEventTimer(self._x.device)
-        return None
-
-    def result(self) -> np.ndarray:
-        if self._y is None:
-            raise RuntimeError("result() called before run()")
-        self.synchronize()
-        return to_numpy(self._y)
 
     def close(self) -> None:
         self._x = self._w = self._y = None

@@ -12,7 +12,7 @@ from typing import Any, Optional
 
 import numpy as np
 
-from convbench.registry import DeviceTimer, Support
+from convbench.registry import DeviceTimer, Prepared, Support
 from convbench.spec import ConvSpec
 
 #: convbench.conv() input kinds of torch tensors, by the tensor's device type
@@ -137,3 +137,24 @@ class CudaEventTimer(DeviceTimer):
         self._stop.record(self._stream)
         self._stop.synchronize()
         return self._start.elapsed_time(self._stop) / 1e3  # ms -> s
+
+
+class TorchOutputPrepared(Prepared):
+    """What every torch-run candidate shares: synchronising its device, CUDA-event timing and
+    the output as numpy. Subclasses set ``_tdevice`` (a torch.device) and ``_y`` in run()."""
+
+    _tdevice: Any = None
+    _y: Any = None
+
+    def synchronize(self) -> None:
+        if self.device == "cuda":
+            torch_module().cuda.synchronize(self._tdevice)
+
+    def device_timer(self) -> Optional[DeviceTimer]:
+        return CudaEventTimer(self._tdevice) if self.device == "cuda" else None
+
+    def result(self) -> np.ndarray:
+        if self._y is None:
+            raise RuntimeError("result() called before run()")
+        self.synchronize()
+        return to_numpy(self._y)

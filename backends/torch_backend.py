@@ -35,12 +35,12 @@ from typing import Any, Callable, Optional
 import numpy as np
 
 from convbench.environment import cpu_info
-from convbench.registry import Backend, Capabilities, DeviceTimer, Prepared, Robustness, Support
+from convbench.registry import Backend, Capabilities, Prepared, Robustness, Support
 from convbench.memory import MemoryEstimate
 from convbench.spec import DTYPES, ConvSpec
 
 from ._torch_compile import COMPILE_DESCRIPTIONS, COMPILE_MODES, TorchCompiledPrepared, compile_support
-from ._torch_interop import (TORCH_KINDS, CudaEventTimer, cuda_device_support, cuda_driver_devices,
+from ._torch_interop import (TORCH_KINDS, TorchOutputPrepared, cuda_device_support, cuda_driver_devices,
                              cuda_support, numpy_as_tensor, synchronize_kind, tensor_as_numpy, to_numpy,
                              to_torch, torch_kind)
 from ._torch_interop import torch_module as _torch
@@ -138,7 +138,7 @@ class _ConvPlan:
         return lambda x, w: fn(x, w, *args)
 
 
-class TorchPrepared(Prepared):
+class TorchPrepared(TorchOutputPrepared):
     """One PyTorch convolution with its inputs on the device and its flags fixed."""
 
     def __init__(self, spec: ConvSpec, x: np.ndarray, w: np.ndarray, algorithm: str, device: str,
@@ -272,21 +272,6 @@ class TorchPrepared(Prepared):
             self._y = self._call(self._x)
         finally:
             self._restore_flags(prev)
-
-    def synchronize(self) -> None:
-        if self.device == "cuda":
-            _torch().cuda.synchronize(self._tdevice)
-
-    def device_timer(self) -> Optional[DeviceTimer]:
-        if self.device == "cuda":
-            return CudaEventTimer(self._tdevice)
-        return None
-
-    def result(self) -> np.ndarray:
-        if self._y is None:
-            raise RuntimeError("result() called before run()")
-        self.synchronize()
-        return to_numpy(self._y)
 
     def close(self) -> None:
         self._x = self._w = self._y = None
