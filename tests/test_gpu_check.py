@@ -160,8 +160,12 @@ def test_a_step_is_stopped_at_its_share_of_the_limit_and_the_next_one_runs(tmp_p
     rows = steps(out)
     assert [(s["step"], s["status"]) for s in rows] == [("sleeper", "timeout"), ("after", "ok")]
     assert rows[0]["exit"] == "124"
-    assert 2.9 <= float(rows[0]["wall_s"]) <= float(rows[0]["timeout_s"]) + 0.5
-    assert float(rows[0]["timeout_s"]) == pytest.approx(4.0, abs=0.3)   # weight 1 of 2 of 8 s
+    # its share: half (weight 1 of 2) of what was left of the 8 s when it started, which is
+    # under 4 s by however long the set-up took (seconds on a loaded CI machine); SIGINT comes
+    # a 1 s grace before the share ends, SIGKILL at its end
+    share = float(rows[0]["timeout_s"])
+    assert 2.0 <= share <= 4.3
+    assert share - 1.0 - 0.3 <= float(rows[0]["wall_s"]) <= share + 0.5
     assert wall < 8 + 3
     summary = (out / "summary.txt").read_text()
     assert "COULD NOT DO (1 steps)" in summary and "- sleeper: timeout (exit 124)" in summary
