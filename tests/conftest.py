@@ -65,3 +65,16 @@ def fresh_process(request, tmp_path_factory):
         pytest.skip(outcome)
     assert outcome == "passed", f"{outcome}\n--- child log tail:\n{res['__log__']}"
     return False
+
+
+@pytest.fixture
+def fakes():
+    """The fake backends of tests/fake_backends.py, registered for the test."""
+    from convbench import registry
+    import fake_backends
+
+    for cls in fake_backends.ALL:
+        registry.register(cls)
+    yield
+    for cls in fake_backends.ALL:
+        registry.unregister(cls.name)

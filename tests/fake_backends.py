@@ -217,3 +217,27 @@ class FakeNoHint(FakeLazyFramework):
 
 ALL = [FakeOK, FakeOtherFamily, FakeCrash, FakeHang, FakeMemory, FakeWrong, FakeRaises,
        FakeUnavailable, FakeNoStride, FakeSlow]
+
+
+#: a suite of two small 1D problems that differ only in kernel size (report and compare tests)
+TINY_SUITE = """
+[suite]
+name = "tiny"
+description = "two small 1D problems that differ only in kernel size"
+source = "tests/fake_backends.py"
+
+[defaults]
+n = 1
+dtype = "float32"
+c_in = 4
+c_out = 4
+input_size = [64]
+
+[[problem]]
+name = "tiny-k3"
+kernel_size = 3
+
+[[problem]]
+name = "tiny-k9"
+kernel_size = 9
+"""

@@ -136,27 +136,7 @@ def test_cli_csv_has_candidate_and_verdict_and_the_default_min_effect(tmp_path, 
 
 
 # ---- the benchmark scripts, on a tiny suite and budget (slow: they sweep) ---------------------
-TINY_SUITE = """
-[suite]
-name = "tiny"
-description = "two small 1D problems"
-source = "tests/test_compare_calibrated.py"
-
-[defaults]
-n = 1
-dtype = "float32"
-c_in = 4
-c_out = 4
-input_size = [64]
-
-[[problem]]
-name = "tiny-k3"
-kernel_size = 3
-
-[[problem]]
-name = "tiny-k9"
-kernel_size = 9
-"""
+from fake_backends import TINY_SUITE  # noqa: E402
 BENCH = Path(__file__).resolve().parent.parent / "benchmarks"
 
 

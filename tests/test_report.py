@@ -386,27 +386,7 @@ def test_cli_compare_exit_codes(tmp_path, capsys):
 # ---------------------------------------------------------------------------------------------
 # the HTML report, from a real run
 # ---------------------------------------------------------------------------------------------
-TINY_SUITE = """
-[suite]
-name = "tiny"
-description = "two small 1D problems that differ only in kernel size"
-source = "tests/test_report.py"
-
-[defaults]
-n = 1
-dtype = "float32"
-c_in = 4
-c_out = 4
-input_size = [64]
-
-[[problem]]
-name = "tiny-k3"
-kernel_size = 3
-
-[[problem]]
-name = "tiny-k9"
-kernel_size = 9
-"""
+from fake_backends import TINY_SUITE  # noqa: E402
 
 
 @pytest.fixture(scope="module")

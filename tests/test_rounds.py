@@ -9,8 +9,6 @@ import statistics
 
 import pytest
 
-import fake_backends
-from convbench import registry
 from convbench.errors import ConvbenchError
 from convbench.outcome import RECORD_FIELDS
 from convbench.rounds import Rounds, merge_rounds, round_order, run_rounds
@@ -134,15 +132,6 @@ def test_a_failure_in_a_later_round_ends_the_candidate_with_that_failure():
     assert out[cands[0]]["status"] == "ok" and len(out[cands[0]]["round_samples_s"]) == 5
     with pytest.raises(ConvbenchError):
         merge_rounds([])
-
-
-@pytest.fixture
-def fakes():
-    for cls in fake_backends.ALL:
-        registry.register(cls)
-    yield
-    for cls in fake_backends.ALL:
-        registry.unregister(cls.name)
 
 
 def test_a_sweep_record_has_rounds_times_and_seconds_keys(fakes, tmp_path):

@@ -17,7 +17,6 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 if HERE not in sys.path:
     sys.path.insert(0, HERE)
 
-import fake_backends  # noqa: E402
 
 from convbench import ConvSpec, registry  # noqa: E402
 from convbench.errors import ConvbenchError  # noqa: E402
@@ -186,15 +185,6 @@ def test_spec_descriptor_and_errors(capsys):
 
 
 # ---- every status is data; the sweep goes on -------------------------------------------------
-@pytest.fixture
-def fakes():
-    for cls in fake_backends.ALL:
-        registry.register(cls)
-    yield
-    for cls in fake_backends.ALL:
-        registry.unregister(cls.name)
-
-
 def test_statuses_are_recorded_and_the_sweep_goes_on(fakes, tmp_path):
     from convbench.strategies import STRATEGIES
     from convbench.sweeping import sweep
