@@ -37,7 +37,7 @@ import numpy as np
 
 from convbench.environment import available_cores
 from convbench.registry import Backend, Capabilities, Prepared, Robustness, Support
-from convbench.spec import DTYPES, TOLERANCES, ConvSpec
+from convbench.spec import FLOAT_DTYPES, TOLERANCES, ConvSpec
 
 CPU_ALGORITHMS = ["xla"]
 CUDA_ALGORITHMS = ["xla", "xla-tf32"]
@@ -239,7 +239,7 @@ class JaxBackend(Backend):
     description = ("JAX jax.lax.conv_general_dilated under jax.jit, compiled by XLA "
                    "(CPU; CUDA with a jax CUDA plugin)")
     install_hint = "pip install convbench[jax]"
-    capabilities = Capabilities(dims=frozenset({1, 2, 3}), dtypes=frozenset(DTYPES),
+    capabilities = Capabilities(dims=frozenset({1, 2, 3}), dtypes=frozenset(FLOAT_DTYPES),
                                 devices=frozenset({"cpu", "cuda"}))
     algorithm_descriptions = {
         "xla": "XLA's convolution; float32 in IEEE precision (Precision.HIGHEST on CUDA)",

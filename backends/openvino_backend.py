@@ -32,7 +32,7 @@ import numpy as np
 from convbench.environment import cpu_info
 from convbench.errors import UnsupportedError
 from convbench.registry import Backend, Capabilities, Prepared, Robustness, Support
-from convbench.spec import DTYPES, TOLERANCES, ConvSpec, numpy_dtype
+from convbench.spec import FLOAT_DTYPES, TOLERANCES, ConvSpec, numpy_dtype
 
 ALGORITHMS = ["f32", "f32-const-weights", "bf16", "bf16-const-weights"]
 _CONST_SUFFIX = "-const-weights"
@@ -237,7 +237,7 @@ class OpenVinoBackend(Backend):
                    "GroupConvolution/ConvolutionBackpropData model: f32 and bf16 inference precision, "
                    "weights as Parameter or Constant")
     install_hint = "pip install convbench[openvino]"
-    capabilities = Capabilities(dims=frozenset({1, 2, 3}), dtypes=frozenset(DTYPES),
+    capabilities = Capabilities(dims=frozenset({1, 2, 3}), dtypes=frozenset(FLOAT_DTYPES),
                                 devices=frozenset({"cpu"}))
     algorithm_descriptions = {
         "f32": "INFERENCE_PRECISION_HINT f32, weights a graph Parameter (nothing folded at compile time)",

@@ -45,7 +45,7 @@ import numpy as np
 
 from convbench.memory import MemoryEstimate
 from convbench.registry import Backend, Capabilities, Prepared, Robustness, Support
-from convbench.spec import DTYPES, ConvSpec
+from convbench.spec import FLOAT_DTYPES, ConvSpec
 
 ALGORITHMS = ["eager", "function", "xla"]
 _NO_GPU = "no GPU visible to TensorFlow (tf.config.list_physical_devices('GPU') is empty)"
@@ -367,7 +367,7 @@ class TensorFlowBackend(Backend):
     family = "tensorflow"
     description = "TensorFlow tf.raw_ops convolutions (oneDNN/Eigen on CPU, cuDNN on GPU): eager, tf.function, XLA"
     install_hint = "pip install convbench[tensorflow]"
-    capabilities = Capabilities(dims=frozenset({1, 2, 3}), dtypes=frozenset(DTYPES),
+    capabilities = Capabilities(dims=frozenset({1, 2, 3}), dtypes=frozenset(FLOAT_DTYPES),
                                 devices=frozenset({"cpu", "cuda"}))
     robustness = Robustness.FRAMEWORK
     framework_modules = ("tensorflow", "keras")

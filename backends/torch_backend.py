@@ -37,7 +37,7 @@ import numpy as np
 from convbench.environment import cpu_info
 from convbench.registry import Backend, Capabilities, Prepared, Robustness, Support
 from convbench.memory import MemoryEstimate
-from convbench.spec import DTYPES, ConvSpec
+from convbench.spec import FLOAT_DTYPES, ConvSpec
 
 from ._torch_compile import COMPILE_DESCRIPTIONS, COMPILE_MODES, TorchCompiledPrepared, compile_support
 from ._torch_interop import (TORCH_KINDS, TorchOutputPrepared, cuda_device_support, cuda_driver_devices,
@@ -288,7 +288,7 @@ class TorchBackend(Backend):
     #: algorithm -> (memory format, mkldnn enabled [cpu] / cudnn.benchmark [cuda], allow_tf32)
     settings = _CONFIG
     algorithm_descriptions = COMPILE_DESCRIPTIONS
-    capabilities = Capabilities(dims=frozenset({1, 2, 3}), dtypes=frozenset(DTYPES),
+    capabilities = Capabilities(dims=frozenset({1, 2, 3}), dtypes=frozenset(FLOAT_DTYPES),
                                 devices=frozenset({"cpu", "cuda"}))
     robustness = Robustness.FRAMEWORK
     framework_modules = ("torch",)

@@ -10,7 +10,7 @@ from typing import Any
 from .errors import (BackendUnavailableError, CacheError, ConvbenchError, InvalidInputError,
                      InvalidSpecError, ResultsError, SuiteError, UnknownBackendError,
                      UnsupportedError)
-from .reference import make_inputs, reference, relative_error, tolerance
+from .reference import make_inputs, output_error, reference, relative_error, tolerance
 from .registry import (Backend, Candidate, Capabilities, DeviceTimer, Prepared, Support,
                        convolve, get_backend, list_backends, register)
 from .spec import ConvSpec
@@ -45,7 +45,7 @@ def __getattr__(name: str) -> Any:
 
 
 __all__ = [
-    "ConvSpec", "make_inputs", "reference", "relative_error", "tolerance",
+    "ConvSpec", "make_inputs", "reference", "relative_error", "output_error", "tolerance",
     "Backend", "Prepared", "DeviceTimer", "Capabilities", "Candidate", "Support",
     "list_backends", "get_backend", "register", "convolve",
     "lookup", "conv", "load_results", "sweep", "load_suite", "check_backend",

@@ -119,10 +119,11 @@ def _verify(check: Check, out: dict, max_call_s: Optional[float], guard: Optiona
     out["tolerance"] = tol = float(check.tolerance)
     call_s, y = _first_call(check, out, max_call_s, guard)
     info["verify_call_s"] = call_s
-    err = _relative_error(y, check.expected)
+    err = _output_error(y, check.expected)
     out["max_error"] = err
     if not err <= tol:  # NaN counts as wrong
-        msg = f"relative error {err:.3g} exceeds tolerance {tol:.3g} (checked at batch {check.batch})"
+        what = "error in LSB" if _is_integer(check.expected) else "relative error"
+        msg = f"{what} {err:.3g} exceeds tolerance {tol:.3g} (checked at batch {check.batch})"
         if check.expected_failure:
             msg += f"; expected failure declared by the backend: {check.expected_failure}"
         out.update(status=Status.WRONG.value, message=msg)
@@ -198,10 +199,16 @@ def _time(prepare: Callable[[], Any], params: TimingParams, info: dict, retries:
     return res
 
 
-def _relative_error(y: Any, expected: Any) -> float:
-    from .reference import relative_error
+def _output_error(y: Any, expected: Any) -> float:
+    from .reference import output_error
 
-    return relative_error(y, expected)
+    return output_error(y, expected)
+
+
+def _is_integer(expected: Any) -> bool:
+    import numpy as np
+
+    return bool(np.issubdtype(np.asarray(expected).dtype, np.integer))
 
 
 # ---- failures -----------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from typing import Any, Optional
 import numpy as np
 
 from .errors import InvalidInputError, InvalidSpecError
+from .quant import INT8_TOLERANCE_LSB, QMAX, is_quantized, lsb_error, requantize
 from .spec import TOLERANCES, ConvSpec, numpy_dtype
 
 FILLS = ("random", "exact")
@@ -81,6 +82,8 @@ def make_inputs(spec: ConvSpec, seed: int = 0, fill: str = "random") -> tuple[np
     """Reproducible (x, w) numpy arrays of spec.dtype in spec.layout.
 
     ``fill="random"``: uniform in [-1, 1), weights scaled by 1/sqrt(fan_in) so outputs stay O(1).
+    int8 problems (:mod:`convbench.quant`): integers uniform in [-127, 127] for both fills;
+    their scales are :func:`convbench.quant.quant_params`.
     ``fill="exact"``: small integers (x in [-2, 2], w in [-1, 1], as oneDNN's benchdnn does), so
     every product and partial sum is an exact integer in every dtype as long as the reduction
     stays below the dtype's integer range (2**8 terms of magnitude 2 for bfloat16, 2**11 for
@@ -92,7 +95,10 @@ def make_inputs(spec: ConvSpec, seed: int = 0, fill: str = "random") -> tuple[np
     rng = np.random.default_rng(int(seed))
     dt = numpy_dtype(spec.dtype)
     xs_cf = (spec.n, spec.c_in, *spec.input_size)
-    if fill == "exact":
+    if is_quantized(spec.dtype):  # the same draws for both fills: integers are exact
+        x = rng.integers(-QMAX, QMAX + 1, size=xs_cf, dtype=np.int64)
+        w = rng.integers(-QMAX, QMAX + 1, size=spec.weight_shape, dtype=np.int64)
+    elif fill == "exact":
         x = rng.integers(-2, 3, size=xs_cf).astype(np.float64)
         w = rng.integers(-1, 2, size=spec.weight_shape).astype(np.float64)
     else:
@@ -126,7 +132,28 @@ def _tap_slices(offset: tuple[int, ...], stride: tuple[int, ...], count: tuple[i
 
 
 def reference(spec: ConvSpec, x: np.ndarray, w: np.ndarray) -> np.ndarray:
-    """The convolution in float64 (cross-correlation, PyTorch conventions), in spec.layout."""
+    """The convolution in float64 (cross-correlation, PyTorch conventions), in spec.layout.
+
+    For an int8 problem: the exact answer, int8, requantised from the exact accumulators
+    (:func:`reference_accumulators`, :func:`convbench.quant.requantize`)."""
+    if is_quantized(spec.dtype):
+        acc = reference_accumulators(spec, x, w)
+        return requantize(acc, spec, channel_axis=1 if spec.layout == "channels_first" else -1)
+    return _reference_float64(spec, x, w)
+
+
+def reference_accumulators(spec: ConvSpec, x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    """An integer problem's exact accumulators (int64, in spec.layout): the float64 reference
+    of integer inputs is exact while every partial sum stays below 2**53 (127 * 127 * K does
+    for any K below 5.5e11), so it is rounded, checked and returned as integers."""
+    if not is_quantized(spec.dtype):
+        raise InvalidSpecError(f"dtype: {spec.dtype} is not quantized; accumulators are for int8")
+    y = _reference_float64(spec, x, w)
+    acc = np.rint(y).astype(np.int64)
+    return acc
+
+
+def _reference_float64(spec: ConvSpec, x: np.ndarray, w: np.ndarray) -> np.ndarray:
     x, w = check_inputs(spec, x, w, check_dtype=False)
     g = spec.groups
     x64 = to_channels_first(x.astype(np.float64), spec.layout)
@@ -177,9 +204,25 @@ def relative_error(result: np.ndarray, expected: np.ndarray) -> float:
     return num / denom
 
 
+def output_error(result: np.ndarray, expected: np.ndarray) -> float:
+    """The error measure verification uses: for an integer ``expected`` (int8 problems) the
+    largest difference in LSB (:func:`convbench.quant.lsb_error`), else the norm-wise
+    relative error (:func:`relative_error`)."""
+    e = np.asarray(expected)
+    if np.issubdtype(e.dtype, np.integer):
+        r = np.asarray(result)
+        if r.shape != e.shape:
+            raise InvalidInputError(f"result shape {r.shape} != expected shape {e.shape}")
+        return lsb_error(r, e)
+    return relative_error(result, expected)
+
+
 def tolerance(dtype: str) -> float:
     """The norm-wise relative error bound for a dtype name (incl. 'tf32'), for accumulations of
-    ordinary length; :func:`tolerance_for` is the bound for a given spec."""
+    ordinary length; :func:`tolerance_for` is the bound for a given spec. int8: the largest
+    difference in LSB allowed (:data:`convbench.quant.INT8_TOLERANCE_LSB`)."""
+    if is_quantized(dtype):
+        return INT8_TOLERANCE_LSB
     if dtype not in TOLERANCES:
         raise InvalidSpecError(f"dtype: no tolerance for {dtype!r}; known: {', '.join(TOLERANCES)}")
     return TOLERANCES[dtype]
@@ -215,6 +258,8 @@ def tolerance_for(spec: ConvSpec, dtype: Optional[str] = None) -> float:
     float32 1e-4 up to K ~ 7e5, 1.8e-3 at K = 2.3e8.
     """
     name = dtype or spec.dtype
+    if is_quantized(name):
+        return INT8_TOLERANCE_LSB
     floor = tolerance(name)
     u = ACCUMULATION_UNIT.get(name, FLOAT32_UNIT)
     return max(floor, ACCUMULATION_FACTOR * u * math.sqrt(accumulation_length(spec)))

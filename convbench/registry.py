@@ -20,7 +20,7 @@ from . import memory
 from .errors import (BackendUnavailableError, ConvbenchError, InvalidInputError,
                      UnknownBackendError, UnsupportedError)
 from .memory import MemoryEstimate
-from .spec import DTYPES, LAYOUTS, ConvSpec
+from .spec import FLOAT_DTYPES, LAYOUTS, ConvSpec
 
 ENTRY_POINT_GROUP = "convbench.backends"
 DEVICES = ("cpu", "cuda")
@@ -55,7 +55,7 @@ class Capabilities:
     """What a backend can do at all; ``Backend.supports`` checks these before asking the backend."""
 
     dims: frozenset = frozenset({1, 2, 3})
-    dtypes: frozenset = frozenset(DTYPES)
+    dtypes: frozenset = frozenset(FLOAT_DTYPES)
     layouts: frozenset = frozenset(LAYOUTS)
     devices: frozenset = frozenset({"cpu"})
     strides: bool = True

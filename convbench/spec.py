@@ -14,7 +14,10 @@ import numpy as np
 
 from .errors import InvalidSpecError
 
-DTYPES = ("float64", "float32", "float16", "bfloat16")
+#: floating-point dtypes (verified norm-wise against the float64 reference)
+FLOAT_DTYPES = ("float64", "float32", "float16", "bfloat16")
+#: every dtype a problem can have; "int8" is quantized (:mod:`convbench.quant`)
+DTYPES = FLOAT_DTYPES + ("int8",)
 LAYOUTS = ("channels_first", "channels_last")
 
 _DTYPE_ALIASES = {
@@ -22,6 +25,7 @@ _DTYPE_ALIASES = {
     "float32": "float32", "f32": "float32", "fp32": "float32", "float": "float32",
     "float16": "float16", "f16": "float16", "fp16": "float16", "half": "float16",
     "bfloat16": "bfloat16", "bf16": "bfloat16",
+    "int8": "int8", "s8": "int8", "i8": "int8",
 }
 _LAYOUT_ALIASES = {
     "channels_first": "channels_first", "ncw": "channels_first", "nchw": "channels_first",
@@ -269,7 +273,7 @@ class ConvSpec:
 
     @property
     def itemsize(self) -> int:
-        return {"float64": 8, "float32": 4, "float16": 2, "bfloat16": 2}[self.dtype]
+        return {"float64": 8, "float32": 4, "float16": 2, "bfloat16": 2, "int8": 1}[self.dtype]
 
     @property
     def bytes(self) -> int:
@@ -320,7 +324,8 @@ class ConvSpec:
             parts.append("dw" if self.depthwise and self.c_out == self.c_in else f"g{self.groups}")
         if self.transposed:
             parts.append("T")
-        parts.append({"float64": "f64", "float32": "f32", "float16": "f16", "bfloat16": "bf16"}[self.dtype])
+        parts.append({"float64": "f64", "float32": "f32", "float16": "f16", "bfloat16": "bf16",
+                      "int8": "s8"}[self.dtype])
         if self.layout == "channels_last":
             parts.append("cl")
         text = " ".join(parts)

@@ -342,7 +342,7 @@ def test_bad_arguments():
     with pytest.raises(InvalidSpecError, match="string"):
         parse_descriptor(56)  # type: ignore[arg-type]
     with pytest.raises(InvalidSpecError, match="dtype"):
-        parse_descriptor("ic4oc4ih5kh3", dtype="int8")
+        parse_descriptor("ic4oc4ih5kh3", dtype="int4")
 
 
 # ---- round trip ----------------------------------------------------------------------------------

@@ -322,8 +322,9 @@ def test_tolerance():
     assert tolerance("float64") == 1e-10 and tolerance("float32") == 1e-4
     assert tolerance("tf32") == 5e-3 and tolerance("float16") == 5e-3
     assert tolerance("bfloat16") == 2e-2
-    with pytest.raises(InvalidSpecError, match="int8"):
-        tolerance("int8")
+    assert tolerance("int8") == 1.0  # one LSB
+    with pytest.raises(InvalidSpecError, match="int4"):
+        tolerance("int4")
 
 
 def test_check_inputs():

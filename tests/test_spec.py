@@ -192,7 +192,7 @@ BAD = [
     (dict(output_padding=2, stride=2, transposed=True), "output_padding[0]", "2"),
     (dict(output_padding=1, transposed=True), "output_padding[0]", "1"),   # stride 1, dil 1
     (dict(transposed="yes"), "transposed", "'yes'"),
-    (dict(dtype="int8"), "dtype", "'int8'"),
+    (dict(dtype="int4"), "dtype", "'int4'"),
     (dict(dtype="tf32"), "dtype", "'tf32'"),
     (dict(layout="nchw16c"), "layout", "'nchw16c'"),
     (dict(padding="same", transposed=True), "padding", "same"),

@@ -302,4 +302,4 @@ def test_malformed_files_name_file_table_and_field(tmp_path, body, match):
 
 def test_override_making_an_invalid_spec_is_named():
     with pytest.raises(SuiteError, match=r"problem 'ds_cnn.conv_1': override"):
-        load_suite("quick", dtype="int8")
+        load_suite("quick", dtype="int4")
