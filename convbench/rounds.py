@@ -184,3 +184,23 @@ def merge_rounds(outcomes: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
 
 __all__ = ["DEFAULT_ROUNDS", "Rounds", "RoundParams", "RunRound", "round_order", "run_rounds",
            "merge_rounds"]
+
+
+def with_rounds(strategy: Callable[..., Any], count: int) -> Callable[..., Any]:
+    """``strategy`` (a :data:`convbench.strategies.STRATEGIES` value) set to measure in
+    ``count`` rounds. A strategy that takes no ``rounds`` keyword (one written for the
+    six-argument signature) is returned unchanged for the default count, and refused with a
+    ConvbenchError for any other."""
+    import functools
+    import inspect
+
+    try:
+        takes = "rounds" in inspect.signature(strategy).parameters
+    except (TypeError, ValueError):
+        takes = False
+    if takes:
+        return functools.partial(strategy, rounds=Rounds(count))
+    if count != DEFAULT_ROUNDS:
+        raise ConvbenchError(f"rounds: strategy {getattr(strategy, '__name__', strategy)!r} takes no "
+                             f"rounds keyword, so it cannot measure in {count} rounds")
+    return strategy

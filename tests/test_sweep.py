@@ -542,3 +542,32 @@ def test_sweep_options_are_validated_in_one_place():
     opts = SweepOptions.from_arguments(threads=2, budget_s=None, backends="numpy-*", max_call_s=0)
     assert opts.budget_s == 0.2 and opts.backends == ("numpy-*",)
     assert opts.task_settings()["max_call_s"] is None                 # 0: no per-call limit
+
+
+def test_rounds_setting_reaches_the_records_and_the_run(fakes, tmp_path):
+    from convbench.strategies import STRATEGIES
+    from convbench.sweeping import sweep
+
+    suite = suite_from_specs([ConvSpec(n=1, c_in=2, c_out=2, input_size=(5, 5), kernel_size=3, name="a")])
+    res = sweep(suite, backends=["fake-ok"], threads=1, budget_s=0.03, out=tmp_path, progress=False,
+                peak=PEAK, rounds=3, update_cache=False)
+    (rec,) = [r for r in res.records if r["status"] == "ok"]
+    assert len(rec["round_medians_s"]) == 3 and len(rec["round_samples_s"]) == 3
+    assert res.meta["rounds"] == 3
+    with pytest.raises(ConvbenchError, match="rounds"):  # a resumed run keeps its settings
+        sweep(resume=res.run_dir, rounds=4, out=tmp_path, progress=False, update_cache=False)
+    for bad in (0, 101, 2.5, "many"):
+        with pytest.raises(ConvbenchError, match="rounds"):
+            sweep(suite, rounds=bad, out=tmp_path / "x", dry_run=True)
+
+    def six_arguments(pool, problem_name, spec, candidates, make_task, emit):
+        STRATEGIES["exhaustive"](pool, problem_name, spec, candidates, make_task, emit)
+
+    STRATEGIES["six"] = six_arguments
+    try:
+        with pytest.raises(ConvbenchError, match="takes no rounds"):
+            sweep(suite, backends=["fake-ok"], threads=1, strategy="six", rounds=3,
+                  out=tmp_path / "six", progress=False, peak=PEAK, update_cache=False)
+        assert not (tmp_path / "six").exists()
+    finally:
+        del STRATEGIES["six"]

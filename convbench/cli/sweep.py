@@ -8,6 +8,7 @@ from typing import Any
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     from ..strategies import STRATEGIES
+    from ..rounds import DEFAULT_ROUNDS
     from ..sweeping.options import DEFAULT_BUDGET_S, DEFAULT_MAX_CALL_S, DEFAULT_TIMEOUT_S
 
     p = sub.add_parser(
@@ -22,7 +23,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--backends", "-b", nargs="+", default=None, metavar="PATTERN",
                    help="backend name patterns with wildcards, e.g. 'numpy-*' torch (default: all)")
     p.add_argument("--device", choices=("cpu", "cuda"), default=None, help="default: cpu")
-    p.add_argument("--dtype", default=None, help="override every problem's dtype (float32, float16, ...)")
+    p.add_argument("--dtype", default=None,
+                   help="override every problem's dtype (float32, float64, float16, bfloat16, int8)")
     p.add_argument("--layout", default=None, help="override the layout: channels_first or channels_last")
     p.add_argument("--batch", "-n", dest="n", type=int, default=None, metavar="N",
                    help="override every problem's batch size")
@@ -38,6 +40,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--strategy", default=None, choices=sorted(STRATEGIES),
                    help="exhaustive: time every candidate fully (default); race: successive halving, "
                         "clear losers are dropped after a few samples")
+    p.add_argument("--rounds", type=int, default=None, metavar="K",
+                   help="interleaved rounds per problem, sharing the budget; more rounds narrow the "
+                        f"intervals that ties and `compare` use (default: {DEFAULT_ROUNDS})")
     p.add_argument("--cold-cache", action="store_true", default=None,
                    help="flush the last-level cache before every sample")
     p.add_argument("--timeout", type=float, default=None, metavar="S",
@@ -119,7 +124,8 @@ def run(args: argparse.Namespace) -> int:
     result = sweep(suite, backends=args.backends, device=args.device, dtype=args.dtype,
                    layout=args.layout, n=args.n, threads=args.threads, budget_s=args.budget,
                    out=args.out, resume=args.resume, dry_run=args.dry_run, seed=args.seed,
-                   strategy=args.strategy, cold_cache=args.cold_cache, timeout_s=args.timeout, max_call_s=args.max_call,
+                   strategy=args.strategy, rounds=args.rounds, cold_cache=args.cold_cache,
+                   timeout_s=args.timeout, max_call_s=args.max_call,
                    progress=not args.quiet, update_cache=not args.no_cache, cache=args.cache,
                    command=["convbench"] + sys.argv[1:] if sys.argv else None,
                    scheduler=args.scheduler, spread=args.spread)

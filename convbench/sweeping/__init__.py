@@ -76,7 +76,7 @@ def sweep(suite: Union[str, os.PathLike, Suite, ConvSpec, Sequence[Any], None] =
           threads: Optional[int] = None, budget_s: Optional[float] = None,
           out: Optional[Union[str, os.PathLike]] = None,
           resume: Optional[Union[str, os.PathLike]] = None, dry_run: bool = False,
-          seed: Optional[int] = None, strategy: Optional[str] = None,
+          seed: Optional[int] = None, strategy: Optional[str] = None, rounds: Optional[int] = None,
           cold_cache: Optional[bool] = None, timeout_s: Optional[float] = None,
           progress: bool = True, update_cache: bool = True,
           command: Optional[Sequence[str]] = None, verify_batch: int = 2,
@@ -95,7 +95,9 @@ def sweep(suite: Union[str, os.PathLike, Suite, ConvSpec, Sequence[Any], None] =
     (or run id under ``out``) to continue: pairs already recorded (any status) are skipped and
     the run's settings are kept (giving a different value is an error). ``seed`` (default 0)
     seeds the inputs. ``strategy``: a name in :data:`convbench.strategies.STRATEGIES`
-    (default "exhaustive"). ``dry_run`` plans without measuring or writing anything.
+    (default "exhaustive"). ``rounds``: interleaved rounds per problem (default
+    :data:`convbench.rounds.DEFAULT_ROUNDS`): more rounds narrow the between-round interval
+    that ties and ``compare`` use, at a fixed budget. ``dry_run`` plans without measuring or writing anything.
     ``update_cache``: store each problem's winner in the tuned cache as soon as the problem
     is finished; ``cache``: its path (default: the default cache). ``peak``: an already
     measured ``{"gemm_gflops", "gemm_dtype", "bandwidth_gbs"}`` to store instead of
@@ -112,7 +114,7 @@ def sweep(suite: Union[str, os.PathLike, Suite, ConvSpec, Sequence[Any], None] =
     stream = stream or sys.stderr
     out_dir = Path(out) if out is not None else Path.cwd() / "results"
     given = dict(backends=backends, device=device, dtype=dtype, layout=layout, n=n, threads=threads,
-                 budget_s=budget_s, seed=seed, strategy=strategy, cold_cache=cold_cache,
+                 budget_s=budget_s, seed=seed, strategy=strategy, rounds=rounds, cold_cache=cold_cache,
                  timeout_s=timeout_s, max_call_s=max_call_s)
     tuning = dict(verify_batch=verify_batch, min_samples=min_samples, max_samples=max_samples,
                   rel_ci=rel_ci)
@@ -201,7 +203,7 @@ class _Run:
     def dry_result(self, problems: list[ProblemPlan]) -> SweepResult:
         o = self.opts
         meta = {"suite": self.suite.name, "budget_s": o.budget_s, "device": o.device,
-                "threads": o.threads, "strategy": o.strategy, "seed": o.seed,
+                "threads": o.threads, "strategy": o.strategy, "rounds": o.rounds, "seed": o.seed,
                 "problems": len(self.suite.problems), "candidates": self.n_candidates}
         return SweepResult(None, [], {}, meta, self.suite, self.entries, dry_run=True)
 
@@ -217,6 +219,7 @@ class _Run:
     def measure(self, problems: list[ProblemPlan], updates: Optional[CacheUpdates]) -> None:
         """Every problem in turn: record what does not run, measure the rest by the strategy,
         store the problem's winner in the tuned cache."""
+        from ..rounds import with_rounds
         from ..strategies import STRATEGIES
 
         if updates is not None and self.resumed and self.resumed.records:
@@ -228,8 +231,9 @@ class _Run:
                 if e.status not in (RUN, DONE):
                     emit(e.candidate, {"status": e.status, "message": e.reason, "_measured": False})
             if pp.runnable:
-                STRATEGIES[self.opts.strategy](self.pool, pp.problem.name, pp.problem.spec,
-                                               pp.runnable, self._task_maker(pp), emit)
+                strategy = with_rounds(STRATEGIES[self.opts.strategy], self.opts.rounds)
+                strategy(self.pool, pp.problem.name, pp.problem.spec, pp.runnable,
+                         self._task_maker(pp), emit)
                 if updates is not None:
                     updates.store([r for r in self.records if r["problem"] == pp.problem.name],
                                   self.writer.meta)

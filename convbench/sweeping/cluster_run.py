@@ -127,6 +127,7 @@ class ClusterSweep:
         spec = {"key": job.key, "topic": self.topic, "done_at": self._done_at(job),
                 "problem": job.pp.problem.name,
                 "spec": job.pp.problem.spec.to_dict(), "strategy": self.opts.strategy,
+                "rounds": self.opts.rounds,
                 "threads": self.threads, "settings": self.opts.task_settings(),
                 "candidates": [[c.backend, self.targets.get(c.backend, ""), c.algorithm, c.device]
                                for c in job.cands.values()]}

@@ -148,6 +148,7 @@ def measure_problem(job: Mapping[str, Any]) -> dict[str, Any]:
 
     from ..pool import SETTLE_S, Task
     from ..registry import Candidate
+    from ..rounds import DEFAULT_ROUNDS, with_rounds
     from ..spec import ConvSpec
     from ..strategies import STRATEGIES
 
@@ -175,8 +176,9 @@ def measure_problem(job: Mapping[str, Any]) -> dict[str, Any]:
         done += client.get_metadata(job["done_at"], None) or []  # by an earlier attempt
         todo = [Candidate(c[0], c[2], c[3]) for name, c in cands.items() if name not in done]
         if todo:
-            STRATEGIES[job["strategy"]](_pool(me["threads"]), job["problem"],
-                                        ConvSpec.from_dict(job["spec"]), todo, make_task, emit)
+            strategy = with_rounds(STRATEGIES[job["strategy"]], int(job.get("rounds", DEFAULT_ROUNDS)))
+            strategy(_pool(me["threads"]), job["problem"], ConvSpec.from_dict(job["spec"]), todo,
+                     make_task, emit)
             time.sleep(SETTLE_S)  # the next holder may be another process: let threads stop spinning
     return {"done": done, **who}
 

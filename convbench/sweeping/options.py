@@ -10,6 +10,7 @@ from typing import Any, Mapping, Optional, Sequence
 
 from ..errors import (ConvbenchError, InvalidSpecError, ResultsError, RunFormatError, SuiteError,
                       UnknownBackendError)
+from ..rounds import DEFAULT_ROUNDS, with_rounds
 from ..spec import ConvSpec
 from ..suites import Problem, Suite, load_suite, suite_from_specs
 
@@ -29,7 +30,9 @@ MAX_SEED = 2 ** 63 - 1
 
 #: settings a run records at the top of meta.json and keeps when resumed
 RUN_SETTINGS = ("seed", "threads", "device", "budget_s", "strategy", "cold_cache", "timeout_s",
-                "max_call_s")
+                "max_call_s", "rounds")
+#: most interleaved rounds a sweep may ask for
+MAX_ROUNDS = 100
 #: problem overrides a run records under meta["overrides"]
 OVERRIDES = ("n", "dtype", "layout")
 
@@ -43,6 +46,7 @@ class SweepOptions:
     budget_s: float = DEFAULT_BUDGET_S
     seed: int = 0
     strategy: str = "exhaustive"
+    rounds: int = DEFAULT_ROUNDS          # interleaved rounds per problem (convbench.rounds)
     cold_cache: bool = False
     timeout_s: float = DEFAULT_TIMEOUT_S
     max_call_s: float = DEFAULT_MAX_CALL_S  # <= 0: no limit
@@ -78,6 +82,9 @@ class SweepOptions:
         if self.strategy not in STRATEGIES:
             raise ConvbenchError(f"strategy: {self.strategy!r} is not a strategy; use one of "
                                  f"{', '.join(sorted(STRATEGIES))}")
+        if not (_is_int(self.rounds) and 1 <= self.rounds <= MAX_ROUNDS):
+            raise ConvbenchError(f"rounds: {self.rounds!r} must be an integer from 1 to {MAX_ROUNDS}")
+        with_rounds(STRATEGIES[self.strategy], self.rounds)  # refused here, before anything is written
         self._check_tuning()
 
     def _check_tuning(self) -> None:
@@ -102,7 +109,7 @@ class SweepOptions:
 
         values = {k: v for k, v in given.items() if v is not None}
         values.setdefault("threads", available_cores())
-        for what, kind in (("threads", int), ("seed", int), ("n", int), ("budget_s", float),
+        for what, kind in (("threads", int), ("seed", int), ("n", int), ("rounds", int), ("budget_s", float),
                            ("timeout_s", float), ("max_call_s", float), ("rel_ci", float)):
             if what in values:
                 values[what] = _convert(what, values[what], kind)
@@ -250,7 +257,8 @@ def _suite_from_meta(meta: Mapping[str, Any], where: str) -> Suite:
 
 def _recorded_options(meta: Mapping[str, Any], tuning: Mapping[str, Any], where: str) -> SweepOptions:
     defaults = {"seed": 0, "device": "cpu", "budget_s": DEFAULT_BUDGET_S, "strategy": "exhaustive",
-                "cold_cache": False, "timeout_s": DEFAULT_TIMEOUT_S, "max_call_s": DEFAULT_MAX_CALL_S}
+                "cold_cache": False, "timeout_s": DEFAULT_TIMEOUT_S, "max_call_s": DEFAULT_MAX_CALL_S,
+                "rounds": DEFAULT_ROUNDS}  # runs that predate a setting were measured with its default
     values = {k: meta.get(k, defaults.get(k)) for k in RUN_SETTINGS}
     overrides = meta.get("overrides") or {}
     unknown = sorted(set(overrides) - set(OVERRIDES))
