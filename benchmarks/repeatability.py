@@ -5,8 +5,12 @@
     python benchmarks/repeatability.py results/RUN_A results/RUN_B [--within 0.05]
 
 Prints the share of (problem, candidate) pairs timed in both runs whose medians agree within
-``--within`` (default 5%), the share of problems whose winners agree (exactly, or with each
-winner inside the other run's statistically tied set), and the worst disagreements.
+``--within`` (default 5%); the share of records whose reported interval
+(``ci_low_s``..``ci_high_s``) contains the other run's median (each run's interval against the
+other's median, both directions counted); the share of problems whose winners agree (exactly,
+or with each winner inside the other run's tied set), and separately among the problems where
+the winner's margin over the runner-up exceeds ``--within`` in both runs; and the worst
+disagreements.
 """
 from __future__ import annotations
 
@@ -27,16 +31,33 @@ def main() -> None:
     def ok(recs):
         return {(r["problem"], r["candidate"]): r["median_s"] for r in recs if r["status"] == "ok"}
 
+    def intervals(recs):
+        return {(r["problem"], r["candidate"]): (r.get("ci_low_s"), r.get("ci_high_s"))
+                for r in recs if r["status"] == "ok"}
+
     ma, mb = ok(ra), ok(rb)
     common = sorted(set(ma) & set(mb))
     ratios = [(mb[k] / ma[k], k) for k in common]
     agree = sum(abs(r - 1) <= args.within for r, _ in ratios)
     print(f"pairs timed in both runs: {len(common)}; medians within {args.within:.0%}: {agree} "
           f"({agree / max(len(common), 1):.0%})")
+    ia, ib = intervals(ra), intervals(rb)
+    covered = checked = 0
+    for k in common:
+        for (lo, hi), other in ((ia[k], mb[k]), (ib[k], ma[k])):
+            if lo is not None and hi is not None:
+                checked += 1
+                covered += lo <= other <= hi
+    print(f"intervals containing the other run's median: {covered} of {checked} "
+          f"({covered / max(checked, 1):.0%})")
     wa, wb = select_winners(ra), select_winners(rb)
-    same = tied = 0
+    same = tied = clear = clear_same = 0
     for key in sorted(set(wa) & set(wb)):
         a, b = wa[key], wb[key]
+        margins = [_margin(ok(recs), key[0], w.candidate) for recs, w in ((ra, a), (rb, b))]
+        if all(m is not None and m > 1 + args.within for m in margins):
+            clear += 1
+            clear_same += a.candidate == b.candidate
         if a.candidate == b.candidate:
             same += 1
         elif a.candidate in b.tied or b.candidate in a.tied:
@@ -46,9 +67,18 @@ def main() -> None:
                   f"{b.candidate} ({b.median_s * 1e3:.3g} ms)")
     n = len(set(wa) & set(wb))
     print(f"problems: {n}; same winner: {same} ({same / max(n, 1):.0%}); different but tied: {tied}")
+    print(f"problems whose winner leads the runner-up by more than {args.within:.0%} in both runs: "
+          f"{clear}; same winner there: {clear_same}")
     print("largest median ratios B/A:")
     for r, k in sorted(ratios, key=lambda t: -abs(t[0] - 1))[:8]:
         print(f"  {r:6.2f}  {k[0]}  {k[1]}")
+
+
+def _margin(medians: dict, problem: str, winner: str):
+    """Runner-up median / winner median for one problem (None with a single candidate)."""
+    others = sorted(v for (p, c), v in medians.items() if p == problem and c != winner)
+    mine = medians.get((problem, winner))
+    return others[0] / mine if others and mine else None
 
 
 if __name__ == "__main__":

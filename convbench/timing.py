@@ -157,13 +157,18 @@ def round_spread(round_medians_s: Sequence[float]) -> Optional[float]:
 
 def summarize_rounds(round_samples_s: Sequence[Sequence[float]],
                      confidence: float = 0.95) -> dict[str, Any]:
-    """:func:`summarize` over the pooled samples of several rounds, with an interval that
-    reflects the rounds too, plus ``round_medians_s`` and ``round_spread``.
+    """:func:`summarize` of several rounds: ``median_s`` is the median of the round medians
+    (every round weighs the same, so a minority of disturbed rounds cannot move it, however
+    many samples they hold), the interval reflects the rounds too, plus ``round_medians_s``
+    and ``round_spread``. ``min_s``, ``iqr_s``, ``mean_s`` and ``n_samples`` stay over the
+    pooled samples.
 
     The interval is the wider of the pooled samples' order-statistics interval (within-round
-    noise) and a t interval of the mean log round median placed around the pooled median
-    (between-round noise: drift from one window in time to the next), so one stable-looking
-    window cannot make a drifting candidate look precise.
+    noise) and the order-statistics interval of the median of the round medians (between-round
+    noise: drift from one window in time to the next; with five rounds their [min, max], 94%
+    coverage), so one stable-looking window cannot make a drifting candidate look precise.
+    Measured on a 2-vCPU Intel Xeon @ 2.60GHz guest (two back-to-back ``quick`` sweeps at
+    budget 1 s): medians within 5% of the other run's went from 83% (pooled median) to 93%.
     """
     rounds = [[float(s) for s in r] for r in round_samples_s if r]
     if not rounds:
@@ -172,13 +177,12 @@ def summarize_rounds(round_samples_s: Sequence[Sequence[float]],
     medians = [statistics.median(r) for r in rounds]
     stats["round_medians_s"] = medians
     stats["round_spread"] = round_spread(medians)
-    if len(medians) >= 2 and all(m > 0 for m in medians):
-        logs = [math.log(m) for m in medians]
-        half = (t_quantile(0.5 + confidence / 2, len(logs) - 1) * statistics.stdev(logs)
-                / math.sqrt(len(logs)))
-        med = stats["median_s"]
-        stats["ci_low_s"] = min(stats["ci_low_s"], med * math.exp(-half))
-        stats["ci_high_s"] = max(stats["ci_high_s"], med * math.exp(half))
+    if len(medians) >= 2:
+        med = stats["median_s"] = statistics.median(medians)
+        ordered = sorted(medians)
+        j = _median_ci_rank(len(ordered), confidence)
+        stats["ci_low_s"] = min(stats["ci_low_s"], ordered[j - 1], med)
+        stats["ci_high_s"] = max(stats["ci_high_s"], ordered[len(ordered) - j], med)
     return stats
 
 

@@ -193,3 +193,19 @@ def test_peer_agreement_benchmark_runs_end_to_end(tmp_path, capsys):
     assert len(rows) == 1 and rows[0]["convbench_s"] > 0
     assert rows[0]["pyperf_s"] and rows[0]["pyperf_s"] > 0
     assert "within 5%" in capsys.readouterr().out
+
+
+def test_mann_whitney_critical_values_match_the_tables():
+    from convbench.report.comparison import _mwu_critical
+
+    # two-sided alpha 0.05, published tables: n=m=5 -> 2, 6 -> 5, 8 -> 13, 10 -> 23, 20 -> 127
+    assert [_mwu_critical(k, k, 0.05) for k in (5, 6, 8, 10, 20)] == [2, 5, 13, 23, 127]
+    assert _mwu_critical(3, 3, 0.05) == -1          # 3 against 3 cannot reach 95%
+
+
+def test_one_disturbed_round_of_ten_does_not_make_a_regression_ambiguous(tmp_path):
+    quiet = [1e-3 * (1 + 0.001 * k) for k in range(-5, 5)]
+    a = _write(tmp_path, "A", [_rec("p0", [[m] * 3 for m in quiet[:9]] + [[1.6e-3] * 3])])
+    b = _write(tmp_path, "B", [_rec("p0", [[m * 1.1] * 3 for m in quiet])])
+    row = rp.compare(a, b).iloc[0]
+    assert row["verdict"] == "slower" and row["ratio"] == pytest.approx(1.1, rel=0.01)

@@ -283,7 +283,8 @@ def test_compare_verdicts_on_synthetic_samples(tmp_path):
     ratio = np.median(b["slow"]) / np.median(a["slow"])
     assert cmp.at["slow", "ratio"] == pytest.approx(ratio)
     assert cmp.at["slow", "ci_low"] <= ratio <= cmp.at["slow", "ci_high"]
-    assert cmp.at["slow", "p_value"] < 1e-6
+    # every B block above every A block: the smallest p that 5 against 5 allow (2 / 252)
+    assert cmp.at["slow", "p_value"] == pytest.approx(2 / 252)
     ratios = [np.median(b[k]) / np.median(a[k]) for k in a]
     assert cmp.attrs["geomean_ratio"] == pytest.approx(float(np.exp(np.mean(np.log(ratios)))))
     assert cmp.attrs["counts"] == {"faster": 1, "slower": 1, "same": 1, "ambiguous": 1, "n/a": 0}
@@ -676,3 +677,141 @@ def test_cli_calls_only_public_report_names():
                 if isinstance(n, ast.Attribute) and isinstance(n.value, ast.Name) and n.value.id == "rp"}
         assert used and all(hasattr(rp, name) for name in used)
         assert not [name for name in used if name.startswith("_")], module.__name__
+
+
+# ---------------------------------------------------------------------------------------------
+# int8 problems: integer operations (GOP/s), % peak only against an int8 roof
+# ---------------------------------------------------------------------------------------------
+Q = ConvSpec(n=1, c_in=16, c_out=32, input_size=(14, 14), kernel_size=3, padding=1, dtype="int8")
+F32_ROOFS = {"float32": {"gemm_gflops": 120.0, "gemm_source": "torch", "fma_gflops": 200.0}}
+INT8_ROOF = {"gemm_gflops": 480.0, "gemm_source": "onednn", "fma_gflops": 800.0}
+
+
+def _int8_record(peak, median_s=1e-4):
+    from convbench.outcome import make_record
+    from convbench.registry import Candidate
+
+    out = {"status": "ok", "median_s": median_s, "samples_s": [median_s]}
+    return make_record({"problem": "q"}, Q, Candidate("fake", "int8"), out, threads=2, env_id="e",
+                       peak=peak, gemm_peak=(peak or {}).get("gemm_gflops"))
+
+
+def test_int8_records_count_integer_ops_and_use_only_an_int8_roof():
+    ops = 2 * 1 * 32 * 16 * 9 * 14 * 14          # 2 per MAC, padded positions included
+    assert Q.flops == ops
+    # float roofs only: the rate is there, % peak and % FMA stay empty (no float roof used)
+    r = _int8_record({"gemm_gflops": 120.0, "roofs": F32_ROOFS})
+    assert r["gflops"] == pytest.approx(ops / 1e-4 / 1e9)
+    assert r["peak_pct"] is None and r["fma_pct"] is None and r["peak_roof"] is None
+    assert _int8_record(None)["peak_pct"] is None      # not even the legacy gemm_peak
+    # with an int8 roof: its own GEMM and FMA peaks
+    r = _int8_record({"gemm_gflops": 120.0, "roofs": {**F32_ROOFS, "int8": INT8_ROOF}})
+    assert r["peak_pct"] == pytest.approx(ops / 1e-4 / 1e9 / 480.0 * 100)
+    assert r["fma_pct"] == pytest.approx(ops / 1e-4 / 1e9 / 800.0 * 100)
+    assert r["peak_roof"] == "best int8 GEMM (onednn)"
+
+
+def _int8_run(tmp_path, with_roof=True, mixed=False):
+    """A run of Q (int8) and, when ``mixed``, SPECS["p1"] (float32); rates as make_record."""
+    recs = []
+    for cand, med in ((A, 2e-4), (C, 1e-4)):
+        r = _record("q-run", "toy", "q", Q, cand, "ok", med, med * 0.01)
+        r["peak_pct"] = r["gflops"] / INT8_ROOF["gemm_gflops"] * 100 if with_roof else None
+        recs.append(r)
+    problems = [("q", Q)]
+    if mixed:
+        recs.append(_record("q-run", "toy", "p1", SPECS["p1"], A, "ok", 1e-3, 1e-5))
+        problems.append(("p1", SPECS["p1"]))
+    return write_run(tmp_path / "results", "q-run", recs, problems=problems)
+
+
+def test_rate_labels_follow_the_dtypes():
+    from convbench.quant import rate_header, rate_unit
+
+    assert rate_unit("int8") == "GOP/s" and rate_unit("float32") == "GFLOP/s"
+    assert rate_header(["int8", "int8"]) == "GOP/s"
+    assert rate_header(["float32", "bfloat16", None]) == "GFLOP/s"
+    assert rate_header(["float32", "int8"]) == "GFLOP/s (GOP/s for int8)"
+    assert rate_header([]) == "GFLOP/s"
+
+
+def test_int8_winners_and_labels(tmp_path):
+    run = _int8_run(tmp_path)
+    w = rp.winners(run)
+    assert list(w["dtype"]) == ["int8"] and w["winner"].iloc[0] == C
+    assert w["gflops"].iloc[0] == pytest.approx(Q.flops / 1e-4 / 1e9)
+    assert w["peak_pct"].iloc[0] == pytest.approx(Q.flops / 1e-4 / 1e9 / 480 * 100)
+    assert rp.rate_label(rp.load_frame(run)) == "GOP/s" and rp.rate_label(w) == "GOP/s"
+    assert rp.metric_label("gflops", rp.load_frame(run)) == "GOP/s"
+    assert rp.metric_label("time", rp.load_frame(run)) == rp.METRICS["time"][1]
+    mixed = rp.load_frame(_int8_run(tmp_path / "m", mixed=True))
+    assert rp.rate_label(mixed) == "GFLOP/s (GOP/s for int8)"
+    assert rp.rate_label(rp.load_frame(_toy(tmp_path / "f"))) == "GFLOP/s"
+
+
+def _toy(root):
+    return write_run(root, "run-1", toy_records(), problems=list(SPECS.items()))
+
+
+def test_roofline_peaks_for_int8(tmp_path):
+    from convbench.report.plots import plot_peaks
+
+    ok = rp.load_frame(_int8_run(tmp_path))
+    # the int8 roof comes from the records (rate / peak_pct); the float32 GEMM is not drawn
+    assert list(plot_peaks(ok).items()) == [("int8 GEMM peak 480 GOP/s", pytest.approx(480.0))]
+    assert plot_peaks(rp.load_frame(_int8_run(tmp_path / "n", with_roof=False))) == {}
+    mixed = plot_peaks(rp.load_frame(_int8_run(tmp_path / "m", mixed=True)))
+    assert list(mixed) == [f"GEMM peak {PEAK:.4g} GFLOP/s", "int8 GEMM peak 480 GOP/s"]
+    assert list(plot_peaks(rp.load_frame(_toy(tmp_path / "f")))) == [f"GEMM peak {PEAK:.4g} GFLOP/s"]
+
+
+def test_cli_report_shows_gops_for_int8(tmp_path, capsys):
+    run = _int8_run(tmp_path)
+    assert cli_main(["report", str(run), "--metric", "gflops", "--plain"]) == 0
+    out = capsys.readouterr().out
+    assert "GOP/s" in out and "GFLOP/s (" not in out
+    assert "integer multiply-adds" in " ".join(out.split())
+    assert f"{Q.flops / 1e-4 / 1e9:.4g}" in out
+    assert cli_main(["report", str(_toy(tmp_path / "f")), "--metric", "gflops", "--plain"]) == 0
+    assert "GOP/s" not in capsys.readouterr().out
+
+
+def test_html_report_of_int8_run_says_gops(tmp_path):
+    pytest.importorskip("matplotlib", reason="the HTML report needs matplotlib")
+    text = rp.html_report(_int8_run(tmp_path), tmp_path / "q.html", metric="gflops").read_text()
+    page = _Page()
+    page.feed(text)
+    header = next(rows for cls, rows in page.tables if cls == "winners")[0]
+    assert "GOP/s" in header and "GFLOP/s" not in header
+    geo = next(rows for cls, rows in page.tables if cls == "geomean")[0]
+    assert "geomean GOP/s" in geo
+    assert "Metric: GOP/s" in text and "int8 GEMM peak 480 GOP/s" in text
+    # without an int8 roof the winner's % peak is empty, not taken against the float roof
+    text = rp.html_report(_int8_run(tmp_path / "n", with_roof=False), tmp_path / "n.html").read_text()
+    page = _Page()
+    page.feed(text)
+    rows = next(rows for cls, rows in page.tables if cls == "winners")
+    assert rows[1][rows[0].index("% peak")] == "-"
+
+
+def test_sweep_winners_table_header_follows_dtype():
+    from convbench.selection import select_winners
+    from convbench.suites import suite_from_specs
+    from convbench.sweeping import SweepResult
+    from convbench.sweeping.winners import format_winners, winner_columns
+
+    def result(spec):
+        recs = [{"problem": "p", "device": "cpu", "spec_key": spec.key, "spec": spec.to_dict(),
+                 "candidate": "a:x@cpu", "backend": "a", "algorithm": "x", "status": "ok",
+                 "median_s": 1e-3, "ci_low_s": 9.9e-4, "ci_high_s": 1.01e-3, "gflops": 1.5,
+                 "noise": [], "info": {}, "timestamp": "t", "label": "l"}]
+        return SweepResult(None, recs, select_winners(recs), {"device": "cpu"},
+                           suite_from_specs([spec.replace(name="p")]))
+
+    q = result(Q)
+    headers, right, optional = winner_columns(q)
+    assert "GOP/s" in headers and "GOP/s" in right and "GOP/s" in optional
+    assert "GFLOP/s" not in headers
+    text = format_winners(q)
+    assert text.splitlines()[0].split()[4] == "GOP/s" and "integer multiply-adds" in text
+    assert "GFLOP/s" in winner_columns(result(SPECS["p1"]))[0]

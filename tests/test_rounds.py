@@ -85,7 +85,7 @@ def test_merged_record_keeps_rounds_and_pools_the_samples():
     o = out[cands[0]]
     assert o["status"] == "ok" and len(o["round_samples_s"]) == len(o["round_medians_s"]) == 5
     assert o["samples_s"] == [s for r in o["round_samples_s"] for s in r]
-    assert o["n_samples"] == 15 and o["median_s"] == pytest.approx(statistics.median(o["samples_s"]))
+    assert o["n_samples"] == 15 and o["median_s"] == statistics.median(o["round_medians_s"])
     assert o["round_medians_s"] == [statistics.median(r) for r in o["round_samples_s"]]
     assert o["ci_low_s"] <= o["median_s"] <= o["ci_high_s"]
     assert o["max_error"] == 1e-7 and o["tolerance"] == 1e-4       # from the verifying round
@@ -106,6 +106,16 @@ def test_between_round_drift_widens_the_interval_and_is_flagged():
     assert d["ci_high_s"] > pooled["ci_high_s"] and d["ci_low_s"] < pooled["ci_low_s"]
     assert d["round_spread"] == pytest.approx(max(d["round_medians_s"]) / min(d["round_medians_s"]) - 1)
     assert "drift" in d["noise"] and "drift" not in out[cands[0]]["noise"]
+
+
+def test_disturbed_rounds_cannot_move_the_median_however_many_samples_they_hold():
+    quiet = [1.0, 1.01, 0.99]
+    slow = [1.6] * 40                           # two rounds of five, each with many samples
+    st = summarize_rounds([quiet, slow, quiet, slow, quiet])
+    assert st["median_s"] == 1.0                # the pooled median would be 1.6
+    assert statistics.median([x for r in [quiet, slow, quiet, slow, quiet] for x in r]) == 1.6
+    assert st["ci_low_s"] <= 1.0 and st["ci_high_s"] >= 1.6    # [min, max] of five round medians
+    assert st["min_s"] == 0.99                                  # pooled
 
 
 def test_summarize_rounds_is_the_pooled_summary_when_rounds_agree():
