@@ -34,6 +34,16 @@ cannot tell apart from the parser's choice (padding rows no window reads, output
 differently) or cannot express (transposed output padding >= stride, allowed by PyTorch when
 dilation > stride), so that ``parse_descriptor(format_descriptor(s)) == s`` always.
 
+Data types in batch files (:func:`cfg_to_dtype`): ``--dt`` (``src:wei:dst``, or one type for
+all three) and the older ``--cfg`` names (``f32``, ``bf16bf16f32``, ``u8s8u8``, ...). 8-bit
+integer configurations map to convbench's ``int8`` problem (:mod:`convbench.quant`: s8
+activations and output, per-tensor scales, per-channel s8 weights): ``--dt=s8``,
+``--dt=s8:s8:s8`` and ``--cfg=s8s8s8`` exactly; those with u8 activations or output
+(``u8s8u8``, ``u8s8s8``, ``s8s8u8``, ``u8:s8:u8``) with a BenchdnnWarning that u8 is taken as
+s8 (convbench models no zero points, and u8 data can take other kernels). Integer
+configurations with an f32 or s32 destination (``s8s8f32``, ``u8s8s32``) are not int8
+problems here: their descriptors are skipped with a warning, as are fp8 ones.
+
 Deviations from benchdnn, all stricter: a key given twice with different values is an error
 (benchdnn keeps the last); a kernel larger than the padded input is an error (benchdnn's C
 division can silently round such a descriptor to an output of 1).
@@ -281,24 +291,61 @@ def format_descriptor(spec: ConvSpec) -> str:
 
 # ---- batch files -----------------------------------------------------------------------------
 
+_INT_TYPES = ("s8", "u8", "s32")
+_CFG_TOKEN = re.compile(r"f64|f32|bf16|f16|s8|u8|s32")
+
+
+def _split_types(value: str) -> list[str] | None:
+    """The data types a ``--dt``/``--cfg`` value names, in order (src, wei, dst), or None.
+
+    ``--dt`` takes ``src:wei:dst`` or one type for all three; ``--cfg`` concatenates them
+    (``u8s8u8``, ``bf16bf16f32``) and may carry a suffix (``f32_wino``, ``u8s8s8_wino``)."""
+    if ":" in value:
+        types = value.split(":")
+        known = all(t in _DT_NAMES or t in _INT_TYPES for t in types)
+        return types if known and (len(types) == 3 or not set(types) & set(_INT_TYPES)) else None
+    m = re.fullmatch(r"((?:f64|f32|bf16|f16|s8|u8|s32)+)(?:_[a-z0-9]+)?", value)
+    if not m:
+        return None
+    types = _CFG_TOKEN.findall(m.group(1))
+    if len(types) == 1:
+        return types * 3
+    return types if len(types) == 3 or not set(types) & set(_INT_TYPES) else None
+
+
+def _int8_cfg(value: str, types: list[str]) -> tuple[str | None, str | None]:
+    """An integer configuration: int8 when it is 8-bit src (s8/u8), s8 weights and an 8-bit
+    dst (s8/u8), with a note for each u8 (convbench's int8 problem is symmetric s8)."""
+    src, wei, dst = types
+    if src not in ("s8", "u8") or wei != "s8" or dst not in ("s8", "u8"):
+        return None, None
+    taken = [f"{what} taken as s8" for what, t in (("u8 activations", src), ("u8 output", dst))
+             if t == "u8"]
+    if not taken:
+        return "int8", None
+    return "int8", (f"{value!r} read as int8 ({', '.join(taken)}: convbench's int8 problem is "
+                    f"symmetric s8 with zero point 0; engines may run u8 and s8 data with different "
+                    f"kernels, e.g. x86 VNNI multiplies u8 by s8 natively)")
+
+
 def cfg_to_dtype(value: str) -> tuple[str | None, str | None]:
     """Map a ``--cfg`` or ``--dt`` value onto (convbench dtype or None, note or None).
 
     Float configurations map to their dtype; mixed float ones (``bf16bf16f32``,
-    ``bf16:bf16:f32``) to their narrower type, with a note; integer, fp8 and unknown ones to
-    None (convbench does not model them).
+    ``bf16:bf16:f32``) to their narrower type, with a note. Integer ones map to ``"int8"``
+    when source and destination are 8-bit and the weights s8: ``s8s8s8``, ``--dt=s8`` and
+    ``s8:s8:s8`` exactly; ``u8s8s8``, ``u8s8u8``, ``s8s8u8`` (and their ``:`` spellings) with
+    a note that u8 is taken as s8. Integer configurations with an f32/s32 destination
+    (``s8s8f32``, ``u8s8s32``), fp8 and unknown ones give None (convbench does not model
+    them).
     """
     v = value.strip().lower()
-    if ":" in v:
-        types = v.split(":")
-        if not all(t in _DT_NAMES for t in types):
-            return None, None
-    else:
-        m = re.fullmatch(r"((?:f64|f32|bf16|f16)+)(?:_[a-z0-9]+)?", v)
-        if not m:
-            return None, None
-        types = re.findall(r"f64|f32|bf16|f16", m.group(1))
+    types = _split_types(v)
+    if types is None:
+        return None, None
     kinds = set(types)
+    if kinds & set(_INT_TYPES):
+        return _int8_cfg(value, types)
     if len(kinds) == 1:
         return _DT_NAMES[types[0]], None
     narrow = kinds - {"f32"}
@@ -444,7 +491,8 @@ def _warn(state: _State, source: str) -> None:
     if state.skipped_cfg:
         listed = ", ".join(f"{k} ({n} problems)" for k, n in state.skipped_cfg.items())
         warnings.warn(f"{source}: skipped descriptors under unsupported data types: {listed}; "
-                      f"convbench supports f64, f32, f16, bf16", BenchdnnWarning, stacklevel=3)
+                      f"convbench supports f64, f32, f16, bf16 and int8 (s8 or u8 source, s8 weights, "
+                      f"s8 or u8 destination)", BenchdnnWarning, stacklevel=3)
     for note in state.notes:
         warnings.warn(f"{source}: {note}", BenchdnnWarning, stacklevel=3)
 
@@ -456,7 +504,8 @@ def parse_batch_text(text: str, source: str = "<batch>", *, transposed: bool = F
 
     Options, which apply to the descriptors after them as in benchdnn: ``--cfg=``/``--dt=``
     (comma lists; float types map to dtypes, mixed float ones to the narrower type with a
-    warning, integer/fp8 ones skip their descriptors with a warning), ``--mb=`` (comma list,
+    warning, 8-bit integer ones to int8 (u8 read as s8, with a warning), other integer and
+    fp8 ones skip their descriptors with a warning; see :func:`cfg_to_dtype`), ``--mb=`` (comma list,
     0 keeps the descriptor's mb), ``--reset``, ``--batch=FILE`` (read relative to the
     including file, then ``base_dir``), ``--conv``/``--deconv`` (switch the meaning of the
     descriptors). Every other option (``--dir`` other than FWD_*, ``--stag``, ``--alg``,

@@ -13,6 +13,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from .errors import InvalidSpecError
+from .quant import as_quant_params, is_quantized
 
 #: floating-point dtypes (verified norm-wise against the float64 reference)
 FLOAT_DTYPES = ("float64", "float32", "float16", "bfloat16")
@@ -104,6 +105,9 @@ class ConvSpec:
     dtype: Any = "float32"
     layout: str = "channels_first"
     name: str = field(default="", compare=False)
+    #: int8 only: the user's scales (:func:`convbench.quant.as_quant_params`), None for the
+    #: documented default; not part of the problem's identity (key, ==, hash)
+    quant: Any = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         s = object.__setattr__
@@ -135,6 +139,11 @@ class ConvSpec:
         s(self, "layout", _LAYOUT_ALIASES[lay])
         if not isinstance(self.name, str):
             raise InvalidSpecError(f"name: {self.name!r} must be a string")
+        if self.quant is not None:
+            if not is_quantized(self.dtype):
+                raise InvalidSpecError(f"quant: scales are only for quantized problems "
+                                       f"(dtype int8); this problem's dtype is {self.dtype}")
+            s(self, "quant", as_quant_params(self.quant, self.c_out))
 
         if self.c_in % self.groups:
             raise InvalidSpecError(
@@ -336,14 +345,19 @@ class ConvSpec:
 
     # ---- conversions ---------------------------------------------------------------------
     def replace(self, **changes: Any) -> "ConvSpec":
-        """A copy with some fields changed (validated again)."""
+        """A copy with some fields changed (validated again). A change of dtype to a float
+        type drops the int8 scales (``quant``) unless ``changes`` gives them."""
         fields = self.to_dict()
         fields.update(changes)
+        if "quant" not in changes and fields.get("quant") is not None \
+                and not is_quantized(canonical_dtype(fields.get("dtype", self.dtype))):
+            del fields["quant"]
         return ConvSpec(**fields)
 
     def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-able fields; ``ConvSpec(**d)`` rebuilds the same spec."""
-        return {
+        """Plain JSON-able fields; ``ConvSpec(**d)`` rebuilds the same spec (``quant``, the
+        int8 scales, only when set)."""
+        out = {
             "n": self.n, "c_in": self.c_in, "c_out": self.c_out,
             "input_size": list(self.input_size), "kernel_size": list(self.kernel_size),
             "stride": list(self.stride), "padding": [list(p) for p in self.padding],
@@ -351,6 +365,9 @@ class ConvSpec:
             "transposed": self.transposed, "output_padding": list(self.output_padding),
             "dtype": self.dtype, "layout": self.layout, "name": self.name,
         }
+        if self.quant is not None:
+            out["quant"] = self.quant.to_dict()
+        return out
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "ConvSpec":
@@ -393,4 +410,6 @@ class ConvSpec:
         body += f", dtype={self.dtype!r}, layout={self.layout!r}"
         if self.name:
             body += f", name={self.name!r}"
+        if self.quant is not None:
+            body += f", quant={self.quant!r}"
         return f"ConvSpec({body})"

@@ -426,6 +426,7 @@ ic4oc4ih8kh3n"i"
     assert got == [
         ("a", "float32", 1, 2, False), ("b", "float32", 2, 1, False),
         ("c", "bfloat16", 5, 2, False), ("d", "float16", 5, 2, False),
+        ("e", "int8", 2, 2, False), ("e", "int8", 3, 2, False),
         ("e", "float32", 2, 2, False), ("e", "float32", 3, 2, False),
         ("f g", "float32", 2, 2, False), ("h", "bfloat16", 2, 2, False),
         ("i", "float32", 2, 2, True)]
@@ -493,8 +494,38 @@ def test_batch_cycle_and_missing_file(tmp_path):
 @pytest.mark.parametrize("value,dtype,noted", [
     ("f32", "float32", False), ("bf16bf16bf16", "bfloat16", False), ("f16", "float16", False),
     ("f64", "float64", False), ("f32_wino", "float32", False), ("bf16:bf16:f32", "bfloat16", True),
-    ("bf16bf16f32", "bfloat16", True), ("f32f32f16", "float16", True), ("u8s8s8", None, False),
-    ("s8s8f32", None, False), ("f16:bf16:f32", None, False), ("f8_e5m2", None, False)])
+    ("bf16bf16f32", "bfloat16", True), ("f32f32f16", "float16", True),
+    ("f16:bf16:f32", None, False), ("f8_e5m2", None, False),
+    # int8 (oneDNN tests/benchdnn/doc/driver_conv.md: --dt=src:wei:dst or one type for all,
+    # --cfg names such as u8s8u8): 8-bit src and dst with s8 weights are convbench's int8
+    ("s8", "int8", False), ("s8:s8:s8", "int8", False), ("s8s8s8", "int8", False),
+    ("u8s8s8", "int8", True), ("u8s8u8", "int8", True), ("s8s8u8", "int8", True),
+    ("u8:s8:u8", "int8", True), ("U8:S8:S8", "int8", True), ("u8s8s8_wino", "int8", True),
+    # not an int8 problem: wider destinations, u8 weights, two types, weight-only int8
+    ("s8s8f32", None, False), ("s8:s8:f32", None, False), ("u8s8s32", None, False),
+    ("s8s8s32", None, False), ("u8", None, False), ("s32", None, False), ("s8:s8", None, False),
+    ("f32:s8:f32", None, False), ("s8s8", None, False)])
 def test_cfg_to_dtype(value, dtype, noted):
     dt, note = cfg_to_dtype(value)
     assert dt == dtype and bool(note) == noted
+
+
+def test_int8_batch_file_from_onednn_docs():
+    # the driver doc's own example: "--dt=f32,u8:s8:u8 ... alexnet:conv1" (oneDNN
+    # tests/benchdnn/doc/driver_conv.md), then an exact s8 configuration and a skipped s8s8f32
+    text = ('--mb=4 --dir=FWD_B --dt=f32,u8:s8:u8\n'
+            'ic3ih227iw227_oc96oh55ow55_kh11kw11_sh4sw4ph0pw0_n"alexnet:conv1"\n'
+            '--reset --cfg=s8s8s8 mb1ic64ih56oc64kh3ph1n"res2a"\n'
+            '--cfg=s8s8f32 mb1ic64ih56oc64kh3ph1n"skipped"\n')
+    with pytest.warns(BenchdnnWarning) as record:
+        specs = parse_batch_text(text, "int8-batch")
+    assert [(s.name, s.dtype, s.n) for s in specs] == [
+        ("alexnet:conv1", "float32", 4), ("alexnet:conv1", "int8", 4), ("res2a", "int8", 1)]
+    assert specs[1].output_size == (55, 55) and specs[1].c_out == 96
+    messages = [str(w.message) for w in record]
+    assert any("u8:s8:u8" in m and "taken as s8" in m for m in messages), messages
+    assert any("--cfg=s8s8f32 (1 problems)" in m and "int8" in m for m in messages), messages
+    # the exact s8 configuration warns about nothing
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert parse_batch_text("--dt=s8:s8:s8 ic4oc4ih8kh3")[0].dtype == "int8"

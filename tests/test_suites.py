@@ -10,7 +10,7 @@ from convbench.errors import SuiteError
 from convbench.suites import Condition, list_suites, load_suite, merge_suites, suite_from_specs
 
 REQUIRED = {"quick", "resnet50", "mobilenet_v2", "alexnet", "vgg16", "dcgan", "deeplab", "wav2vec2",
-            "c3d", "kernel_grid"}
+            "c3d", "kernel_grid", "int8"}
 
 
 def write(tmp_path, text: str, name: str = "s.toml"):
@@ -118,6 +118,46 @@ def test_quick_is_small_and_varied():
     assert any(any(st > 1 for st in s.stride) for s in specs)
     assert any(s.transposed for s in specs)
     assert all(s.flops < 2e6 for s in specs)
+
+
+def test_int8_suite_is_network_layers_at_batch_1_and_8():
+    suite = load_suite("int8")
+    assert 10 <= len(suite) <= 16
+    nets = {name: {p.name: p.spec for p in load_suite(name)} for name in ("resnet50", "mobilenet_v2")}
+    layers: dict[tuple[str, str], set[int]] = {}
+    for p in suite:
+        net, _, rest = p.name.partition(".")
+        layer, _, batch = rest.rpartition("-n")
+        # the same-named layer of the network's own suite (checked there against torchvision)
+        expected = nets[net][layer].replace(n=int(batch), dtype="int8", name=p.name)
+        assert p.spec == expected and p.spec.dtype == "int8", p.name
+        layers.setdefault((net, layer), set()).add(p.spec.n)
+    assert all(ns == {1, 8} for ns in layers.values()), layers
+    assert {net for net, _ in layers} == {"resnet50", "mobilenet_v2"}
+    specs = suite.specs()
+    assert any(s.depthwise for s in specs) and any(s.stride[0] == 2 for s in specs)
+    assert any(s.kernel_size == (1, 1) for s in specs) and any(s.kernel_size == (3, 3) and
+                                                                s.groups == 1 for s in specs)
+
+
+@pytest.mark.parametrize("name", sorted(REQUIRED))
+def test_dtype_int8_on_any_suite(name):
+    base = load_suite(name)
+    suite = load_suite(name, dtype="int8")
+    assert [p.name for p in suite] == [p.name for p in base]
+    for p, q in zip(suite, base):
+        assert p.spec.dtype == "int8" and "s8" in p.spec.label
+        assert p.spec.replace(dtype=q.spec.dtype) == q.spec
+        assert p.spec.flops == q.spec.flops      # integer ops counted like float ones
+
+
+def test_sweep_dtype_int8_reaches_the_plan(tmp_path):
+    import convbench
+
+    res = convbench.sweep("quick", dtype="int8", backends=["numpy-im2col"], dry_run=True,
+                          out=tmp_path, progress=False)
+    assert res.suite is not None and {s.dtype for s in res.suite.specs()} == {"int8"}
+    assert {e.problem for e in res.plan} == {p.name for p in res.suite}
 
 
 # ---- overrides, lookups, specs ----------------------------------------------------------------

@@ -16,8 +16,25 @@ MAX_WARNINGS = 15
 _METRIC_COLUMNS = {
     "time": ("median_s", "geomean_s", "median", "median time per call"),
     "gflops": ("gflops", "geomean_gflops", "GFLOP/s", "GFLOP/s (the convolution's FLOPs / median time)"),
-    "peak": ("peak_pct", "geomean_peak_pct", "% peak", "GFLOP/s as % of the machine's measured GEMM peak"),
+    "peak": ("peak_pct", "geomean_peak_pct", "% peak", "rate as % of the machine's measured GEMM peak "
+             "for the dtype (empty for int8 without a measured int8 roof)"),
 }
+
+
+def _metric_columns(metric: str, df: Any) -> tuple[str, str, str, str]:
+    """_METRIC_COLUMNS[metric], its rate unit following the problems' dtypes (GOP/s: int8)."""
+    from .. import report as rp
+
+    col, gcol, vhead, meaning = _METRIC_COLUMNS[metric]
+    if metric == "gflops":
+        vhead = rp.rate_label(df)
+        if vhead == "GOP/s":
+            meaning = ("GOP/s (the convolution's integer operations / median time; int8 "
+                       "problems count integer multiply-adds, 2 per MAC)")
+        elif vhead != "GFLOP/s":
+            meaning = ("rate: the convolution's operations / median time, in GFLOP/s, and in "
+                       "GOP/s for int8 problems (integer multiply-adds, 2 per MAC)")
+    return col, gcol, vhead, meaning
 
 
 DESCRIPTION = """
@@ -38,8 +55,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="candidate to compute speedups against, e.g. numpy-direct:einsum@cpu or a unique "
                         "prefix such as torch:default (default: the candidate ok on the most problems)")
     p.add_argument("--metric", choices=("time", "gflops", "peak"), default="time",
-                   help="what the tables show: median time, GFLOP/s or %% of the measured GEMM "
-                        "peak (default: time)")
+                   help="what the tables show: median time, GFLOP/s (GOP/s for int8 problems) "
+                        "or %% of the measured GEMM peak of the dtype (default: time)")
     p.add_argument("--html", default=None, metavar="FILE", help="write a self-contained HTML report")
     p.add_argument("--csv", default=None, metavar="FILE", help="write every record as CSV")
     p.set_defaults(func=run)
@@ -91,6 +108,10 @@ def _print_runs(df: Any, metas: dict[str, dict]) -> None:
         peak = rp.fmt_number((meta.get("peak") or {}).get("gemm_gflops"), ".4g")
         if peak != "-":
             bits.append(f"measured GEMM peak {peak} GFLOP/s")
+        for dtype, roof in ((meta.get("peak") or {}).get("roofs") or {}).items():
+            rate = rp.fmt_number((roof or {}).get("gemm_gflops"), ".4g")
+            if rate != "-" and rp.rate_unit(dtype) != "GFLOP/s":
+                bits.append(f"{dtype} GEMM peak {rate} {rp.rate_unit(dtype)}")
         print_text(f"Run {rid}: " + ", ".join(str(b) for b in bits))
     print_text()
 
@@ -99,7 +120,7 @@ def _print_winners(df: Any, base: Optional[str], why: str, metric: str, plain: b
     from .. import report as rp
 
     multi = df["run_id"].nunique() > 1
-    col, _, vhead, meaning = _METRIC_COLUMNS[metric]
+    col, _, vhead, meaning = _metric_columns(metric, df)
     w = rp.winners(df)
     sp = rp.speedup(df, base) if base else None
     rows = []
@@ -134,7 +155,7 @@ def _print_candidates(df: Any, base: Optional[str], metric: str, plain: bool) ->
     from .. import report as rp
 
     multi = df["run_id"].nunique() > 1
-    _, gcol, vhead, meaning = _METRIC_COLUMNS[metric]
+    _, gcol, vhead, meaning = _metric_columns(metric, df)
     geo = rp.geomean(df, by="run_id" if multi else "suite", baseline=base)
     rows = [([r["run_id"]] if multi else []) + [
         r["candidate"], f"{r['n_ok']}/{r['n_problems']}", r["wins"], rp.fmt_value(r[gcol], metric),

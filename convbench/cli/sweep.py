@@ -88,14 +88,14 @@ def print_result(result: Any) -> None:
     if not rows:
         print(f"(no records)\n\n{st.records_line(result)}")
         return
-    legend = st.winner_legend(rows)
+    headers, right, optional = st.winner_columns(result)  # the rate column: GOP/s for int8
+    legend = st.winner_legend(rows, st.winner_unit(result))
     if sys.stdout.isatty():
         title = (f"winners: {result.meta.get('suite', '')} ({result.meta.get('device', 'cpu')}, "
                  f"{result.meta.get('threads')} threads)")
-        print_table(st.WINNER_HEADERS, rows, title=title, right=st.WINNER_RIGHT,
-                    drop=st.WINNER_OPTIONAL, legend=legend)
+        print_table(headers, rows, title=title, right=right, drop=optional, legend=legend)
     else:
-        print(format_table(st.WINNER_HEADERS, rows, right=st.WINNER_RIGHT, width=10 ** 6))
+        print(format_table(headers, rows, right=right, width=10 ** 6))
         for name, text in legend.items():
             print_text(f"{name}: {text}")
     print()

@@ -6,7 +6,8 @@ Every function takes the DataFrame of :func:`convbench.results.load_results`, or
 
 - :func:`winners`: the fastest correct candidate per problem and device.
 - :func:`machine_winners`: each machine's winners side by side (runs on several machines).
-- :func:`pivot`: median time, GFLOP/s or percent of peak, problem x candidate.
+- :func:`pivot`: median time, GFLOP/s or percent of peak, problem x candidate. Rates of
+  int8 problems count integer operations: GOP/s (:func:`rate_label` names a frame's unit).
 - :func:`speedup`: baseline time / candidate time, problem x candidate (> 1: faster).
 - :func:`geomean`: geometric means per suite (or any grouping) and candidate.
 - :func:`status_counts`, :func:`warnings`: failures and noisy measurements.
@@ -23,8 +24,9 @@ from ..fmt import fmt_time
 from ..outcome import STATUSES
 from .comparison import NOT_COMPARABLE, VERDICTS, compare, summarize_comparison
 from .formatting import fmt_number, fmt_ratio, fmt_value
+from ..quant import rate_unit
 from .frame import (DEFAULT_BASELINE_RULE, METRICS, Runs, default_baseline, load_frame,
-                    load_metas, resolve_candidate)
+                    load_metas, metric_label, rate_label, resolve_candidate)
 from .html_page import html_report
 from .kernel_grid import candidate_family, crossover, kernel_grid_series
 from .plots import candidate_colors, crossover_plot
@@ -39,4 +41,5 @@ __all__ = [
     "compare", "summarize_comparison",
     "kernel_grid_series", "crossover", "candidate_family", "crossover_plot", "candidate_colors",
     "html_report", "fmt_time", "fmt_value", "fmt_ratio", "fmt_number",
+    "rate_label", "rate_unit", "metric_label",
 ]

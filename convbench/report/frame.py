@@ -6,6 +6,7 @@ from typing import TYPE_CHECKING, Any, Optional, Sequence, Union
 
 from ..errors import ConvbenchError, ResultsError
 from ..outcome import Status
+from ..quant import rate_header
 
 if TYPE_CHECKING:  # pragma: no cover
     import pandas as pd
@@ -16,8 +17,8 @@ Runs = Union[str, os.PathLike, Sequence[Union[str, os.PathLike]], "pd.DataFrame"
 #: metric name -> (column, axis label, lower is better)
 METRICS = {
     "time": ("median_s", "median time per call (s)", True),
-    "gflops": ("gflops", "GFLOP/s", False),
-    "peak": ("peak_pct", "% of measured GEMM peak", False),
+    "gflops": ("gflops", "GFLOP/s", False),   # GOP/s for int8 problems: see rate_label
+    "peak": ("peak_pct", "% of measured GEMM peak", False),   # int8: of the int8 roof
 }
 
 
@@ -77,6 +78,26 @@ def metric_info(metric: str) -> tuple[str, str, bool]:
     if metric not in METRICS:
         raise ConvbenchError(f"metric: {metric!r} is not supported; use one of {', '.join(METRICS)}")
     return METRICS[metric]
+
+
+def frame_dtypes(df: "pd.DataFrame") -> list[str]:
+    """The dtypes of the problems in a results frame (its ``spec_dtype`` column; a frame
+    with a ``dtype`` column, such as :func:`convbench.report.winners`, gives that)."""
+    col = "spec_dtype" if "spec_dtype" in df.columns else "dtype" if "dtype" in df.columns else None
+    return [] if col is None else [str(d) for d in dict.fromkeys(df[col].dropna())]
+
+
+def rate_label(df: "pd.DataFrame") -> str:
+    """The unit of the rates of ``df``'s problems: "GFLOP/s", "GOP/s" (int8: integer
+    operations) or "GFLOP/s (GOP/s for int8)" when both kinds are present."""
+    return rate_header(frame_dtypes(df))
+
+
+def metric_label(metric: str, df: Optional["pd.DataFrame"] = None) -> str:
+    """The axis label of ``metric`` for the problems of ``df``: as :func:`metric_info`, with
+    the rate unit of :func:`rate_label` for "gflops"."""
+    label = metric_info(metric)[1]
+    return rate_label(df) if metric == "gflops" and df is not None else label
 
 
 def index_cols(df: "pd.DataFrame") -> list[str]:

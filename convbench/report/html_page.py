@@ -13,10 +13,13 @@ from .. import noise
 from ..errors import ResultsError
 from ..fmt import fmt_time
 from .formatting import choice_label, finite, fmt_number, fmt_ratio, fmt_value
-from .frame import (DEFAULT_BASELINE_RULE, Runs, default_baseline, index_cols, load_frame,
-                    load_metas, metric_info, resolve_candidate)
+from ..quant import is_quantized, rate_unit
+from .frame import (DEFAULT_BASELINE_RULE, Runs, default_baseline, frame_dtypes, index_cols,
+                    load_frame, load_metas, metric_info, metric_label, rate_label,
+                    resolve_candidate)
 from .kernel_grid import kernel_grid_series
-from .plots import bar_chart, candidate_colors, crossover_plot, first_finite, heat_map, roofline
+from .plots import (bar_chart, candidate_colors, crossover_plot, first_finite, heat_map,
+                    plot_peaks, roofline)
 from .tables import (NOISE_THRESHOLD, geomean, machine_winners, speedup, status_counts, warnings,
                      winners)
 
@@ -60,7 +63,7 @@ def html_report(runs: Runs, out_file: Union[str, os.PathLike], *, baseline: Opti
     run_ids = [str(r) for r in dict.fromkeys(df["run_id"])]
     title = title or ("convbench report: " + ", ".join(run_ids))
     colors = candidate_colors(sorted(set(df["candidate"].dropna())))
-    parts = [_head(title, metric, base, chosen=bool(baseline)),
+    parts = [_head(title, metric_label(metric, df), base, chosen=bool(baseline)),
              _runs_section(df, load_metas(runs), run_ids),
              _winners_section(df, base)]
     if "machine" in df.columns and df["machine"].nunique() > 1:
@@ -108,13 +111,13 @@ def _caption(text: str) -> str:
     return f'<p class="caption">{_e(text)}</p>'
 
 
-def _head(title: str, metric: str, base: Optional[str], chosen: bool) -> str:
+def _head(title: str, metric_text: str, base: Optional[str], chosen: bool) -> str:
     now = _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S UTC")
     why = "chosen by the user" if chosen else DEFAULT_BASELINE_RULE
     return (f'<!DOCTYPE html><html lang="en"><head><meta charset="utf-8">'
             f"<title>{_e(title)}</title><style>{_CSS}</style></head><body>\n"
             f"<h1>{_e(title)}</h1>\n"
-            f'<p class="muted">Generated {_e(now)} by convbench. Metric: {_e(metric_info(metric)[1])}; '
+            f'<p class="muted">Generated {_e(now)} by convbench. Metric: {_e(metric_text)}; '
             f"baseline for speedups: <code>{_e(base or '-')}</code> ({_e(why)}). Times are medians "
             "of per-call samples; speedup = baseline time / candidate time (&gt; 1: faster than "
             "the baseline).</p>")
@@ -150,7 +153,7 @@ def _run_items(rid: str, r: "pd.DataFrame", meta: dict[str, Any]) -> list[tuple[
                   f"{gemm:.4g}" if finite(gemm) else "not measured"))
     for dtype, roof in (peak.get("roofs") or {}).items():
         items.append((f"roofs {dtype}", ", ".join(
-            f"{k.replace('_gflops', '')} {v:.4g} GFLOP/s" for k, v in roof.items()
+            f"{k.replace('_gflops', '')} {v:.4g} {rate_unit(dtype)}" for k, v in roof.items()
             if k.endswith("_gflops") and finite(v)) + (f" (GEMM: {roof['gemm_source']})"
                                                         if roof.get("gemm_source") else "")))
     for phase in ("noise_start", "noise_end"):
@@ -178,7 +181,7 @@ def _winners_section(df: "pd.DataFrame", base: Optional[str]) -> str:
             fmt_ratio(s), r["runner_up"], fmt_number(r["margin"], "+.1%"), choice_label(r),
             f"{r['n_ok']}/{r['n_candidates']}", _winner_noise(df, r)])
     header = (["run"] if multi else []) + (["machine"] if by_machine else []) + [
-        "problem", "spec", "device", "winner", "median", "GFLOP/s", "% peak",
+        "problem", "spec", "device", "winner", "median", rate_label(w), "% peak",
         f"speedup vs {base}" if base else "speedup", "runner-up", "margin", "choice", "ok", "noise"]
     return "\n".join([
         "<h2>Winners</h2>", _table(header, rows, "winners"),
@@ -187,7 +190,9 @@ def _winners_section(df: "pd.DataFrame", base: Optional[str]) -> str:
                  "runner-up's), or a tie (medians within the minimum effect) settled for the most "
                  "robust candidate, which may be slightly slower (negative margin). ok = "
                  "candidates that passed the correctness check / candidates tried. % peak: of the "
-                 "best GEMM rate measured for the dtype (the record's peak_roof names it). noise: "
+                 "best GEMM rate measured for the dtype (the record's peak_roof names it); int8 "
+                 "rates are GOP/s (integer operations) and their % peak is left empty when the "
+                 "run measured no int8 roof. noise: "
                  "what may have spoiled the winner's timing - " + "; ".join(
                      f"{k}: {v}" for k, v in noise.FLAGS.items()) + ".")])
 
@@ -238,7 +243,7 @@ def _suite_plots(g: "pd.DataFrame", suite: str, metric: str, base: Optional[str]
     img = bar_chart(g, metric, colors)
     if img:
         parts += [_img(img, f"{metric} per problem and candidate, suite {suite}"),
-                  _caption(f"{metric_info(metric)[1]} of every candidate that passed the "
+                  _caption(f"{metric_label(metric, g)} of every candidate that passed the "
                            "correctness check; missing bars are not-ok candidates.")]
     img = heat_map(g, base) if base is not None and base in set(g["candidate"]) else None
     if img:
@@ -247,14 +252,22 @@ def _suite_plots(g: "pd.DataFrame", suite: str, metric: str, base: Optional[str]
                            "log2); grey cells carry the status of candidates that were not ok.")]
     img = roofline(g, colors)
     if img:
-        has_peak = first_finite(g.get("peak_gemm_gflops")) is not None
-        parts += [_img(img, f"roofline, suite {suite}"),
-                  _caption("Arithmetic intensity = FLOPs / bytes of compulsory traffic (inputs, "
-                           "weights, output once). "
-                           + ("Lines: the machine's measured GEMM peak (float32) and "
-                              "memory-bandwidth roof." if has_peak else
-                              "The run holds no measured peak: no roof lines."))]
+        parts += [_img(img, f"roofline, suite {suite}"), _caption(_roofline_caption(g))]
     return parts
+
+
+def _roofline_caption(g: "pd.DataFrame") -> str:
+    quant = [d for d in frame_dtypes(g) if is_quantized(d)]
+    peaks = list(plot_peaks(g))
+    text = ("Arithmetic intensity = " + ("operations" if quant else "FLOPs")
+            + " / bytes of compulsory traffic (inputs, weights, output once). ")
+    if quant:
+        text += f"{', '.join(quant)} problems count integer operations (GOP/s). "
+    bw = first_finite(g.get("peak_bandwidth_gbs")) is not None
+    lines = peaks + (["the measured memory-bandwidth roof"] if bw else [])
+    if not peaks:
+        text += "The run holds no measured GEMM peak for these dtypes. "
+    return text + ("Lines: " + "; ".join(lines) + "." if lines else "No roof lines.")
 
 
 def _crossover_plots(g: "pd.DataFrame", colors: dict) -> list[str]:
@@ -274,7 +287,7 @@ def _candidates_table(g: "pd.DataFrame", base: Optional[str]) -> list[str]:
     if not len(geo):
         return []
     has_sp = "speedup" in geo.columns
-    header = ["candidate", "ok / problems", "wins", "geomean time", "geomean GFLOP/s",
+    header = ["candidate", "ok / problems", "wins", "geomean time", f"geomean {rate_label(g)}",
               "time / best"] + ([f"speedup vs {base}"] if has_sp else [])
     rows = [[r["candidate"], f"{r['n_ok']}/{r['n_problems']}", r["wins"], fmt_time(r["geomean_s"]),
              fmt_value(r["geomean_gflops"], "gflops"), fmt_ratio(r["vs_best"])]

@@ -7,8 +7,9 @@ import io
 import math
 from typing import TYPE_CHECKING, Any, Optional, Sequence
 
+from ..quant import is_quantized, rate_unit
 from .formatting import finite
-from .frame import index_cols, metric_info, ok_rows
+from .frame import frame_dtypes, index_cols, metric_label, ok_rows, rate_label
 from .kernel_grid import candidate_family, crossover, crossover_summary, kernel_extent
 from .tables import pivot, speedup, winners
 
@@ -50,7 +51,7 @@ def bar_chart(g: "pd.DataFrame", metric: str, colors: dict) -> Optional[str]:
     import numpy as np
     from matplotlib.figure import Figure
 
-    _, ylabel, _ = metric_info(metric)
+    ylabel = metric_label(metric, g)
     table = pivot(g, metric).dropna(axis=1, how="all")
     if table.empty or table.notna().sum().sum() == 0:
         return None
@@ -122,8 +123,9 @@ def heat_map(g: "pd.DataFrame", baseline: str) -> Optional[str]:
 
 
 def roofline(g: "pd.DataFrame", colors: dict) -> Optional[str]:
-    """Attained GFLOP/s against arithmetic intensity, winners outlined, under the machine's
-    measured GEMM peak and bandwidth roofs when the run holds them."""
+    """Attained GFLOP/s (GOP/s for int8 problems) against arithmetic intensity, winners
+    outlined, under the machine's measured GEMM peak and bandwidth roofs when the run holds
+    them (for int8 problems the int8 roof their ``peak_pct`` was taken against, if any)."""
     import numpy as np
     from matplotlib.figure import Figure
 
@@ -144,26 +146,53 @@ def roofline(g: "pd.DataFrame", colors: dict) -> Optional[str]:
                    edgecolors=[(0, 0, 0, 1) if w else (0, 0, 0, 0) for w in is_w], alpha=0.9)
     ax.set_xscale("log")
     ax.set_yscale("log")
-    _roofs(ax, float(ai.min()) / 2, float(ai.max()) * 2, first_finite(g.get("peak_gemm_gflops")),
+    _roofs(ax, float(ai.min()) / 2, float(ai.max()) * 2, plot_peaks(ok),
            first_finite(g.get("peak_bandwidth_gbs")))
-    ax.set_xlabel("arithmetic intensity (FLOPs / byte of compulsory traffic)")
-    ax.set_ylabel("attained GFLOP/s")
+    ops = "operations" if any(is_quantized(d) for d in frame_dtypes(ok)) else "FLOPs"
+    ax.set_xlabel(f"arithmetic intensity ({ops} / byte of compulsory traffic)")
+    ax.set_ylabel(f"attained {rate_label(ok)}")
     ax.set_title("roofline (winners outlined)")
     ax.grid(alpha=0.3, which="major")
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     return png(fig)
 
 
-def _roofs(ax: Any, x_lo: float, x_hi: float, peak: Optional[float], bw: Optional[float]) -> None:
+def dtype_roof(g: "pd.DataFrame", dtype: str) -> Optional[float]:
+    """The GEMM roof ``dtype``'s records were measured against (their rate / peak_pct), or None
+    when none of them has a ``peak_pct``."""
+    if "spec_dtype" not in g or "peak_pct" not in g or "gflops" not in g:
+        return None
+    rows = g[g["spec_dtype"] == dtype]
+    return first_finite(float(r) * 100.0 / float(p) if finite(r) and finite(p) and float(p) > 0
+                        else None for r, p in zip(rows["gflops"], rows["peak_pct"]))
+
+
+def plot_peaks(g: "pd.DataFrame") -> dict[str, float]:
+    """Roof label -> rate for a roofline of ``g``: the run's float32 GEMM peak when it holds
+    float problems, each quantized dtype's own roof (from its records) when it has one."""
+    dtypes = frame_dtypes(g) or ["float32"]
+    out = {}
+    peak = first_finite(g.get("peak_gemm_gflops"))
+    if peak is not None and not all(is_quantized(d) for d in dtypes):
+        out[f"GEMM peak {peak:.4g} GFLOP/s"] = peak
+    for d in dtypes:
+        roof = dtype_roof(g, d) if is_quantized(d) else None
+        if roof is not None:
+            out[f"{d} GEMM peak {roof:.4g} {rate_unit(d)}"] = roof
+    return out
+
+
+def _roofs(ax: Any, x_lo: float, x_hi: float, peaks: dict[str, float], bw: Optional[float]) -> None:
     import numpy as np
 
-    if bw is not None and peak is not None:
-        x_lo, x_hi = min(x_lo, peak / bw / 4), max(x_hi, peak / bw * 4)
+    top = max(peaks.values(), default=None)
+    if bw is not None and top is not None:
+        x_lo, x_hi = min(x_lo, min(peaks.values()) / bw / 4), max(x_hi, top / bw * 4)
     xs = np.geomspace(x_lo, x_hi, 200)
-    if peak is not None:
-        ax.axhline(peak, color="black", lw=1.2, ls="--", label=f"GEMM peak {peak:.4g} GFLOP/s")
+    for (label, peak), ls in zip(peaks.items(), ("--", "-.", ":")):
+        ax.axhline(peak, color="black", lw=1.2, ls=ls, label=label)
     if bw is not None:
-        ys = bw * xs if peak is None else np.minimum(bw * xs, peak)
+        ys = bw * xs if top is None else np.minimum(bw * xs, top)
         ax.plot(xs, ys, color="dimgray", lw=1.2, label=f"bandwidth {bw:.4g} GB/s roof")
     ax.set_xlim(x_lo, x_hi)
 

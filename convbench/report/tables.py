@@ -21,8 +21,8 @@ FAILURES = tuple(s.value for s in _FAILURES)
 #: IQR / median above which an ok measurement is reported as noisy
 NOISE_THRESHOLD = 0.10
 
-_WINNER_COLS = ["device", "suite", "label", "winner", "median_s", "gflops", "peak_pct", "runner_up",
-                "runner_up_s", "margin", "decisive", "rule", "n_ok", "n_candidates"]
+_WINNER_COLS = ["device", "suite", "label", "dtype", "winner", "median_s", "gflops", "peak_pct",
+                "runner_up", "runner_up_s", "margin", "decisive", "rule", "n_ok", "n_candidates"]
 
 
 def winners(df: Runs) -> "pd.DataFrame":
@@ -31,9 +31,10 @@ def winners(df: Runs) -> "pd.DataFrame":
     candidates whose confidence intervals overlap it, the most robust).
 
     One row per problem and device (and run, when several are loaded), in suite order:
-    suite, label, winner, median_s, gflops, peak_pct, runner_up, runner_up_s, margin
-    (runner-up median / winner median - 1), decisive, rule, n_ok and n_candidates. Problems
-    where no candidate is ok have winner None.
+    suite, label, dtype, winner, median_s, gflops (GOP/s for int8 problems: integer
+    operations), peak_pct (of the dtype's own roof; empty for int8 without an int8 roof),
+    runner_up, runner_up_s, margin (runner-up median / winner median - 1), decisive, rule,
+    n_ok and n_candidates. Problems where no candidate is ok have winner None.
     """
     import pandas as pd
 
@@ -115,6 +116,7 @@ def _winner_row(run_id: Any, problem: Any, device: Any, g: "pd.DataFrame", w: An
     first = g.iloc[0]
     row: dict[str, Any] = {"run_id": run_id, "problem": problem, "device": device,
                            "suite": first.get("suite"), "label": first.get("label"),
+                           "dtype": first.get("spec_dtype"),
                            "winner": None, "median_s": nan, "gflops": nan, "peak_pct": nan,
                            "runner_up": None, "runner_up_s": nan, "margin": nan,
                            "decisive": None, "rule": None,
@@ -131,7 +133,8 @@ def _winner_row(run_id: Any, problem: Any, device: Any, g: "pd.DataFrame", w: An
 
 def pivot(df: Runs, metric: str = "time") -> "pd.DataFrame":
     """Problem x candidate table of the metric over ok rows: "time" (median seconds per
-    call), "gflops" or "peak" (percent of the machine's measured GEMM peak). Cells of
+    call), "gflops" (GOP/s for int8 problems) or "peak" (percent of the machine's measured
+    GEMM peak for the problem's dtype). Cells of
     candidates that were not ok are NaN; every problem of the results has a row."""
     df = load_frame(df)
     col, _, _ = metric_info(metric)
@@ -163,7 +166,8 @@ def geomean(df: Runs, by: Union[str, Sequence[str]] = "suite",
     """Geometric means per group (``by``: column name(s), default the suite) and candidate.
 
     Columns: n_problems (problems in the group), n_ok, wins (problems where
-    :func:`winners` chose it); geomean_s, geomean_gflops and geomean_peak_pct over its ok
+    :func:`winners` chose it); geomean_s, geomean_gflops (GOP/s for int8 problems) and
+    geomean_peak_pct over its ok
     problems (compare candidates with equal n_ok only); vs_best, the geometric mean of its
     time / the fastest time over its ok problems (1.0 = the fastest everywhere); with a
     baseline, speedup (geometric mean of baseline time / its time over the problems where

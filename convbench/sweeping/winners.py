@@ -7,6 +7,7 @@ from typing import Any, Optional
 from .. import noise
 from ..fmt import fmt_time
 from ..outcome import STATUSES
+from ..quant import FLOAT_RATE, rate_header
 
 WINNER_HEADERS = ["problem", "shape", "winner", "median", "GFLOP/s", "runner-up", "margin", "verdict",
                   "noise"]
@@ -32,6 +33,30 @@ VERDICTS = {
                    "fastest median",
     "only one ok": "no other candidate passed verification",
 }
+
+
+def result_dtypes(result: Any) -> list[str]:
+    """The dtypes of a SweepResult's problems (its records', else its suite's)."""
+    found = [(r.get("spec") or {}).get("dtype") for r in result.records]
+    if not found and result.suite:
+        found = [s.dtype for s in result.suite.specs()]
+    return [d for d in dict.fromkeys(found) if isinstance(d, str)]
+
+
+def winner_unit(result: Any) -> str:
+    """The unit of the winners table's rate column for a SweepResult's problems."""
+    return rate_header(result_dtypes(result))
+
+
+def winner_columns(result: Any) -> tuple[list[str], tuple[str, ...], tuple[str, ...]]:
+    """(headers, right-aligned, optional) of the winners table of a SweepResult: the
+    WINNER_* constants with the rate column headed by its unit (GOP/s for int8 problems,
+    "GFLOP/s (GOP/s for int8)" when a suite mixes both: :func:`winner_unit`)."""
+    unit = winner_unit(result)
+
+    def swap(cols: Any) -> list[str]:
+        return [unit if c == FLOAT_RATE else c for c in cols]
+    return swap(WINNER_HEADERS), tuple(swap(WINNER_RIGHT)), tuple(swap(WINNER_OPTIONAL))
 
 
 def verdict(w: Any) -> str:
@@ -78,11 +103,15 @@ def noisy_count(result: Any) -> int:
     return sum(1 for r in result.records if r.get("status") == "ok" and r.get("noise"))
 
 
-def winner_legend(rows: list[list[str]]) -> dict[str, str]:
-    """Header -> meaning, for the columns that need it; the verdict kinds that ``rows`` show."""
+def winner_legend(rows: list[list[str]], unit: str = FLOAT_RATE) -> dict[str, str]:
+    """Header -> meaning, for the columns that need it; the verdict kinds that ``rows`` show.
+    ``unit``: the rate column's header (:func:`winner_columns`), explained unless GFLOP/s."""
     shown = [r[-2] for r in rows if r[2] != "(none ok)"]
     kinds = [k for k in VERDICTS if any(k in v for v in shown)]
     legend = dict(WINNER_LEGEND)
+    if unit != FLOAT_RATE:
+        legend[unit] = ("the winner's rate: the convolution's operations / median time; int8 "
+                        "problems count integer multiply-adds (2 per MAC) in GOP/s.")
     if kinds:
         legend["verdict"] = "; ".join(VERDICTS[k] if k == "tie" else f"{k}: {VERDICTS[k]}"
                                       for k in kinds) + "."
@@ -122,8 +151,9 @@ def format_winners(result: Any, width: Optional[int] = None) -> str:
     if noisy:
         notes.append(f"{noisy} ok records carry noise flags (records' `noise` field): their "
                      "timings may be spoiled; see `convbench doctor`")
-    return format_table(WINNER_HEADERS, rows, right=WINNER_RIGHT, drop=WINNER_OPTIONAL,
-                        width=width or 10 ** 6, legend=winner_legend(rows), notes=notes)
+    headers, right, optional = winner_columns(result)
+    return format_table(headers, rows, right=right, drop=optional, width=width or 10 ** 6,
+                        legend=winner_legend(rows, winner_unit(result)), notes=notes)
 
 
 def plan_rows(result: Any) -> list[list[str]]:
@@ -167,5 +197,6 @@ def format_plan(result: Any, width: Optional[int] = None) -> str:
 
 
 __all__ = ["WINNER_HEADERS", "WINNER_OPTIONAL", "WINNER_LEGEND", "VERDICTS", "verdict", "noisy_count",
+           "winner_columns", "winner_unit", "result_dtypes",
            "winner_rows", "winner_legend", "status_summary", "records_line", "format_winners",
            "plan_rows", "plan_summary", "format_plan", "PLAN_HEADERS"]
