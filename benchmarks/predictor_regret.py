@@ -1,127 +1,234 @@
-"""Regret of the miss predictor: train on some runs, predict another run's shapes.
+"""Regret of the miss predictor on suites it never saw (measured runs in, no timing done).
 
-For every problem of the test run, each method picks a candidate; its *regret* is that
-candidate's measured median in the test run divided by the fastest measured median there
-(1.0 = it picked the fastest). Methods:
+For every test problem each method picks a candidate; its *regret* is that candidate's
+measured median divided by the fastest measured median there (1.0 = it picked the fastest).
+Only candidates measured ``ok`` on the problem can be picked. Methods:
 
-- ``predictor``: :class:`convbench.predict.Predictor` (k nearest cached problems, log-regret
-  scores shrunk toward the training-set prior), trained on the cache entries the training
-  runs produce (winners plus every candidate's timing);
-- ``heuristic``: the documented fallback alone;
-- ``fixed best-on-train``: the one candidate with the lowest geometric-mean regret over the
-  training problems (a constant choice a user could make without the test data);
-- ``fixed CAND`` (``--fixed``, default ``torch:default@cpu``): always that candidate;
-- ``oracle fixed``: the best single candidate *on the test run itself* - not a method (it
-  looks at the answers), a yardstick for how much a per-shape choice can add.
+- ``predictor``: :class:`convbench.predict.Predictor`, trained on cache entries built from the
+  training runs (every candidate's timing per problem), bandwidth and prior weight
+  cross-validated on those entries alone;
+- ``heuristic``: the documented fallback alone (asks the backends installed here);
+- ``best fixed``: the one candidate with the lowest mean log-regret on the training problems
+  (measured on at least half of them): a constant a user could pick without the test data;
+- ``oracle fixed``: the best single candidate *on the test problems themselves* - not a
+  method (it looks at the answers), a yardstick for what a per-shape choice adds.
 
-Only candidates with an ``ok`` record for the problem in the test run can be picked (the
-predictor skips the others, as conv() skips candidates that cannot run a spec); problems
-where a method picks nothing measurable are counted, not scored.
+A fixed candidate that was not measured ok on a test problem is charged that problem's slowest
+measured time there.
 
-    python benchmarks/predictor_regret.py --train results/RUN_A results/RUN_B --test results/RUN_C
+Runs are merged per machine: the timings of one (shape, threads) measured in several runs of
+a suite are combined by geometric mean, one training entry (run id = the suite) and one test
+problem each. A problem named ``NET/LAYER...`` counts as suite ``NET`` (the engines suite
+holds the layers of several networks). Runs that cannot be read are skipped and named.
+
+Two modes:
+
+    python benchmarks/predictor_regret.py --loso results --exclude '*-x1.1'
+        leave one suite out, per machine: train on the machine's other suites (shapes of the
+        held-out suite removed), test on the held-out suite, for every suite in turn;
+    python benchmarks/predictor_regret.py --train RUN_A RUN_B --test RUN_C
+        one split, as given.
+
+The confidence columns compare what the predictor said with what happened: its mean
+``expected_regret`` against the measured geometric mean, and its mean ``p_within`` (the
+probability of being within 5% of the fastest) against the measured share.
 """
 from __future__ import annotations
 
 import argparse
+import fnmatch
+import math
 import sys
+from collections import defaultdict
+from pathlib import Path
+
+
+def find_runs(paths: list[str], exclude: list[str]) -> list[Path]:
+    """Run directories under ``paths`` (a run directory holds records.jsonl), minus ``exclude``."""
+    out = []
+    for p in map(Path, paths):
+        found = [p] if (p / "records.jsonl").exists() else sorted(f.parent for f in p.rglob("records.jsonl"))
+        out += [r for r in found if not any(fnmatch.fnmatch(str(r), pat) for pat in exclude)]
+    return out
+
+
+def load(runs: list[Path]) -> tuple[dict, dict, dict]:
+    """(train, test, specs): (machine, device, threads, suite, spec_key) -> {candidate: seconds}
+    for training (the cache entries' timings: ok medians, over-limit and pruned estimates) and
+    for testing (ok medians), each the geometric mean over the runs; spec_key -> spec."""
+    from convbench.cache import entries_from_run, read_run
+    from convbench.errors import ConvbenchError
+
+    train, test, specs = defaultdict(lambda: defaultdict(list)), defaultdict(lambda: defaultdict(list)), {}
+    for run in runs:
+        try:
+            records, meta = read_run(run)
+            run_entries, _, _ = entries_from_run(records, meta)
+        except (ConvbenchError, OSError, ValueError) as exc:
+            print(f"skipped {run}: {exc}", file=sys.stderr)
+            continue
+        suite_of = {r["spec_key"]: _suite(r, meta, run) for r in records}
+        for e in run_entries:
+            specs[e.spec_key] = e.spec
+            for c, t in e.timings.items():
+                train[(e.machine, e.device, e.threads, suite_of[e.spec_key], e.spec_key)][c].append(t)
+        machine = {(e.spec_key, e.device): (e.machine, e.threads) for e in run_entries}
+        for r in records:
+            m = machine.get((r["spec_key"], r.get("device") or "cpu"))
+            if m and r.get("status") == "ok" and r.get("median_s"):
+                key = (m[0], r.get("device") or "cpu", m[1], suite_of[r["spec_key"]], r["spec_key"])
+                test[key][r["candidate"]].append(float(r["median_s"]))
+        print(f"read {run}: {len(records)} records, {len(run_entries)} problems", file=sys.stderr)
+    gm = lambda v: math.exp(sum(map(math.log, v)) / len(v))  # noqa: E731
+    return ({k: {c: gm(v) for c, v in d.items()} for k, d in train.items()},
+            {k: {c: gm(v) for c, v in d.items()} for k, d in test.items()}, specs)
+
+
+def _suite(record: dict, meta: dict, run: Path) -> str:
+    """A problem named NET/LAYER... belongs to suite NET, others to the run's suite."""
+    name = str(record.get("problem") or "")
+    return name.split("/")[0] if "/" in name else str(meta.get("suite") or run.name)
+
+
+def entries(train: dict, specs: dict, keys) -> list:
+    """Cache entries for the training problems ``keys`` (run id = suite)."""
+    from convbench.cache import CacheEntry
+    from convbench.registry import Candidate
+
+    out = []
+    for k in keys:
+        machine, dev, threads, suite, spec_key = k
+        times = train[k]
+        best = min(times, key=times.get)
+        c = Candidate.parse(best)
+        out.append(CacheEntry(spec_key=spec_key, machine=machine, threads=threads, device=dev,
+                              spec=specs[spec_key], candidate=best, backend=c.backend,
+                              algorithm=c.algorithm, median_s=times[best], run_id=suite,
+                              timings=dict(times)))
+    return out
+
+
+def best_fixed(train_entries: list) -> str:
+    from convbench.predict import log_regrets
+
+    per: dict[str, list[float]] = defaultdict(list)
+    for e in train_entries:
+        for c, lr in log_regrets(e).items():
+            per[c].append(lr)
+    covered = {c: v for c, v in per.items() if 2 * len(v) >= len(train_entries)}
+    return min(covered, key=lambda c: (sum(covered[c]) / len(covered[c]), c))
+
+
+def evaluate(train_entries: list, test: dict, specs: dict, bandwidth: str, prior_weight: str) -> dict:
+    """Per method: regrets, and the predictor's confidence per problem."""
+    from convbench.predict import Predictor, heuristic_choice
+    from convbench.spec import ConvSpec
+
+    pred = Predictor(bandwidth, prior_weight).fit(train_entries)
+    fixed = best_fixed(train_entries)
+    cands = sorted({c for t in test.values() for c in t})
+    worst = lambda t: max(t.values()) / min(t.values())  # noqa: E731
+    oracle = min(cands, key=lambda c: sum(math.log(t[c] / min(t.values()) if c in t else worst(t))
+                                          for t in test.values()))
+    out = defaultdict(list)
+    for (machine, dev, threads, suite, spec_key), times in sorted(test.items()):
+        spec, best = ConvSpec.from_dict(specs[spec_key]), min(times.values())
+        est = {c: v for c, v in pred.estimates(spec, dev, threads=threads).items() if c in times}
+        pick = min(est, key=lambda c: (est[c][0], c)) if est else None
+        try:
+            heur = heuristic_choice(spec, dev, allow=lambda b, a, d: f"{b}:{a}@{d}" in times).candidate
+        except Exception:
+            heur = None
+        for m, c in (("predictor", pick), ("heuristic", heur), ("fixed", fixed), ("oracle", oracle)):
+            out[m].append(times[c] / best if c in times else worst(times))
+        if pick is not None:
+            score, p, _ = est[pick]
+            out["expected"].append(math.exp(score + pred.cv_optimism))
+            out["p_within"].append(p)
+    out["names"] = [fixed, oracle]
+    out["cv"] = [pred.bandwidth, pred.prior_weight, pred.cv_optimism]
+    return out
+
+
+def geo(v: list[float]) -> float:
+    return math.exp(sum(map(math.log, v)) / len(v)) if v else float("nan")
+
+
+COLUMNS = (("n", 4), ("predictor", 10), ("heuristic", 10), ("best fixed", 11), ("oracle fixed", 13),
+           ("said", 7), ("<=5%", 6), ("said", 6))
+
+
+def _row(name: str, r: dict) -> str:
+    within = sum(v <= 1.05 for v in r["predictor"]) / len(r["predictor"])
+    said = sum(r["p_within"]) / max(len(r["p_within"]), 1)
+    cells = [f"{len(r['predictor'])}"] + [f"{geo(r[m]):.3f}" for m in
+                                          ("predictor", "heuristic", "fixed", "oracle", "expected")]
+    cells += [f"{within:.2f}", f"{said:.2f}"]
+    return f"{name:<26}" + "".join(f"{c:>{w}}" for c, (_, w) in zip(cells, COLUMNS))
+
+
+def print_table(rows: list[tuple[str, dict]]) -> None:
+    print(f"{'held out':<26}" + "".join(f"{h:>{w}}" for h, w in COLUMNS)
+          + "   bandwidth/prior weight/optimism; best fixed; oracle fixed")
+    pooled: dict = defaultdict(list)
+    for name, r in rows:
+        for m in ("predictor", "heuristic", "fixed", "oracle", "expected", "p_within"):
+            pooled[m] += r[m]
+        bw, lam, opt = r["cv"]
+        print(_row(name, r) + f"   {bw:g}/{lam:g}/{opt:.3f}; {r['names'][0]}; {r['names'][1]}")
+    if len(rows) > 1:
+        print(_row("all held-out problems", pooled))
+    print("columns: geometric-mean regret per method; said = the predictor's mean expected regret; "
+          "<=5% = share of its picks within 5% of the fastest; said = its mean p_within")
+
+
+def loso(train: dict, test: dict, specs: dict, args: argparse.Namespace) -> list[tuple[str, dict]]:
+    rows = []
+    for machine in sorted({k[0] for k in test}):
+        suites = sorted({k[3] for k in test if k[0] == machine})
+        for suite in suites:
+            held = {k: t for k, t in test.items() if k[0] == machine and k[3] == suite}
+            held_specs = {k[4] for k in held}
+            keys = [k for k in train if k[0] == machine and k[3] != suite and k[4] not in held_specs]
+            if not keys:
+                print(f"{machine} {suite}: no other suite on this machine to train on", file=sys.stderr)
+                continue
+            r = evaluate(entries(train, specs, keys), held, specs, args.bandwidth, args.prior_weight)
+            rows.append((f"{machine[:8]} {suite}", r))
+    return rows
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--train", nargs="+", required=True, metavar="RUN", help="run directories to learn from")
-    ap.add_argument("--test", required=True, metavar="RUN", help="run directory whose shapes are predicted")
-    ap.add_argument("-k", default="auto", help="neighbours, or 'auto' (default): chosen with the prior "
-                    "weight by cross-validation on the training runs")
-    ap.add_argument("--prior-weight", type=float, default=1.0, help="weight of the prior when -k is given")
-    ap.add_argument("--fixed", default="torch:default@cpu", help="a fixed-candidate baseline")
-    ap.add_argument("-v", "--verbose", action="store_true", help="one line per test problem")
+    ap.add_argument("--loso", nargs="+", metavar="PATH",
+                    help="runs (or folders of runs): leave one suite out")
+    ap.add_argument("--train", nargs="+", metavar="RUN", help="runs to learn from")
+    ap.add_argument("--test", metavar="RUN", help="run whose shapes are predicted")
+    ap.add_argument("--exclude", action="append", default=[], metavar="GLOB",
+                    help="leave out run directories matching this pattern (repeatable)")
+    ap.add_argument("--bandwidth", default="auto", help="kernel bandwidth, or 'auto' (cross-validated)")
+    ap.add_argument("--prior-weight", default="auto", help="prior weight, or 'auto' (cross-validated)")
     args = ap.parse_args(argv)
-
-    import math
-
-    from convbench.cache import read_run, entries_from_run
-    from convbench.predict import Predictor, geomean, heuristic_choice, log_regrets
-    from convbench.spec import ConvSpec
-
-    train = []
-    for run in args.train:
-        records, meta = read_run(run)
-        entries, _, _ = entries_from_run(records, meta)
-        train += entries
-        print(f"train: {run}: {len(entries)} problems", file=sys.stderr)
-    records, meta = read_run(args.test)
-    threads = int(meta.get("threads") or 1)
-    test_keys = {r["spec_key"] for r in records}
-    overlap = sum(e.spec_key in test_keys for e in train)
-    pred = Predictor(k=args.k if args.k == "auto" else int(args.k), prior_weight=args.prior_weight).fit(train)
-    print(f"predictor: k={pred.k}, prior_weight={pred.prior_weight:g}"
-          + (f" (cross-validated on the training runs: mean log-regret {pred.cv_log_regret:.3f})"
-             if pred.cv_log_regret is not None else ""), file=sys.stderr)
-
-    # the best constant on the training problems (a candidate missing on a problem: not counted
-    # there, but it must cover at least half of them)
-    per_cand: dict[str, list[float]] = {}
-    for e in train:
-        for c, lr in log_regrets(e).items():
-            per_cand.setdefault(c, []).append(lr)
-    covered = {c: v for c, v in per_cand.items() if len(v) * 2 >= len(train)}
-    best_train = min(covered, key=lambda c: sum(covered[c]) / len(covered[c])) if covered else args.fixed
-
-    by_problem: dict[str, dict] = {}
-    for r in records:
-        p = by_problem.setdefault(r["problem"], {"spec": r["spec"], "times": {}})
-        if r.get("status") == "ok" and r.get("median_s"):
-            p["times"][r["candidate"]] = float(r["median_s"])
-    scored = {n: p for n, p in by_problem.items() if p["times"]}
-    all_cands = sorted({c for p in scored.values() for c in p["times"]})
-    oracle = min(all_cands, key=lambda c: sum(math.log(p["times"].get(c, math.inf) / min(p["times"].values()))
-                                              for p in scored.values()))
-
-    methods = {"predictor": [], "heuristic": [], f"fixed best-on-train {best_train}": [],
-               f"fixed {args.fixed}": [], f"oracle fixed {oracle}": []}
-    unscored = {m: 0 for m in methods}
-    lines = []
-    for name, p in sorted(scored.items()):
-        times = p["times"]
-        spec = ConvSpec.from_dict(p["spec"])
-        device = next(iter(times)).rsplit("@", 1)[-1]
-        best = min(times.values())
-        allow = lambda b, a, d, _t=times: f"{b}:{a}@{d}" in _t  # noqa: E731
-        picks = {}
-        try:
-            picks["predictor"] = pred.predict(spec, device, threads=threads, allow=allow).candidate
-        except Exception:
-            picks["predictor"] = None
-        try:
-            picks["heuristic"] = heuristic_choice(spec, device, allow=allow).candidate
-        except Exception:
-            picks["heuristic"] = None
-        picks[f"fixed best-on-train {best_train}"] = best_train
-        picks[f"fixed {args.fixed}"] = args.fixed
-        picks[f"oracle fixed {oracle}"] = oracle
-        row = [name]
-        for m, cand in picks.items():
-            if cand in times:
-                methods[m].append(times[cand] / best)
-                row.append(f"{cand} x{times[cand] / best:.2f}")
-            else:
-                unscored[m] += 1
-                row.append(f"{cand} (not measured ok)")
-        lines.append("  ".join(row))
-
-    print(f"test run {args.test}: {len(scored)} problems, {threads} threads; training: "
-          f"{len(train)} problems from {len(args.train)} run(s), {overlap} of them share a spec key "
-          f"with the test run")
-    if args.verbose:
-        print("\n".join(lines))
-    w = max(len(m) for m in methods) + 2
-    print(f"{'method':<{w}} {'geo-mean regret':>16} {'worst':>8} {'x1.00 (best)':>13} {'scored':>7} {'unscored':>9}")
-    for m, vals in methods.items():
-        if vals:
-            hits = sum(v <= 1.0 + 1e-12 for v in vals)
-            print(f"{m:<{w}} {geomean(vals):16.3f} {max(vals):8.2f} {hits:13d} {len(vals):7d} {unscored[m]:9d}")
-        else:
-            print(f"{m:<{w}} {'-':>16} {'-':>8} {'-':>13} {0:7d} {unscored[m]:9d}")
+    for a in ("bandwidth", "prior_weight"):
+        if getattr(args, a) != "auto":
+            setattr(args, a, float(getattr(args, a)))
+    if args.loso:
+        train, test, specs = load(find_runs(args.loso, args.exclude))
+        rows = loso(train, test, specs, args)
+    elif args.train and args.test:
+        train, _, specs = load(find_runs(args.train, args.exclude))
+        _, test, specs2 = load(find_runs([args.test], args.exclude))
+        specs.update(specs2)
+        test_specs = {k[4] for k in test}
+        keys = [k for k in train if k[4] not in test_specs]
+        rows = [(Path(args.test).name, evaluate(entries(train, specs, keys), test, specs,
+                                                args.bandwidth, args.prior_weight))]
+    else:
+        ap.error("give --loso PATH..., or --train RUN... and --test RUN")
+    if not rows:
+        print("nothing to evaluate", file=sys.stderr)
+        return 1
+    print_table(rows)
     return 0
 
 

@@ -1,45 +1,54 @@
-"""Choosing for shapes nobody tuned: nearest neighbours over this machine's cached results.
+"""Choosing for shapes nobody tuned, and saying how sure the choice is.
 
-Each problem becomes a point in a log-scaled feature space (see :func:`features`); every
-feature is standardised over the training entries so none dominates the distance.
+What is learnt from this machine's cached entries is how every measured candidate did on each
+cached problem: an entry's ``timings`` (every candidate timed on that problem in its sweep)
+give each candidate's *log-regret* there, ``log(time / fastest time)``.
 
-What is learnt is not just each cached problem's winner but how every measured candidate
-did there: an entry's ``timings`` (every candidate timed on that problem in its sweep) give
-each candidate's *log-regret* there, ``log(time / fastest time)``. For a miss, the ``k``
-nearest cached problems (same device, same machine) are weighted by
-``1 / (distance + 0.5)`` and every candidate's score is its weighted mean log-regret over
-the neighbours that measured it, shrunk toward its mean log-regret over the whole training
-set (the *prior*, with weight ``prior_weight``; 1.0 weighs as much as one neighbour at
-distance 0.5):
+Each problem is a point in a log-scaled feature space (:func:`features`: batch, channels,
+spatial size, kernel, stride, dilation, groups/depthwise, dims, transposed, dtype size,
+layout, FLOPs, arithmetic intensity, threads), every feature standardised over the training
+entries (one that is the same for all of them counts one octave of difference as 4 units,
+so a dtype, batch or layout nobody cached is far from everything). For a miss, every
+training problem of the same device gets a Gaussian kernel weight
+``w_i = exp(-d_i**2 / (2 h**2))`` (``d_i``: its distance, ``h``: the *bandwidth*), and every
+candidate's score is its weighted mean log-regret over the problems that measured it, shrunk
+toward its mean log-regret over the whole training set (the *prior*, ``prior_weight`` counts
+as that many problems at distance 0):
 
-    score(c) = (sum_i w_i * lr_i(c) + prior_weight * prior(c)) / (sum_i w_i + prior_weight)
+    score(c) = (sum_i w_i * lr_i(c) + prior_weight * prior(c)) / (sum_i w_i * [i measured c] + prior_weight)
 
-``k`` and ``prior_weight`` are chosen by cross-validation on the training entries (see
-:class:`Predictor`) unless given.
+The lowest-scoring candidate that supports the new spec (backend available, ``supports()``
+true, allowed by the caller's filter) is the prediction. Near cached problems it follows
+them; far from all of them (another dtype, batch or kernel than anything cached) the weights
+vanish and it falls back to the candidate that is best across the training set.
 
-The lowest-scoring candidate that supports the new spec (``get_backend(b).supports(spec,
-device, algorithm)``, backend available, and allowed by the caller's filter) is the
-prediction. The score is an estimate of the log-regret being minimised, so with no useful
-neighbours the prediction falls back to the candidate that is best across the training set,
-and near cached problems it follows them. Entries written before timings were cached know
-only their winner (log-regret 0) and runner-up (``log(1 + margin)``); there, any other
-candidate counts as ``log(2)`` slower, or as slow as the runner-up if that is slower. When
-no candidate with any training data qualifies, :func:`heuristic_choice` decides.
+How sure (:class:`Prediction`): ``expected_regret`` is ``exp(score + optimism)`` of the
+pick, where ``optimism`` is how much the cross-validated picks' measured log-regret exceeded
+their scores (picking the lowest of noisy estimates is optimistic); ``p_within`` is the
+kernel-weighted share of nearby problems where the pick was within 5% of the fastest, shrunk
+toward that share over the training set; ``support`` is the kernel weight behind the pick
+(about how many problems like this one measured it).
 
-Heuristic fallback (no cached data, or no cached winner runs this spec): the registered
+``bandwidth`` and ``prior_weight`` are chosen by cross-validation on the training entries
+(:class:`Predictor`). Entries written before timings were cached know only their winner
+(log-regret 0) and runner-up (``log(1 + margin)``); there, any other candidate counts as
+``log(2)`` slower, or as slow as the runner-up if that is slower. When no candidate with
+training data qualifies, :func:`heuristic_choice` decides.
+
+Heuristic fallback (no cached data, or no cached candidate runs this spec): the registered
 backends in the order of their declared ``Backend.heuristic_rank(spec, device)`` (lower first,
 then by name; a backend that declares none comes after those that do), each one's algorithms in
 its own order; the first candidate that is available and supports the spec wins. The built-in
 backends rank the frameworks first (their own dispatchers are built to pick well), then the JIT
 kernels and the NumPy/SciPy backends, FFT early only for large dense kernels. The order is a
-prior, not a measurement.
+prior, not a measurement: its ``expected_regret`` is :data:`UNKNOWN_EXPECTED_REGRET`.
 """
 from __future__ import annotations
 
 import math
 import threading
 from dataclasses import dataclass
-from typing import Callable, Mapping, Optional, Sequence, Union
+from typing import Callable, Optional, Sequence, Union
 
 import numpy as np
 
@@ -47,12 +56,29 @@ from .cache import (CacheEntry, Choice, TunedCache, current_environment, machine
                     open_cache, PathLike)
 from .errors import ConvbenchError, UnsupportedError
 from .fmt import geomean  # noqa: F401 - re-exported (convbench.predict.geomean)
+from .predict_cv import cross_validate
 from .registry import Backend, Candidate, get_backend, list_backends
 from .spec import ConvSpec
 
 FEATURES = ("log2_n", "log2_c_in", "log2_c_out", "log2_spatial", "log2_aspect", "log2_kernel",
             "log2_stride", "log2_dilation", "log2_groups", "depthwise", "dims", "transposed",
             "log2_itemsize", "channels_last", "log2_flops", "log2_intensity", "log2_threads")
+
+#: the bandwidths and prior weights cross-validation chooses from
+BANDWIDTHS = (0.25, 0.5, 1.0, 2.0, 4.0)
+PRIOR_WEIGHTS = (0.03, 0.1, 0.3, 1.0, 3.0)
+#: "within 5% of the fastest", the event p_within estimates
+WITHIN = 1.05
+#: expected regret assumed for a heuristic choice (no measurement behind it)
+UNKNOWN_EXPECTED_REGRET = 1.5
+#: optimism assumed when too few cached problems have complete timings to cross-validate (the
+#: leave-one-suite-out runs of benchmarks/predictor_regret.py measured 0.00 to 0.28)
+UNCHECKED_OPTIMISM = math.log(1.1)
+#: the scale of a feature that is constant over the training entries: a query that differs
+#: from all of them by one octave (or a flag) there is 4 units away, i.e. far
+_CONSTANT_SCALE = 0.25
+#: log-regret assumed for a candidate an old (winner-only) entry does not list
+_UNLISTED_LOG_REGRET = math.log(2.0)
 
 #: candidate filter: (backend, algorithm, device) -> allowed?
 Allow = Callable[[str, str, str], bool]
@@ -119,8 +145,18 @@ class Neighbour:
     distance: float
 
 
-#: log-regret assumed for a candidate an old (winner-only) entry does not list
-_UNLISTED_LOG_REGRET = math.log(2.0)
+@dataclass(frozen=True)
+class Prediction:
+    """A choice for an untuned shape and how sure it is (see the module docstring)."""
+
+    choice: Choice
+    expected_regret: float       # predicted time / fastest time, >= 1
+    p_within: Optional[float]    # predicted probability that the pick is within 5% of the fastest
+    support: float               # kernel weight of the training problems behind the pick
+
+    @property
+    def source(self) -> str:
+        return self.choice.source
 
 
 def log_regrets(entry: CacheEntry) -> dict[str, float]:
@@ -135,41 +171,73 @@ def log_regrets(entry: CacheEntry) -> dict[str, float]:
     return {entry.candidate: 0.0}
 
 
-#: the (k, prior_weight) pairs Predictor(k="auto") chooses from
-K_GRID = (1, 3, 5, 8, 13)
-PRIOR_GRID = (0.0, 0.3, 1.0, 3.0)
+def _table(e: CacheEntry) -> tuple[dict[str, float], Optional[float]]:
+    """(log-regrets, value for candidates it does not list: None = not measured, no information)."""
+    table = log_regrets(e)
+    if len(table) == 1 and not e.timings:   # an old winner-only entry
+        unlisted = _UNLISTED_LOG_REGRET
+        if e.runner_up and e.margin is not None and e.margin >= 0:
+            table[e.runner_up] = math.log1p(e.margin)
+            unlisted = max(unlisted, table[e.runner_up])
+        return table, unlisted
+    return table, None
+
+
+def _check_grid_value(name: str, v: Union[float, str], minimum: float, strict: bool) -> None:
+    bad = isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) \
+        or v < minimum or (strict and v == minimum)
+    if v != "auto" and bad:
+        raise ConvbenchError(f"{name}: {v!r} must be 'auto' or a finite number "
+                             f"{'>' if strict else '>='} {minimum:g}")
 
 
 class Predictor:
-    """k-nearest-neighbour regret estimate over cached entries (one machine and device).
+    """Kernel-weighted regret estimate over cached entries (one machine; see the module doc).
 
-    ``k="auto"`` (the default) picks ``k`` and ``prior_weight`` from :data:`K_GRID` x
-    :data:`PRIOR_GRID` by cross-validation on the training entries themselves: leave one run
-    out when the entries come from two or more runs (so the choice rewards predicting a
-    network not seen yet), else leave one entry out; the pair with the lowest mean
-    log-regret of its picks wins (ties: the smaller k, then the smaller weight). With fewer
-    than 4 entries it keeps ``k=5, prior_weight=1.0``.
+    ``bandwidth`` / ``prior_weight``: a number, or ``"auto"`` (the default): chosen from
+    :data:`BANDWIDTHS` x :data:`PRIOR_WEIGHTS` by cross-validation on the training entries
+    (:func:`convbench.predict_cv.cross_validate`: leave one run out and leave one shape out,
+    averaged; the lowest mean log-regret of the picks wins). The same cross-validation measures
+    the optimism of the scores (``cv_optimism``). With fewer than 4 entries with complete
+    timings it keeps bandwidth 1 and prior weight 1 (or the given ones) and assumes
+    :data:`UNCHECKED_OPTIMISM`.
     """
 
-    def __init__(self, k: Union[int, str] = "auto", prior_weight: float = 1.0) -> None:
-        if k != "auto" and (not isinstance(k, int) or isinstance(k, bool) or k < 1):
-            raise ConvbenchError(f"k: {k!r} must be an integer >= 1 or 'auto'")
-        if isinstance(prior_weight, bool) or not isinstance(prior_weight, (int, float)) \
-                or not (prior_weight >= 0 and math.isfinite(prior_weight)):
-            raise ConvbenchError(f"prior_weight: {prior_weight!r} must be a finite number >= 0")
-        self.auto = k == "auto"
-        self.k = 5 if self.auto else int(k)
-        self.prior_weight = float(prior_weight)
+    def __init__(self, bandwidth: Union[float, str] = "auto",
+                 prior_weight: Union[float, str] = "auto") -> None:
+        _check_grid_value("bandwidth", bandwidth, 0, strict=True)
+        _check_grid_value("prior_weight", prior_weight, 0, strict=False)
+        self._grid = (BANDWIDTHS if bandwidth == "auto" else (float(bandwidth),),
+                      PRIOR_WEIGHTS if prior_weight == "auto" else (float(prior_weight),))
+        self._defaults = (1.0 if bandwidth == "auto" else float(bandwidth),
+                          1.0 if prior_weight == "auto" else float(prior_weight))
+        self.bandwidth, self.prior_weight = self._defaults
         self.cv_log_regret: Optional[float] = None   # the chosen pair's cross-validated score
+        self.cv_optimism = UNCHECKED_OPTIMISM
         self.entries: list[CacheEntry] = []
-        self._tables: list[tuple[dict[str, float], Optional[float]]] = []
-        self._prior: dict[str, float] = {}
+        self.candidates: list[str] = []
+        self._y = np.zeros((0, 0))          # log-regret per entry x candidate, nan: no information
         self._x = np.zeros((0, len(FEATURES)))
         self._mu = np.zeros(len(FEATURES))
         self._sd = np.ones(len(FEATURES))
+        self._devices = np.array([], dtype=object)
+        self._scorable = np.zeros(0, dtype=bool)
 
     def fit(self, entries: Sequence[CacheEntry]) -> "Predictor":
         """Learn from cached entries (their spec, thread count and timings)."""
+        self._learn(entries)
+        self.bandwidth, self.prior_weight = self._defaults
+        self.cv_log_regret, self.cv_optimism = None, UNCHECKED_OPTIMISM
+        if self._scorable.sum() >= 4:
+            cv = cross_validate(self._x, self._y, self._groups(), self._scorable, *self._grid,
+                                devices=self._devices)
+            if math.isfinite(cv.log_regret):
+                self.bandwidth, self.prior_weight = cv.bandwidth, cv.prior_weight
+                self.cv_log_regret, self.cv_optimism = cv.log_regret, cv.optimism
+        return self
+
+    def _learn(self, entries: Sequence[CacheEntry]) -> None:
+        """The training matrices: standardised features and log-regret per entry and candidate."""
         rows, keep, tables = [], [], []
         for e in entries:
             try:
@@ -178,156 +246,95 @@ class Predictor:
                 continue
             rows.append(features(spec, e.threads or 1))
             keep.append(e)
-            table = log_regrets(e)
-            unlisted: Optional[float] = None   # complete timings: unlisted = not measured
-            if len(table) == 1 and not e.timings:
-                unlisted = _UNLISTED_LOG_REGRET
-                if e.runner_up and e.margin is not None and e.margin >= 0:
-                    table[e.runner_up] = math.log1p(e.margin)
-                    unlisted = max(unlisted, table[e.runner_up])
-            tables.append((table, unlisted))
-        self.entries, self._tables = keep, tables
-        self._prior = self._prior_over(range(len(tables)))
+            tables.append(_table(e))
+        self.entries = keep
+        self.candidates = sorted({c for t, _ in tables for c in t})
+        col = {c: j for j, c in enumerate(self.candidates)}
+        self._y = np.full((len(keep), len(self.candidates)), np.nan)
+        for i, (table, unlisted) in enumerate(tables):
+            if unlisted is not None:
+                self._y[i, :] = unlisted
+            for c, lr in table.items():
+                self._y[i, col[c]] = lr
+        self._scorable = np.array([u is None and len(t) >= 2 for t, u in tables], dtype=bool)
+        self._devices = np.array([e.device for e in keep], dtype=object)
+        x = np.vstack(rows) if rows else np.zeros((0, len(FEATURES)))
         if rows:
-            x = np.vstack(rows)
             self._mu = x.mean(axis=0)
             sd = x.std(axis=0)
-            self._sd = np.where(sd > 1e-9, sd, 1.0)
-            self._x = (x - self._mu) / self._sd
-        else:
-            self._x = np.zeros((0, len(FEATURES)))
-        if self.auto and len(keep) >= 4:
-            self._select()
-        return self
+            self._sd = np.where(sd > 1e-9, sd, _CONSTANT_SCALE)
+        self._x = (x - self._mu) / self._sd
 
-    def _prior_over(self, idx: Sequence[int]) -> dict[str, float]:
-        sums: dict[str, list[float]] = {}
-        for i in idx:
-            for c, lr in self._tables[i][0].items():
-                s = sums.setdefault(c, [0.0, 0.0])
-                s[0] += lr
-                s[1] += 1
-        return {c: t / n for c, (t, n) in sums.items()}
-
-    def _prior_without(self, held: Sequence[int], full: Mapping[str, tuple[float, int]]) -> dict[str, float]:
-        """The prior over every entry but ``held``, from the sums over all (``full``) minus theirs."""
-        sums = {c: [t, n] for c, (t, n) in full.items()}
-        for i in held:
-            for c, lr in self._tables[i][0].items():
-                sums[c][0] -= lr
-                sums[c][1] -= 1
-        return {c: t / n for c, (t, n) in sums.items() if n > 0}
-
-    def _near(self, d: np.ndarray, device: str, k: int, exclude: frozenset = frozenset()) -> list[int]:
-        """The ``k`` nearest entries of ``device`` by distances ``d`` (leaving out ``exclude``)."""
-        out = []
-        for j in np.argsort(d, kind="stable"):
-            if j not in exclude and self.entries[j].device == device:
-                out.append(int(j))
-                if len(out) == k:
-                    break
-        return out
-
-    def _score(self, d: np.ndarray, near: Sequence[int], prior: Mapping[str, float], device: str,
-               k: int, lam: float) -> dict[str, float]:
-        """Scores from the ``k`` first of ``near`` (entries of ``device``, nearest first)."""
-        near = near[:k]
-        out = {}
-        for c, pr in prior.items():
-            if not c.endswith("@" + device):
-                continue
-            num, den = lam * pr, lam
-            for i in near:
-                table, unlisted = self._tables[i]
-                lr = table.get(c, unlisted)
-                if lr is None:
-                    continue  # that neighbour did not measure c: no information
-                w = 1.0 / (float(d[i]) + 0.5)
-                num += w * lr
-                den += w
-            if den > 0:
-                out[c] = num / den
-        return out
-
-    def _select(self, max_held: int = 400) -> None:
-        """Cross-validate (k, prior_weight) over the training entries (see the class doc);
-        at most ``max_held`` held-out entries are scored (a fixed-seed sample of them)."""
-        runs: dict[Optional[str], list[int]] = {}
-        for i, e in enumerate(self.entries):
-            runs.setdefault(e.run_id, []).append(i)
-        folds = list(runs.values()) if len(runs) >= 2 else [[i] for i in range(len(self.entries))]
-        scorable = [i for i, (table, unlisted) in enumerate(self._tables)
-                    if unlisted is None and len(table) >= 2]   # full timings: a pick can be scored
-        if len(scorable) > max_held:
-            scorable = sorted(np.random.default_rng(0).choice(scorable, max_held, replace=False).tolist())
-        scorable_set = set(scorable)
-        totals = {(k, lam): 0.0 for k in K_GRID for lam in PRIOR_GRID}
-        n = 0
-        k_max = max(K_GRID)
-        full: dict[str, tuple[float, int]] = {}
-        for table, _ in self._tables:
-            for c, lr in table.items():
-                t, m = full.get(c, (0.0, 0))
-                full[c] = (t + lr, m + 1)
-        for fold in folds:
-            held = frozenset(fold)
-            todo = [i for i in fold if i in scorable_set]
-            if not todo:
-                continue
-            prior = self._prior_without(fold, full)
-            for i in todo:
-                d = np.sqrt(((self._x - self._x[i]) ** 2).sum(axis=1))
-                table = self._tables[i][0]
-                device = self.entries[i].device
-                near = self._near(d, device, k_max, held)
-                worst = max(table.values())
-                for k, lam in totals:
-                    sc = self._score(d, near, prior, device, k, lam)
-                    picks = [(v, c) for c, v in sc.items() if c in table]
-                    # no pick among the measured candidates: charged as the worst of them
-                    totals[(k, lam)] += table[min(picks)[1]] if picks else worst
-                n += 1
-        if n:
-            (self.k, self.prior_weight), best = min(
-                totals.items(), key=lambda kv: (round(kv[1], 12), kv[0]))
-            self.cv_log_regret = best / n
+    def _groups(self) -> list[list[np.ndarray]]:
+        """The cross-validation schemes: leave one run out (when there are 2+ runs) and
+        leave one shape out (all its thread counts together)."""
+        schemes = []
+        for key in (lambda e: e.run_id, lambda e: e.spec_key):
+            ids: dict = {}
+            labels = np.array([ids.setdefault(key(e), len(ids)) for e in self.entries])
+            if len(ids) >= 2:
+                schemes.append([np.flatnonzero(labels == g) for g in range(len(ids))])
+        return schemes
 
     def __len__(self) -> int:
         return len(self.entries)
+
+    def _distances(self, spec: ConvSpec, threads: int) -> np.ndarray:
+        q = (features(spec, threads) - self._mu) / self._sd
+        return np.sqrt(((self._x - q) ** 2).sum(axis=1))
 
     def neighbours(self, spec: ConvSpec, threads: int = 1, k: Optional[int] = None) -> list[Neighbour]:
         """Training entries by distance to ``spec`` (the ``k`` nearest, or all)."""
         if not self.entries:
             return []
-        q = (features(spec, threads) - self._mu) / self._sd
-        d = np.sqrt(((self._x - q) ** 2).sum(axis=1))
-        order = np.argsort(d, kind="stable")
-        if k is not None:
-            order = order[:k]
+        d = self._distances(spec, threads)
+        order = np.argsort(d, kind="stable")[:k]
         return [Neighbour(self.entries[i], float(d[i])) for i in order]
+
+    def estimates(self, spec: ConvSpec, device: str = "cpu", *,
+                  threads: int = 1) -> dict[str, tuple[float, float, float]]:
+        """candidate -> (score, p_within, support), as the module docstring defines them, for
+        every candidate of ``device`` with training data."""
+        if not self.entries:
+            return {}
+        d = self._distances(spec, threads)
+        w = np.exp(-0.5 * (d / self.bandwidth) ** 2) * (self._devices == device)
+        measured = ~np.isnan(self._y)
+        y = np.where(measured, self._y, 0.0)
+        within = (measured & (self._y <= math.log(WITHIN))).astype(float)
+        n_all, lam = measured.sum(axis=0), self.prior_weight
+        support = w @ measured
+        with np.errstate(invalid="ignore", divide="ignore"):
+            score = (w @ y + lam * y.sum(axis=0) / n_all) / (support + lam)
+            p = (w @ within + lam * within.sum(axis=0) / n_all) / (support + lam)
+        return {c: (float(score[j]), float(p[j]), float(support[j]))
+                for j, c in enumerate(self.candidates)
+                if c.endswith("@" + device) and n_all[j] > 0 and np.isfinite(score[j])}
 
     def scores(self, spec: ConvSpec, device: str = "cpu", *, threads: int = 1) -> dict[str, float]:
         """Estimated log-regret of every candidate with training data (lower is better)."""
-        if not self.entries:
-            return {}
-        q = (features(spec, threads) - self._mu) / self._sd
-        d = np.sqrt(((self._x - q) ** 2).sum(axis=1))
-        return self._score(d, self._near(d, device, self.k), self._prior, device, self.k,
-                           self.prior_weight)
+        return {c: v[0] for c, v in self.estimates(spec, device, threads=threads).items()}
 
-    def predict(self, spec: ConvSpec, device: str = "cpu", *, threads: int = 1,
-                allow: Optional[Allow] = None) -> Choice:
-        """The predicted choice for ``spec`` (source "predicted"), else the heuristic's."""
-        for cand, _ in sorted(self.scores(spec, device, threads=threads).items(), key=lambda kv: (kv[1], kv[0])):
+    def prediction(self, spec: ConvSpec, device: str = "cpu", *, threads: int = 1,
+                   allow: Optional[Allow] = None) -> Prediction:
+        """The predicted choice for ``spec`` with its confidence, else the heuristic's."""
+        est = self.estimates(spec, device, threads=threads)
+        for cand, (score, p, support) in sorted(est.items(), key=lambda kv: (kv[1][0], kv[0])):
             try:
                 c = Candidate.parse(cand)
             except ConvbenchError:
                 continue
             if _supported(spec, c.backend, c.algorithm, device, allow):
-                return Choice(candidate=cand, backend=c.backend, algorithm=c.algorithm,
-                              device=device, median_s=None, margin=None, spec_key=spec.key,
-                              threads=threads, source="predicted")
-        return heuristic_choice(spec, device, allow=allow)
+                choice = Choice(candidate=cand, backend=c.backend, algorithm=c.algorithm,
+                                device=device, median_s=None, margin=None, spec_key=spec.key,
+                                threads=threads, source="predicted")
+                return Prediction(choice, math.exp(max(score, 0.0) + self.cv_optimism), p, support)
+        return Prediction(heuristic_choice(spec, device, allow=allow), UNKNOWN_EXPECTED_REGRET, None, 0.0)
+
+    def predict(self, spec: ConvSpec, device: str = "cpu", *, threads: int = 1,
+                allow: Optional[Allow] = None) -> Choice:
+        """The predicted choice for ``spec`` (source "predicted"), else the heuristic's."""
+        return self.prediction(spec, device, threads=threads, allow=allow).choice
 
 
 _MEMO: dict[tuple, tuple[tuple, Predictor]] = {}
@@ -335,30 +342,38 @@ _MEMO_LOCK = threading.Lock()
 
 
 def predictor_for(device: str = "cpu", *, cache: Union[None, PathLike, TunedCache] = None,
-                  k: Union[int, str] = "auto") -> Predictor:
+                  bandwidth: Union[float, str] = "auto",
+                  prior_weight: Union[float, str] = "auto") -> Predictor:
     """A Predictor fit on this machine's cached entries for ``device`` (refit when the cache changes)."""
     tc = open_cache(cache, create=False)
     machine = machine_key(current_environment(), device)
-    key = (str(tc.path), machine, device, k)
+    key = (str(tc.path), machine, device, bandwidth, prior_weight)
     state = tc.state()
     with _MEMO_LOCK:
         hit = _MEMO.get(key)
         if hit is not None and hit[0] == state:
             return hit[1]
-    p = Predictor(k).fit(tc.entries(machine=machine, device=device))
+    p = Predictor(bandwidth, prior_weight).fit(tc.entries(machine=machine, device=device))
     with _MEMO_LOCK:
         _MEMO[key] = (state, p)
     return p
 
 
-def predict(spec: ConvSpec, device: str = "cpu", *, threads: Optional[int] = None,
-            cache: Union[None, PathLike, TunedCache] = None, k: Union[int, str] = "auto",
-            allow: Optional[Allow] = None) -> Choice:
-    """A choice for a spec that is not in the cache: nearest cached neighbours, else the heuristic."""
+def prediction(spec: ConvSpec, device: str = "cpu", *, threads: Optional[int] = None,
+               cache: Union[None, PathLike, TunedCache] = None,
+               allow: Optional[Allow] = None) -> Prediction:
+    """A choice for a spec that is not in the cache, with how sure it is (:class:`Prediction`)."""
     from .cache import default_threads
 
-    p = predictor_for(device, cache=cache, k=k)
-    return p.predict(spec, device, threads=threads or default_threads(), allow=allow)
+    p = predictor_for(device, cache=cache)
+    return p.prediction(spec, device, threads=threads or default_threads(), allow=allow)
+
+
+def predict(spec: ConvSpec, device: str = "cpu", *, threads: Optional[int] = None,
+            cache: Union[None, PathLike, TunedCache] = None,
+            allow: Optional[Allow] = None) -> Choice:
+    """A choice for a spec that is not in the cache: nearest cached problems, else the heuristic."""
+    return prediction(spec, device, threads=threads, cache=cache, allow=allow).choice
 
 
 def regret(choices: dict[str, str], times: dict[str, dict[str, float]]) -> dict[str, float]:

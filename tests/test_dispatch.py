@@ -427,3 +427,206 @@ def test_tune_keeps_the_backends_expected_failure_note(boxed):
     with pytest.raises(UnsupportedError, match="expected failure declared by the backend: "
                                                "the boxed kernel adds one on purpose"):
         cb.conv(Box(x), Box(w), padding=1, policy="tune")
+
+
+# ---- int8: conv() on int8 arrays, user scales, the cache --------------------------------------
+from convbench.quant import quant_params  # noqa: E402
+from convbench.registry import Backend, Capabilities, register, unregister  # noqa: E402
+
+
+class _Int8Numpy(Backend):
+    """An int8 candidate for numpy inputs: the exact int8 reference of the spec it is given
+    (so its output follows the plan's scales), returned as the caller's numpy type."""
+
+    name = "test-int8-numpy"
+    family = "test-int8"
+    capabilities = Capabilities(dtypes=frozenset({"int8"}))
+
+    def algorithms(self, device="cpu"):
+        return ["ref"] if device == "cpu" else []
+
+    def _prepare(self, spec, x, w, algorithm, device):  # pragma: no cover - conv() only
+        raise AssertionError("conv() uses dispatch_callable")
+
+    def dispatch_callable(self, spec, algorithm, device, kind, requires_grad=False):
+        if kind != "numpy" or device != "cpu":
+            return None
+        return lambda x, w: cb.reference(spec, x, w)
+
+
+@pytest.fixture
+def int8_backend():
+    register(_Int8Numpy)
+    yield _Int8Numpy.name
+    unregister(_Int8Numpy.name)
+
+
+Q8 = cb.ConvSpec(n=1, c_in=4, c_out=3, input_size=(7, 6), kernel_size=3, padding=1, dtype="int8")
+SCALES = (0.02, [0.004, 0.001, 0.0025], 0.05)
+
+
+def test_conv_on_int8_numpy_returns_int8(private_cache, int8_backend):
+    x, w = cb.make_inputs(Q8, seed=2)
+    spec = D.spec_from_arrays(x, w, padding=1)
+    assert spec == Q8 and spec.dtype == "int8" and spec.quant is None
+    put(private_cache, spec, f"{int8_backend}:ref@cpu")
+    y = cb.conv(x, w, padding=1)
+    assert type(y) is np.ndarray and y.dtype == np.int8 and y.shape == Q8.output_shape
+    np.testing.assert_array_equal(y, cb.reference(Q8, x, w))
+    assert D.plan(x, w, padding=1).choice.source == "cache"
+
+
+def test_conv_scales_reach_the_candidate_and_key_the_memo(private_cache, int8_backend):
+    x, w = cb.make_inputs(Q8, seed=2)
+    put(private_cache, Q8, f"{int8_backend}:ref@cpu")   # one cache entry serves every scale
+    user = Q8.replace(quant=SCALES)
+    y_default = cb.conv(x, w, padding=1)
+    y_user = cb.conv(x, w, padding=1, scales=SCALES)
+    np.testing.assert_array_equal(y_user, cb.reference(user, x, w))
+    assert np.abs(y_user.astype(int) - y_default.astype(int)).max() > 1
+    p = D.plan(x, w, padding=1, scales=SCALES)
+    assert p.spec.quant == quant_params(user) and p.choice.source == "cache"
+    # memo: one plan per scales; arrays of scales work and hit the same plan
+    assert len(D._MEMO) == 2
+    again = cb.conv(x, w, padding=1, scales=(0.02, np.array(SCALES[1]), 0.05))
+    np.testing.assert_array_equal(again, y_user)
+    assert len(D._MEMO) == 2
+    np.testing.assert_array_equal(cb.conv(x, w, padding=1), y_default)
+
+
+@pytest.mark.parametrize("scales,match", [
+    ((0.02, [0.1, 0.1], 0.05), r"scales: quant\.w_scale: has shape \(2,\), but c_out is 3"),
+    ((0.02, 0.1, -1.0), r"scales: quant\.y_scale: -1\.0 must be positive"),
+    ({"x": 1}, r"scales: quant: \['x'\] must be exactly"),
+])
+def test_conv_bad_scales_are_named(private_cache, int8_backend, scales, match):
+    x, w = cb.make_inputs(Q8, seed=2)
+    with pytest.raises(InvalidInputError, match=match):
+        cb.conv(x, w, padding=1, scales=scales)
+
+
+def test_conv_scales_on_float_inputs_are_refused(private_cache):
+    x, w = _arrays(CASES[0])
+    with pytest.raises(InvalidInputError, match=r"scales: given for float32 arrays; .* only for int8"):
+        cb.conv(x, w, padding=1, scales=SCALES)
+
+
+def test_cache_stores_and_finds_int8_entries_apart_from_float(private_cache):
+    put(private_cache, Q8, "onnxruntime:qlinearconv@cpu")
+    hit = cb.lookup(Q8)
+    assert hit is not None and hit.candidate == "onnxruntime:qlinearconv@cpu"
+    assert hit.spec_key == Q8.key and "int8" in Q8.key
+    assert cb.lookup(Q8.replace(quant=SCALES)).candidate == hit.candidate   # scales: same problem
+    assert cb.lookup(Q8.replace(dtype="float32")) is None                   # float: another one
+    (entry,) = C.TunedCache(private_cache).entries()
+    assert cb.ConvSpec.from_dict(entry.spec) == Q8 and entry.spec["dtype"] == "int8"
+
+
+def test_int8_run_records_fill_the_cache_like_a_sweep(private_cache):
+    from convbench.cache import entries_from_run
+    from convbench.outcome import make_record
+
+    base = {"run_id": "r", "problem": "q", "suite": "int8", "spec": Q8.to_dict(),
+            "spec_key": Q8.key, "label": Q8.label}
+    recs = [make_record(base, Q8, cb.Candidate.parse(c), {"status": "ok", "median_s": m,
+                                                           "ci_low_s": m * 0.99, "ci_high_s": m * 1.01},
+                        threads=C.default_threads(), env_id="e")
+            for c, m in (("onnxruntime:qlinearconv@cpu", 1e-4), ("numba:int8@cpu", 3e-4))]
+    meta = {"run_id": "r", "threads": C.default_threads(), "environment": C.current_environment()}
+    entries, no_winner, _ = entries_from_run(recs, meta)
+    assert no_winner == 0 and [e.candidate for e in entries] == ["onnxruntime:qlinearconv@cpu"]
+    C.TunedCache(private_cache).put_many(entries)
+    hit = cb.lookup(Q8)
+    assert hit is not None and (hit.candidate, hit.runner_up) == ("onnxruntime:qlinearconv@cpu",
+                                                                  "numba:int8@cpu")
+
+
+# ---- policy="auto": cached choice, else the prediction, tuned once its expected loss pays ----
+def _prediction(candidate: str, expected_regret: float):
+    from convbench.predict import Prediction
+
+    c = cb.Candidate.parse(candidate)
+    choice = C.Choice(candidate=candidate, backend=c.backend, algorithm=c.algorithm, device="cpu",
+                      median_s=None, margin=None, source="predicted")
+    return Prediction(choice, expected_regret, 0.5, 1.0)
+
+
+def test_auto_runner_tunes_once_the_expected_loss_exceeds_the_cost(monkeypatch):
+    from convbench.dispatch import auto as A
+
+    ticks = iter(np.arange(0.0, 100.0, 0.5))
+    monkeypatch.setattr(A, "perf_counter", lambda: float(next(ticks)))   # every call takes 0.5 s
+    tuned_choice = _prediction("numpy-direct:einsum@cpu", 1.0).choice
+    tunes = []
+    run = A.AutoRunner(_prediction("numpy-im2col:gemm@cpu", 2.0), lambda x, w: "predicted",
+                       lambda x, w: tunes.append((x, w)) or (tuned_choice, lambda x, w: "tuned"),
+                       cost_s=1.2)
+    # expected loss per call: 0.5 s * (1 - 1/2) = 0.25 s; above 1.2 s after the 5th call
+    assert [run(i, -i) for i in range(8)] == ["predicted"] * 5 + ["tuned"] * 3
+    assert tunes == [(5, -5)]                     # once, on the 6th call's own arrays
+    assert run.calls == 5 and run.lost_s == pytest.approx(1.25) and run.choice is tuned_choice
+
+
+def test_auto_runner_never_tunes_a_sure_prediction_and_keeps_it_when_tuning_fails(monkeypatch):
+    from convbench.dispatch import auto as A
+    from convbench.errors import UnsupportedError
+
+    sure = A.AutoRunner(_prediction("numpy-im2col:gemm@cpu", 1.0), lambda x, w: 1,
+                        lambda x, w: pytest.fail("tuned a prediction expected to lose nothing"), cost_s=0.0)
+    assert [sure(None, None) for _ in range(20)] == [1] * 20 and not sure.tuned
+    attempts = []
+
+    def failing(x, w):
+        attempts.append(1)
+        raise UnsupportedError("no candidate runs")
+    run = A.AutoRunner(_prediction("numpy-im2col:gemm@cpu", 1.5), lambda x, w: 2, failing, cost_s=0.0)
+    assert run(None, None) == 2                   # the first call only measures
+    with pytest.warns(A.AutoTuneWarning, match="keeping the predicted numpy-im2col:gemm@cpu"):
+        assert run(None, None) == 2
+    assert [run(None, None) for _ in range(5)] == [2] * 5 and attempts == [1]   # tried once
+    assert A.tuning_cost_s(7, 0.1) == pytest.approx(0.7) and A.tuning_cost_s(7, 0.1, 2.0) == 2.0
+
+
+def test_auto_policy_uses_a_hit_else_predicts_then_tunes(private_cache, monkeypatch):
+    from convbench.dispatch.auto import AutoRunner
+
+    monkeypatch.setattr(D, "TUNE_BACKENDS", ["numpy-im2col", "numpy-direct"])
+    monkeypatch.setattr(D, "TUNE_BUDGET_S", 0.02)
+    x, w = _arrays(CASES[0])
+    spec = D.spec_from_arrays(x, w, padding=1)
+    p = D.plan(x, w, padding=1, policy="auto")    # empty cache: the heuristic, assumed 1.5x
+    assert isinstance(p.run, AutoRunner) and p.prediction.source == "heuristic"
+    n = len(D.eligible_candidates(spec, "numpy", "cpu", backends=["numpy-im2col", "numpy-direct"]))
+    assert n >= 2 and p.run.cost_s == pytest.approx(n * 0.02)
+    monkeypatch.setattr(D, "AUTO_TUNE_COST_S", 0.0)   # any expected loss pays for tuning
+    y1 = cb.conv(x, w, padding=1, policy="auto")
+    assert cb.lookup(spec) is None                # the first call ran the prediction only
+    y2 = cb.conv(x, w, padding=1, policy="auto")   # the second one tuned first
+    e = C.TunedCache(private_cache).get(spec)
+    assert e is not None and e.source == "conv(tune, numpy input)"
+    for y in (y1, y2):
+        assert cb.relative_error(y, cb.reference(spec, x, w)) < 1e-5
+    D.clear_memo()
+    hit = D.plan(x, w, padding=1, policy="auto")
+    assert (hit.choice.source, hit.prediction) == ("cache", None) and not isinstance(hit.run, AutoRunner)
+
+
+def test_auto_policy_prediction_comes_with_its_confidence(private_cache):
+    machine = C.machine_key(C.current_environment(), "cpu")
+    entries = []
+    for c in (2, 3, 4, 6):
+        s = cb.ConvSpec(n=2, c_in=c, c_out=4, input_size=(10, 9), kernel_size=3, padding=1)
+        entries.append(C.CacheEntry(
+            spec_key=s.key, machine=machine, threads=C.default_threads(), device="cpu", spec=s.to_dict(),
+            candidate="numpy-direct:einsum@cpu", backend="numpy-direct", algorithm="einsum",
+            median_s=1e-4, timestamp="2030-01-01T00:00:00+00:00", versions=C.current_versions(),
+            run_id=f"run{c}", timings={"numpy-direct:einsum@cpu": 1e-4, "numpy-im2col:gemm@cpu": 3e-4}))
+    C.TunedCache(private_cache).put_many(entries)
+    x = np.random.default_rng(1).uniform(-1, 1, (2, 5, 10, 9)).astype(np.float32)
+    w = np.random.default_rng(2).uniform(-1, 1, (4, 5, 3, 3)).astype(np.float32)
+    p = D.plan(x, w, padding=1, policy="auto")
+    assert (p.choice.source, p.choice.candidate) == ("predicted", "numpy-direct:einsum@cpu")
+    # every neighbour had it fastest, the alternative 3x slower: sure, and never worth tuning
+    assert p.prediction.expected_regret == pytest.approx(1.0) and p.prediction.p_within == pytest.approx(1.0)
+    assert p.run.loss_fraction == 0.0
+    assert cb.relative_error(cb.conv(x, w, padding=1, policy="auto"), cb.reference(p.spec, x, w)) < 1e-5

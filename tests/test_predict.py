@@ -3,12 +3,14 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 
 import convbench as cb
 from convbench import cache as C
 from convbench import predict as P
 from convbench import registry
+from convbench.predict_cv import cross_validate
 from convbench.registry import Backend, Capabilities, Support
 
 
@@ -26,23 +28,66 @@ def entry(spec: cb.ConvSpec, candidate: str, *, machine: str | None = None, thre
 IM2COL, FFT, DIRECT = "numpy-im2col:gemm@cpu", "numpy-fft:rfft@cpu", "numpy-direct:einsum@cpu"
 
 
-def test_scores_are_the_shrunk_weighted_mean_log_regret():
+def kernel(d: float, h: float) -> float:
+    return math.exp(-0.5 * (d / h) ** 2)
+
+
+def test_scores_are_the_kernel_weighted_shrunk_mean_log_regret():
     a, b, far = small(8, 8), small(8, 16), big_kernel(64, 64)
     train = [entry(a, IM2COL, timings={IM2COL: 1.0, FFT: 2.0}),
              entry(b, FFT, timings={IM2COL: 1.5, FFT: 1.0}),
              entry(far, FFT, timings={IM2COL: 8.0, FFT: 1.0, DIRECT: 4.0})]
-    p = P.Predictor(k=2, prior_weight=1.0).fit(train)
+    p = P.Predictor(bandwidth=0.7, prior_weight=1.0).fit(train)
     q = small(8, 10)
-    nb = {n.entry.spec_key: n.distance for n in p.neighbours(q, threads=2)}
-    wa, wb = 1 / (nb[a.key] + 0.5), 1 / (nb[b.key] + 0.5)   # the two nearest
+    w = {n.entry.spec_key: kernel(n.distance, 0.7) for n in p.neighbours(q, threads=2)}
+    wa, wb, wf = w[a.key], w[b.key], w[far.key]
     prior_im2col = (0 + math.log(1.5) + math.log(8)) / 3
     prior_fft = (math.log(2) + 0 + 0) / 3
     got = p.scores(q, threads=2)
-    assert got[IM2COL] == pytest.approx((wa * 0 + wb * math.log(1.5) + prior_im2col) / (wa + wb + 1))
-    assert got[FFT] == pytest.approx((wa * math.log(2) + wb * 0 + prior_fft) / (wa + wb + 1))
-    # only the far problem measured DIRECT: the neighbours know nothing of it, the prior decides
+    assert got[IM2COL] == pytest.approx((wb * math.log(1.5) + wf * math.log(8) + prior_im2col)
+                                        / (wa + wb + wf + 1))
+    assert got[FFT] == pytest.approx((wa * math.log(2) + prior_fft) / (wa + wb + wf + 1))
+    # only the far problem measured DIRECT: its kernel weight and the prior both say 4x
     assert got[DIRECT] == pytest.approx(math.log(4))
     assert p.predict(q, threads=2).candidate == min(got, key=got.get)
+
+
+def test_prediction_says_how_sure_it_is():
+    # three problems (too few to cross-validate): the pick's confidence is its score and the
+    # kernel-weighted share of problems where it was within 5%, both shrunk toward the prior
+    a, b, far = small(8, 8), small(8, 16), big_kernel(64, 64)
+    train = [entry(a, IM2COL, timings={IM2COL: 1.0, FFT: 1.5}),
+             entry(b, FFT, timings={IM2COL: 1.1, FFT: 1.0}),
+             entry(far, FFT, timings={IM2COL: 8.0, FFT: 1.0})]
+    p = P.Predictor(bandwidth=0.7, prior_weight=0.2).fit(train)
+    assert p.cv_log_regret is None and p.cv_optimism == P.UNCHECKED_OPTIMISM
+    q = small(8, 9)
+    w = {n.entry.spec_key: kernel(n.distance, 0.7) for n in p.neighbours(q, threads=2)}
+    wa, wb, wf = w[a.key], w[b.key], w[far.key]
+    lr_b, lr_f = math.log(1.1), math.log(8)
+    score = (wb * lr_b + wf * lr_f + 0.2 * (lr_b + lr_f) / 3) / (wa + wb + wf + 0.2)
+    p_within = (wa * 1 + 0.2 * (1 / 3)) / (wa + wb + wf + 0.2)  # within 5% only on a
+    pr = p.prediction(q, threads=2)
+    assert pr.choice.candidate == IM2COL and pr.source == "predicted"
+    assert pr.expected_regret == pytest.approx(math.exp(score + P.UNCHECKED_OPTIMISM))
+    assert pr.p_within == pytest.approx(p_within)
+    assert pr.support == pytest.approx(wa + wb + wf)
+    # nothing cached: the heuristic, with the documented assumed regret and no probability
+    h = P.Predictor().fit([]).prediction(q, threads=2, allow=lambda b, a, d: b == "numpy-im2col")
+    assert (h.source, h.expected_regret, h.p_within) == ("heuristic", P.UNKNOWN_EXPECTED_REGRET, None)
+
+
+def test_far_from_everything_falls_back_to_the_prior_best():
+    # the neighbours say IM2COL; across the training set FFT is best. A float64 query (no cached
+    # problem has that dtype) is far from all of them: the prior decides and confidence drops
+    near = [entry(small(c, 8), IM2COL, timings={IM2COL: 1.0, FFT: 1.3}) for c in (4, 8)]
+    others = [entry(big_kernel(c, 32), FFT, timings={IM2COL: 5.0, FFT: 1.0}) for c in (4, 8, 16)]
+    p = P.Predictor(bandwidth=1.0, prior_weight=0.1).fit(near + others)
+    close = p.prediction(small(6, 8), threads=2)
+    away = p.prediction(small(6, 8).replace(dtype="float64"), threads=2)
+    assert close.choice.candidate == IM2COL and away.choice.candidate == FFT
+    assert away.support < 1e-3 < close.support
+    assert away.expected_regret > close.expected_regret and away.p_within < close.p_within
 
 
 def test_the_prior_pulls_toward_the_candidate_that_is_good_everywhere():
@@ -50,21 +95,21 @@ def test_the_prior_pulls_toward_the_candidate_that_is_good_everywhere():
     near = entry(small(8, 8), IM2COL, timings={IM2COL: 1.0, FFT: 1.05})
     others = [entry(big_kernel(c, s), FFT, timings={IM2COL: 6.0, FFT: 1.0})
               for c in (16, 32, 64) for s in (32, 64)]
-    q = small(8, 9)
-    assert P.Predictor(k=1, prior_weight=0.0).fit([near, *others]).predict(q, threads=2).candidate == IM2COL
-    assert P.Predictor(k=1, prior_weight=1.0).fit([near, *others]).predict(q, threads=2).candidate == FFT
+    q, train = small(8, 9), [near, *others]
+    assert P.Predictor(bandwidth=0.25, prior_weight=0.0).fit(train).predict(q, threads=2).candidate == IM2COL
+    assert P.Predictor(bandwidth=0.25, prior_weight=3.0).fit(train).predict(q, threads=2).candidate == FFT
 
 
 def test_winner_only_entries_count_unlisted_candidates_as_2x_slower():
     e = entry(small(8, 8), IM2COL)               # no timings: an entry from an older cache
     assert e.timings == {}
-    p = P.Predictor(k=1, prior_weight=0.0).fit([e])
+    p = P.Predictor(bandwidth=1.0, prior_weight=0.0).fit([e])
     assert p.scores(small(8, 8), threads=2) == {IM2COL: 0.0}
     e2 = entry(small(8, 8), IM2COL)
     e2.runner_up, e2.margin = FFT, 3.0              # runner-up 4x slower
-    p = P.Predictor(k=1, prior_weight=0.0).fit([e2, entry(big_kernel(8, 8), DIRECT)])
+    p = P.Predictor(bandwidth=0.1, prior_weight=0.0).fit([e2, entry(big_kernel(8, 8), DIRECT)])
     s = p.scores(small(8, 8), threads=2)
-    assert s[FFT] == pytest.approx(math.log(4)) and s[IM2COL] == 0.0
+    assert s[FFT] == pytest.approx(math.log(4)) and s[IM2COL] == pytest.approx(0.0)
     assert s[DIRECT] == pytest.approx(math.log(4))  # not listed: at least as slow as the runner-up
 
 
@@ -93,7 +138,7 @@ def test_features_are_log_scaled():
 def test_nearest_neighbours_vote():
     train = ([entry(small(c, s), "numpy-im2col:gemm@cpu") for c in (4, 8, 16) for s in (8, 16)]
              + [entry(big_kernel(c, s), "numpy-fft:rfft@cpu") for c in (4, 8, 16) for s in (32, 64)])
-    p = P.Predictor(k=3).fit(train)
+    p = P.Predictor(bandwidth=1.0, prior_weight=0.3).fit(train)
     assert len(p) == 12
     a = p.predict(small(12, 12), threads=2)
     assert (a.candidate, a.source) == ("numpy-im2col:gemm@cpu", "predicted")
@@ -130,7 +175,7 @@ def never_backend():
 def test_unsupported_neighbour_winner_is_skipped(never_backend):
     train = ([entry(small(c, 8), "never-supports:x@cpu") for c in (4, 8, 16)]
              + [entry(small(c, 32), "numpy-direct:einsum@cpu") for c in (4, 8)])
-    p = P.Predictor(k=3).fit(train)
+    p = P.Predictor(bandwidth=1.0, prior_weight=0.3).fit(train)
     ch = p.predict(small(8, 9), threads=2)
     assert ch.candidate == "numpy-direct:einsum@cpu" and ch.source == "predicted"
     # an allow filter works the same way
@@ -175,7 +220,7 @@ def test_regret_and_geomean():
     assert math.isnan(P.geomean([]))
 
 
-def test_auto_cross_validates_k_and_prior_weight_across_runs():
+def test_auto_cross_validates_bandwidth_and_prior_weight():
     def run(run_id, sizes):
         out = []
         for c in sizes:
@@ -185,17 +230,39 @@ def test_auto_cross_validates_k_and_prior_weight_across_runs():
                 out.append(e)
         return out
     train = run("A", (4, 8, 16)) + run("B", (6, 12, 24))
-    p = P.Predictor().fit(train)                     # k="auto"
-    assert (p.k, p.prior_weight) in [(k, w) for k in P.K_GRID for w in P.PRIOR_GRID]
-    # leave-one-run-out: every held-out problem has a same-kind neighbour in the other run
+    p = P.Predictor().fit(train)                     # "auto" for both
+    assert p.bandwidth in P.BANDWIDTHS and p.prior_weight in P.PRIOR_WEIGHTS
+    # every held-out problem (other run, other shape) has same-kind neighbours left
     assert p.cv_log_regret == pytest.approx(0.0)
-    assert (p.k, p.prior_weight) == (1, 0.0)        # ties go to the smallest k and weight
     assert p.predict(small(10, 8), threads=2).candidate == IM2COL
     assert p.predict(big_kernel(10, 64), threads=2).candidate == FFT
-    fixed = P.Predictor(k=5, prior_weight=3.0).fit(train)
-    assert (fixed.k, fixed.prior_weight, fixed.cv_log_regret) == (5, 3.0, None)
-    with pytest.raises(cb.ConvbenchError, match="k:"):
-        P.Predictor(k="best")
+    fixed = P.Predictor(bandwidth=2.0, prior_weight=3.0).fit(train)
+    assert (fixed.bandwidth, fixed.prior_weight) == (2.0, 3.0) and fixed.cv_log_regret is not None
+    for bad in (dict(bandwidth=0), dict(bandwidth="best"), dict(prior_weight=-1.0),
+                dict(prior_weight=True), dict(bandwidth=float("inf"))):
+        with pytest.raises(cb.ConvbenchError, match=next(iter(bad))):
+            P.Predictor(**bad)
+
+
+def test_cross_validation_by_hand():
+    # three problems, two candidates, each problem its own held-out group; a huge bandwidth makes
+    # every weight 1, so with prior weight 0 a score is the plain mean over the other problems
+    y = np.array([[0.0, 0.2], [0.5, 0.0], [0.0, 0.9]])
+    x = np.array([[0.0], [1.0], [2.0]])
+    groups = [[np.array([0]), np.array([1]), np.array([2])]]
+    cv = cross_validate(x, y, groups, np.ones(3, bool), [1e6], [0.0])
+    # held out 0: means (0.25, 0.45) -> pick 0, lr 0, predicted 0.25
+    # held out 1: means (0.0, 0.55)  -> pick 0, lr 0.5, predicted 0.0
+    # held out 2: means (0.25, 0.1)  -> pick 1, lr 0.9, predicted 0.1
+    assert cv.log_regret == pytest.approx((0 + 0.5 + 0.9) / 3)
+    assert cv.optimism == pytest.approx(((0 - 0.25) + (0.5 - 0) + (0.9 - 0.1)) / 3)
+    # local structure: a small bandwidth beats the global average and is chosen
+    x = np.array([[0.0], [0.1], [5.0], [5.1]])
+    y = np.array([[0.0, 1.0], [0.0, 1.0], [1.0, 0.0], [1.0, 0.0]])
+    groups = [[np.array([i]) for i in range(4)]]
+    cv = cross_validate(x, y, groups, np.ones(4, bool), [0.5, 1e6], [0.0])
+    assert (cv.bandwidth, cv.log_regret) == (0.5, pytest.approx(0.0))
+    assert cross_validate(x, y, groups, np.ones(4, bool), [1e6], [0.0]).log_regret == pytest.approx(1.0)
 
 
 class DeclaredFirst(NeverBackend):
@@ -219,3 +286,78 @@ def test_heuristic_order_is_what_backends_declare():
         assert ranked.index("declared-first") > max(ranked.index(n) for n in ("torch", "triton", "tensorflow"))
     finally:
         registry.unregister(DeclaredFirst.name)
+
+
+# ---- benchmarks/predictor_regret.py: leave one suite out over run directories ---------------
+def _bench():
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "predictor_regret.py"
+    spec = importlib.util.spec_from_file_location("predictor_regret", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _write_run(root, run_id: str, suite: str, problems: dict) -> None:
+    """A run directory: problems = name -> (spec, {candidate: median ms})."""
+    import json
+
+    d = root / run_id
+    d.mkdir(parents=True)
+    meta = {"run_id": run_id, "suite": suite, "threads": 2, "device": "cpu", "strategy": "exhaustive",
+            "created": "2026-01-01T00:00:00Z", "env_id": "env-t",
+            "environment": {"cpu_model": "Test CPU 9000", "threads": 2}}
+    (d / "meta.json").write_text(json.dumps(meta))
+    with open(d / "records.jsonl", "w") as fh:
+        for name, (spec, times) in problems.items():
+            for cand, ms in times.items():
+                c = cb.Candidate.parse(cand)
+                fh.write(json.dumps({
+                    "run_id": run_id, "problem": name, "suite": suite, "spec": spec.to_dict(),
+                    "spec_key": spec.key, "label": spec.label, "backend": c.backend,
+                    "algorithm": c.algorithm, "device": "cpu", "candidate": cand, "status": "ok",
+                    "median_s": ms * 1e-3, "ci_low_s": ms * 1e-3, "ci_high_s": ms * 1e-3,
+                    "n_samples": 10, "threads": 2, "env_id": "env-t", "info": {},
+                    "timestamp": "2026-01-01T00:00:00Z"}) + "\n")
+
+
+def test_regret_benchmark_leaves_one_suite_out(tmp_path, capsys):
+    root = tmp_path / "results"
+    fast_small = {IM2COL: 1.0, FFT: 4.0}
+    sizes = (4, 5, 7, 8)
+    _write_run(root, "r-small", "small", {f"s{c}": (small(c, 8), fast_small) for c in sizes})
+    # the same suite measured again, IM2COL 4x slower there: merged by geometric mean (2x)
+    _write_run(root, "r-small-2", "small", {f"s{c}": (small(c, 8), {IM2COL: 4.0, FFT: 4.0}) for c in sizes})
+    big = {f"b{c}": (big_kernel(c, 32), {IM2COL: 5.0, FFT: 1.0}) for c in sizes}
+    big["odd"] = (small(6, 8), {IM2COL: 9.0, FFT: 1.0})     # net1's shape, measured otherwise here
+    _write_run(root, "r-big", "big", big)
+    _write_run(root, "r-engines", "engines", {"net1/x": (small(6, 8), {IM2COL: 1.0, FFT: 3.0}),
+                                              "net2/y": (big_kernel(6, 32), {IM2COL: 4.0, FFT: 1.0})})
+    _write_run(root, "r-synthetic-x1.1", "small", {"s4": (small(4, 8), {IM2COL: 99.0, FFT: 1.0})})
+    (root / "broken").mkdir()
+    (root / "broken" / "records.jsonl").write_text("{not json\n")
+    B = _bench()
+    runs = B.find_runs([str(root)], ["*-x1.1"])
+    assert sorted(r.name for r in runs) == ["broken", "r-big", "r-engines", "r-small", "r-small-2"]
+    train, test, specs = B.load(runs)
+    assert "skipped" in capsys.readouterr().err            # the unreadable run is named
+    suites = sorted({k[3] for k in test})
+    assert suites == ["big", "net1", "net2", "small"]      # NET/LAYER problems split by network
+    small4 = next(k for k in test if k[4] == small(4, 8).key)
+    assert test[small4][IM2COL] == pytest.approx(2e-3) and test[small4][FFT] == pytest.approx(4e-3)
+    import argparse
+    rows = dict(B.loso(train, test, specs, argparse.Namespace(bandwidth="auto", prior_weight="auto")))
+    by_suite = {name.split()[1]: r for name, r in rows.items()}
+    assert sorted(by_suite) == suites
+    net1 = by_suite["net1"]
+    # trained on small, big (without its copy of net1's shape: shapes of the held-out suite
+    # never train) and net2: its small neighbours say IM2COL (1x); the best fixed
+    # candidate on those problems is FFT (3x here); the oracle fixed is IM2COL
+    assert net1["predictor"] == [pytest.approx(1.0)] and net1["fixed"] == [pytest.approx(3.0)]
+    assert net1["names"] == [FFT, IM2COL] and net1["oracle"] == [pytest.approx(1.0)]
+    assert by_suite["net2"]["predictor"] == [pytest.approx(1.0)]
+    B.print_table(list(rows.items()))
+    out = capsys.readouterr().out
+    assert "all held-out problems" in out and "net1" in out

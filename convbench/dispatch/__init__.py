@@ -15,6 +15,10 @@ Choosing (policies):
   (``source`` "conv(tune, <input type>)") and uses it.
 - ``"heuristic"``: no cache lookup: the predictor (nearest cached neighbours), else the
   documented heuristic of :mod:`convbench.predict`.
+- ``"auto"``: like ``"cache"``; on a miss it runs the predicted choice and tunes on the fly
+  (as ``"tune"`` does) once the prediction's expected loss over the calls so far exceeds the
+  estimated tuning cost (:mod:`convbench.dispatch.auto`; ``Plan.prediction`` says how sure the
+  prediction was). A shape called a few times is never tuned; a hot one is tuned once.
 
 Copies are not hidden. The caller's activations and weights are handed to a candidate only
 through zero-copy views; a candidate that would need a copy of them for this input type is
@@ -72,16 +76,20 @@ import numpy as np
 
 from ..cache import Choice, PathLike, TunedCache, lookup, open_cache
 from ..errors import ConvbenchError, InvalidInputError
+from ..predict import Prediction
 from ..registry import Candidate
 from ..spec import ConvSpec
 from .arrays import (data_device, eligible, eligible_candidates, input_kind, input_kinds, ordinary,
                      runner, runs, spec_from_arrays)
 from .tuning import tune
 
-POLICIES = ("cache", "tune", "heuristic")
-#: policy="tune": timing budget per candidate (seconds) and backend name patterns (None: all)
+POLICIES = ("cache", "tune", "heuristic", "auto")
+#: policy="tune"/"auto": timing budget per candidate (seconds) and backend name patterns (None: all)
 TUNE_BUDGET_S = 0.1
 TUNE_BACKENDS: Optional[list[str]] = None
+#: policy="auto": the tuning cost (seconds) the expected loss must exceed; None: estimated as
+#: TUNE_BUDGET_S times the number of candidates tuning would time
+AUTO_TUNE_COST_S: Optional[float] = None
 
 
 @dataclass
@@ -93,6 +101,7 @@ class Plan:
     device: str
     choice: Choice
     run: Callable[[Any, Any], Any]
+    prediction: Optional[Prediction] = None   # policy "auto" on a miss: the prediction and its confidence
 
     def __call__(self, x: Any, w: Any) -> Any:
         return self.run(x, w)
@@ -133,13 +142,17 @@ def _recheck(now: float) -> None:
 def conv(x: Any, w: Any, stride: Any = 1, padding: Any = 0, dilation: Any = 1, groups: int = 1,
          transposed: bool = False, output_padding: Any = 0, policy: str = "cache",
          device: Optional[str] = None, cache: Union[None, PathLike, TunedCache] = None,
-         layout: str = "channels_first") -> Any:
+         layout: str = "channels_first", scales: Any = None) -> Any:
     """Convolve ``x`` with ``w`` using the fastest known candidate; returns the caller's type.
 
     ``x``/``w``: numpy arrays or torch tensors (not mixed), activations in ``layout``,
     weights ``(C_out, C_in/groups, *k)`` (transposed: ``(C_in, C_out/groups, *k)``).
     Parameters as in :class:`~convbench.ConvSpec`. ``device``: None (where the data is) or
     that device; data is never moved. See the module docstring for policies and copies.
+    int8 arrays are a quantized convolution (:mod:`convbench.quant`) returning int8;
+    ``scales=(x_scale, w_scale, y_scale)`` (w_scale: one per output channel, or one for all;
+    or a :class:`~convbench.quant.QuantParams`) gives their scales, default
+    :func:`convbench.quant.quant_params`'s. Scales are only for int8 inputs.
     """
     now = _monotonic()
     if now >= _next_check:
@@ -150,17 +163,18 @@ def conv(x: Any, w: Any, stride: Any = 1, padding: Any = 0, dilation: Any = 1, g
                                 "or a padding string), not True/False")
     tx = type(x)
     try:
+        sk = None if scales is None else _scales_key(scales)
         if tx is np.ndarray:
             key = (tx, type(w), x.shape, x.dtype, w.shape, w.dtype, stride, padding, dilation,
-                   groups, transposed, output_padding, policy, device, cache, layout)
+                   groups, transposed, output_padding, policy, device, cache, layout, sk)
         else:
             key = (tx, type(w), x.shape, x.dtype, w.shape, w.dtype, x.device, w.device,
                    x.requires_grad or w.requires_grad, stride, padding, dilation, groups,
-                   transposed, output_padding, policy, device, cache, layout)
+                   transposed, output_padding, policy, device, cache, layout, sk)
         plan = _MEMO[key]
     except (KeyError, TypeError, AttributeError):
         plan = _plan_for(x, w, stride, padding, dilation, groups, transposed, output_padding,
-                         policy, device, cache, layout)
+                         policy, device, cache, layout, scales)
         try:
             with _LOCK:
                 _MEMO[key] = plan
@@ -172,15 +186,26 @@ def conv(x: Any, w: Any, stride: Any = 1, padding: Any = 0, dilation: Any = 1, g
 def plan(x: Any, w: Any, stride: Any = 1, padding: Any = 0, dilation: Any = 1, groups: int = 1,
          transposed: bool = False, output_padding: Any = 0, policy: str = "cache",
          device: Optional[str] = None, cache: Union[None, PathLike, TunedCache] = None,
-         layout: str = "channels_first") -> Plan:
+         layout: str = "channels_first", scales: Any = None) -> Plan:
     """The plan conv() would use for these arguments (spec, choice, callable), without running it."""
     return _plan_for(x, w, stride, padding, dilation, groups, transposed, output_padding, policy,
-                     device, cache, layout)
+                     device, cache, layout, scales)
+
+
+def _scales_key(scales: Any) -> Any:
+    """A hashable memo key of conv()'s ``scales`` (the value itself when it has none: then
+    it is planned, and validated, on every call)."""
+    try:
+        xs, ws, ys = scales
+        return (float(xs), tuple(np.ravel(np.asarray(ws, dtype=np.float64)).tolist()), float(ys))
+    except (TypeError, ValueError):
+        return scales
 
 
 # ---- choosing -----------------------------------------------------------------------------
 def _plan_for(x: Any, w: Any, stride: Any, padding: Any, dilation: Any, groups: Any, transposed: Any,
-              output_padding: Any, policy: str, device: Optional[str], cache: Any, layout: str) -> Plan:
+              output_padding: Any, policy: str, device: Optional[str], cache: Any, layout: str,
+              scales: Any = None) -> Plan:
     if policy not in POLICIES:
         raise InvalidInputError(f"policy: {policy!r} is not a policy; use one of {', '.join(POLICIES)}")
     if cache is not None and not isinstance(cache, (str, os.PathLike, TunedCache)):
@@ -192,7 +217,8 @@ def _plan_for(x: Any, w: Any, stride: Any, padding: Any, dilation: Any, groups: 
         raise InvalidInputError(
             f"device: {device!r}, but the data is on {data_dev}; conv() does not move data "
             f"(move it yourself, then call conv)")
-    spec = spec_from_arrays(x, w, stride, padding, dilation, groups, transposed, output_padding, layout)
+    spec = spec_from_arrays(x, w, stride, padding, dilation, groups, transposed, output_padding, layout,
+                            scales=scales)
     try:  # before reading it: a write after this point makes the next recheck plan again
         state = open_cache(cache, create=False).state()
         with _LOCK:
@@ -202,9 +228,26 @@ def _plan_for(x: Any, w: Any, stride: Any, padding: Any, dilation: Any, groups: 
     grad = bool(getattr(x, "requires_grad", False) or getattr(w, "requires_grad", False))
     if kind == "numpy":
         x, w = ordinary(x), ordinary(w)
-    choice = choose(spec, kind, data_dev, policy=policy, cache=cache, requires_grad=grad, x=x, w=w)
+    if policy == "auto":
+        hit = lookup(spec, data_dev, policy="warn", cache=cache)
+        if hit is None:
+            return _auto_plan(spec, kind, data_dev, cache, grad)
+        choice = _usable(hit, spec, kind, data_dev, grad) or _predicted(spec, kind, data_dev, cache, grad)
+    else:
+        choice = choose(spec, kind, data_dev, policy=policy, cache=cache, requires_grad=grad, x=x, w=w)
     fn = runner(spec, kind, choice.backend, choice.algorithm, data_dev, requires_grad=grad)
     return Plan(spec, kind, data_dev, choice, fn)
+
+
+def _auto_plan(spec: ConvSpec, kind: str, device: str, cache: Any, grad: bool) -> Plan:
+    """policy="auto" on a miss: the predicted candidate, run by an AutoRunner that tunes later."""
+    from ..predict import prediction
+    from .auto import auto_runner
+
+    pred = prediction(spec, device, cache=cache, allow=_allow(spec, kind, grad))
+    fn = runner(spec, kind, pred.choice.backend, pred.choice.algorithm, device, requires_grad=grad)
+    auto = auto_runner(spec, kind, device, pred, fn, cache=cache, requires_grad=grad)
+    return Plan(spec, kind, device, pred.choice, auto, prediction=pred)
 
 
 def _allow(spec: ConvSpec, kind: str, grad: bool) -> Callable[[str, str, str], bool]:
@@ -214,29 +257,42 @@ def _allow(spec: ConvSpec, kind: str, grad: bool) -> Callable[[str, str, str], b
 def choose(spec: ConvSpec, kind: str = "numpy", device: str = "cpu", *, policy: str = "cache",
            cache: Union[None, PathLike, TunedCache] = None, requires_grad: bool = False,
            x: Any = None, w: Any = None) -> Choice:
-    """The candidate conv() uses for ``spec`` on inputs of ``kind`` under ``policy``."""
-    from ..predict import predict
-
-    allow = _allow(spec, kind, requires_grad)
-    if policy in ("cache", "tune"):
+    """The candidate conv() uses for ``spec`` on inputs of ``kind`` under ``policy`` (for
+    ``"auto"``: the one it starts with)."""
+    if policy in ("cache", "tune", "auto"):
         hit = lookup(spec, device, policy="warn", cache=cache)  # stale: warns once per plan
         if hit is not None:
-            if allow(hit.backend, hit.algorithm, device) and runs(spec, hit.backend, hit.algorithm, device):
-                return hit
-            if hit.runner_up:
-                try:
-                    ru = Candidate.parse(hit.runner_up)
-                except ConvbenchError:
-                    ru = None
-                if ru is not None and allow(ru.backend, ru.algorithm, device) \
-                        and runs(spec, ru.backend, ru.algorithm, device):
-                    return Choice(candidate=str(ru), backend=ru.backend, algorithm=ru.algorithm,
-                                  device=device, median_s=hit.runner_up_median_s, margin=None,
-                                  stale=hit.stale, stale_reasons=hit.stale_reasons, run_id=hit.run_id,
-                                  spec_key=spec.key, source="cache-runner-up")
-        if policy == "tune" and hit is None:
+            usable = _usable(hit, spec, kind, device, requires_grad)
+            if usable is not None:
+                return usable
+        elif policy == "tune":
             return tune(spec, kind, device, cache=cache, requires_grad=requires_grad, x=x, w=w)
-    return predict(spec, device, cache=cache, allow=allow)
+    return _predicted(spec, kind, device, cache, requires_grad)
+
+
+def _predicted(spec: ConvSpec, kind: str, device: str, cache: Any, requires_grad: bool) -> Choice:
+    from ..predict import predict
+
+    return predict(spec, device, cache=cache, allow=_allow(spec, kind, requires_grad))
+
+
+def _usable(hit: Choice, spec: ConvSpec, kind: str, device: str, requires_grad: bool) -> Optional[Choice]:
+    """The cached choice ``hit``, or its runner-up when only that can run on inputs of
+    ``kind``; None when neither can."""
+    allow = _allow(spec, kind, requires_grad)
+    if allow(hit.backend, hit.algorithm, device) and runs(spec, hit.backend, hit.algorithm, device):
+        return hit
+    if hit.runner_up:
+        try:
+            ru = Candidate.parse(hit.runner_up)
+        except ConvbenchError:
+            return None
+        if allow(ru.backend, ru.algorithm, device) and runs(spec, ru.backend, ru.algorithm, device):
+            return Choice(candidate=str(ru), backend=ru.backend, algorithm=ru.algorithm,
+                          device=device, median_s=hit.runner_up_median_s, margin=None,
+                          stale=hit.stale, stale_reasons=hit.stale_reasons, run_id=hit.run_id,
+                          spec_key=spec.key, source="cache-runner-up")
+    return None
 
 
 __all__ = ["conv", "plan", "choose", "tune", "runner", "eligible", "eligible_candidates",

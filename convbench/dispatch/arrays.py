@@ -141,8 +141,9 @@ def synchronizer(kind: str) -> Optional[Callable[[], None]]:
 # ---- inputs -> spec -----------------------------------------------------------------------
 def spec_from_arrays(x: Any, w: Any, stride: Any = 1, padding: Any = 0, dilation: Any = 1,
                      groups: int = 1, transposed: bool = False, output_padding: Any = 0,
-                     layout: str = "channels_first") -> ConvSpec:
-    """The ConvSpec of convolving these arrays (shape and dtype checks with clear errors)."""
+                     layout: str = "channels_first", scales: Any = None) -> ConvSpec:
+    """The ConvSpec of convolving these arrays (shape and dtype checks with clear errors);
+    ``scales``: int8 arrays' (x_scale, w_scale, y_scale), the spec's ``quant``."""
     xs, ws = tuple(int(v) for v in x.shape), tuple(int(v) for v in w.shape)
     if len(xs) not in (3, 4, 5):
         raise InvalidInputError(f"x: shape {xs} must have 3, 4 or 5 dimensions (N, C, *spatial) "
@@ -173,10 +174,24 @@ def spec_from_arrays(x: Any, w: Any, stride: Any = 1, padding: Any = 0, dilation
     dx, dw = _dtype_name(x.dtype), _dtype_name(w.dtype)
     if dx != dw:
         raise InvalidInputError(f"w: dtype {dw} differs from x's dtype {dx}; convert one of them")
-    return ConvSpec(n=n, c_in=c_in, c_out=c_out, input_size=spatial, kernel_size=ws[2:],
+    spec = ConvSpec(n=n, c_in=c_in, c_out=c_out, input_size=spatial, kernel_size=ws[2:],
                     stride=_plain(stride), padding=_plain(padding), dilation=_plain(dilation),
                     groups=int(groups), transposed=bool(transposed),
                     output_padding=_plain(output_padding), dtype=dx, layout=lay)
+    return spec if scales is None else _with_scales(spec, scales)
+
+
+def _with_scales(spec: ConvSpec, scales: Any) -> ConvSpec:
+    """``spec`` carrying the caller's int8 scales (InvalidInputError naming ``scales``)."""
+    from ..quant import is_quantized
+
+    if not is_quantized(spec.dtype):
+        raise InvalidInputError(f"scales: given for {spec.dtype} arrays; scales are only for "
+                                f"int8 inputs (a quantized convolution)")
+    try:
+        return spec.replace(quant=scales)
+    except ConvbenchError as exc:
+        raise InvalidInputError(f"scales: {exc}") from None
 
 
 def _dtype_name(dt: Any) -> str:
