@@ -1,4 +1,4 @@
-"""numba: hand-written CPU kernels compiled with numba (direct, depthwise, Winograd).
+"""numba: hand-written CPU kernels compiled with numba (direct, depthwise, Winograd, int8).
 
 The kernels live in ``_numba_kernels``, imported on first use: importing this module does not
 import numba. Compilation happens in ``prepare()`` (the first prepare of a kernel and dtype
@@ -15,8 +15,16 @@ import numpy as np
 
 from convbench.memory import MemoryEstimate, io_parts
 from convbench.registry import Backend, Capabilities, Prepared, Robustness, Support
-from convbench.spec import ConvSpec
+from convbench.spec import DTYPES, ConvSpec
 
+#: int8 candidates (backends/_numba_int8_prepared.py); the first that supports a spec is its default
+INT8_ALGORITHMS = ("int8-vnni", "int8-direct", "int8-vnni-prepacked")
+INT8_DESCRIPTIONS = {
+    "int8-vnni": "int8, AVX-512 VNNI vpdpbusd micro-kernels; weights packed in every run()",
+    "int8-direct": "int8, portable (vpmaddwd dot products, channel-vectorised depthwise); weights "
+                   "packed in every run()",
+    "int8-vnni-prepacked": "int8-vnni with the weights packed once in prepare()",
+}
 ALGORITHMS = (
     "direct",
     "depthwise",
@@ -26,7 +34,7 @@ ALGORITHMS = (
     "winograd-f4x3-pretransformed",
     "winograd-f2x3-pretransformed-blas",
     "winograd-f4x3-pretransformed-blas",
-)
+) + INT8_ALGORITHMS
 
 # Winograd F(m, 3) transforms (Lavin & Gray 2016; F(4,3) with interpolation points 0, +-1, +-2).
 _WINO = {
@@ -110,6 +118,19 @@ class NumbaBackend(Backend):
       for the cores; OMP_WAIT_POLICY=passive helps. Measure both variants side by side with
       ``benchmarks/custom_kernels_cpu.py``.
 
+    - ``int8-direct`` (int8 problems, every spec): a portable kernel with exact int32
+      accumulators: dot products over contiguous (tap, channel) runs of the padded int8
+      channels_last buffer, each loop a single-accumulator widening reduction that LLVM compiles
+      to ``vpmovsxbw`` + ``vpmaddwd`` on x86; depthwise convolutions with one output channel per
+      group run channel-vectorised instead. Weights packed in every ``run()``.
+    - ``int8-vnni`` / ``int8-vnni-prepacked`` (int8, CPUs with AVX-512 VNNI; not depthwise):
+      register-blocked micro-kernels of 6 pixels x 32 output channels (8 x 16 when a group
+      has at most 16) built from ``vpdpbusd`` through numba intrinsics, over an ``x + 128``
+      uint8 buffer with the ``-128 * sum(w)`` correction folded into the accumulators' start.
+      Weights packed into 4-channel x 16-lane blocks in every run(), or once in prepare().
+    All int8 candidates requantise exactly like :func:`convbench.quant.requantize` (float64
+    multiplier, rint, saturation) and are held to 0 LSB.
+
     Winograd accuracy, float32 (measured with benchmarks/custom_kernels_cpu.py on the ResNet-50
     3x3 layers at n=1 on a 2-core Xeon): norm-wise relative error 1.0e-6 to 1.3e-6 for
     F(4x4,3x3) and 1.5e-7 to 2.7e-7 for F(2x2,3x3) with the numba GEMM stage; 1.7e-6 to 3.0e-6
@@ -120,13 +141,15 @@ class NumbaBackend(Backend):
 
     name = "numba"
     family = "numba"
-    description = "numba kernels: blocked direct, depthwise, Winograd F(2x2,3x3)/F(4x4,3x3)"
+    description = "numba kernels: blocked direct, depthwise, Winograd F(2x2,3x3)/F(4x4,3x3), int8"
+    algorithm_descriptions = INT8_DESCRIPTIONS
     install_hint = "pip install convbench[numba]"
-    capabilities = Capabilities()
+    capabilities = Capabilities(dtypes=frozenset(DTYPES))
     robustness = Robustness.JIT
     framework_modules = ("numba", "llvmlite")
     version_distributions = {"numba": ("numba",)}
-    precomputed_algorithms = frozenset(a for a in ALGORITHMS if "-pretransformed" in a)
+    precomputed_algorithms = frozenset(a for a in ALGORITHMS
+                                       if "-pretransformed" in a or a.endswith("-prepacked"))
 
     def __init__(self) -> None:
         self._threads: Optional[int] = None
@@ -175,7 +198,19 @@ class NumbaBackend(Backend):
     def algorithms(self, device: str = "cpu") -> list[str]:
         return list(ALGORITHMS) if device == "cpu" else []
 
+    def tolerance(self, spec: ConvSpec, device: str, algorithm: str) -> float:
+        """0 LSB for the int8 algorithms (exact accumulators and requantisation), else the
+        dtype's bound."""
+        return 0.0 if algorithm in INT8_ALGORITHMS else super().tolerance(spec, device, algorithm)
+
     def _supports(self, spec: ConvSpec, device: str, algorithm: str) -> Support:
+        if algorithm in INT8_ALGORITHMS:
+            from ._numba_int8_prepared import int8_support
+
+            return int8_support(spec, algorithm)
+        if spec.dtype == "int8":
+            return Support.no(f"{algorithm} computes in float32/float64; int8 problems run on "
+                              f"{', '.join(INT8_ALGORITHMS)}")
         if spec.dtype not in ("float32", "float64"):
             return Support.no(f"dtype {spec.dtype} not implemented: the numba kernels compute in "
                               f"float32/float64 only (no half-precision arithmetic on the CPU "
@@ -214,6 +249,10 @@ class NumbaBackend(Backend):
         Winograd: the transformed weights (alpha^2 x C_out x C_in), a channels_last staging copy
         of a channels_first input, and for ``-blas`` the transformed tiles and their products
         (alpha^2 x tiles x (C_in + C_out))."""
+        if algorithm in INT8_ALGORITHMS:
+            from ._numba_int8_prepared import int8_memory
+
+            return int8_memory(spec, algorithm)
         io = io_parts(spec)
         item = spec.itemsize
         parts = {"input": io["input"], "weights": io["weights"],
@@ -238,6 +277,10 @@ class NumbaBackend(Backend):
         k = _kernels()
         info: dict[str, Any] = {"numba": numba.__version__, "algorithm": algorithm}
         info.update(self._apply_threads())
+        if algorithm in INT8_ALGORITHMS:
+            from ._numba_int8_prepared import prepare_int8
+
+            return prepare_int8(spec, x, w, algorithm, info)
         if algorithm == "direct":
             p: _NumbaPrepared = _DirectPrepared(spec, x, w, k, info)
         elif algorithm == "depthwise":

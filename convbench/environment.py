@@ -424,12 +424,20 @@ def current_versions(device: str = "cpu") -> dict[str, Optional[str]]:
 
 
 # ---- peak rates ---------------------------------------------------------------------------
-#: dtypes the roofs are measured for (numpy's GEMM covers the first two)
-ROOF_DTYPES = ("float32", "float64", "bfloat16", "float16")
+#: dtypes the roofs are measured for (numpy's GEMM covers the first two; int8 in GOP/s)
+ROOF_DTYPES = ("float32", "float64", "bfloat16", "float16", "int8")
 #: ISA flag -> {dtype: flops per cycle per core}, the best flag present wins. Assumes two FMA
 #: units per core (one on some parts: a roof, not a promise); AVX-512 BF16/FP16 dot products
 #: double float32's rate, AMX tiles do 1024 bf16/fp16 multiply-adds per cycle.
+#: int8 counts 2 ops per multiply-add: AMX TMUL 1024 MACs per cycle; VNNI ``vpdpbusd`` 64 MACs
+#: (zmm, avx512_vnni) or 32 (ymm, avx_vnni) per instruction, two per cycle; without VNNI the
+#: ``vpmaddubsw`` + ``vpmaddwd`` + ``vpaddd`` sequence, 3 instructions per 64 (zmm) or 32 (ymm)
+#: MACs on two ports (its u8 x s8 pairs saturate at int16: engines' peak, not an exact one);
+#: Arm ``smmla`` (i8mm) 32 and ``sdot`` (asimddp) 16 MACs per 128-bit instruction, two per cycle.
 FMA_FLOPS_PER_CYCLE = (
+    ("amx_int8", {"int8": 2048}), ("avx512_vnni", {"int8": 256}), ("avx_vnni", {"int8": 128}),
+    ("avx512bw", {"int8": 256 / 3}), ("avx2", {"int8": 128 / 3}),
+    ("i8mm", {"int8": 128}), ("asimddp", {"int8": 64}),
     ("amx_bf16", {"bfloat16": 2048}), ("amx_fp16", {"float16": 2048}),
     ("avx512_bf16", {"bfloat16": 128}), ("avx512_fp16", {"float16": 128}),
     ("avx512f", {"float32": 64, "float64": 32}),
@@ -440,11 +448,12 @@ FMA_FLOPS_PER_CYCLE = (
 )
 
 
-def fma_flops_per_cycle(isa: Any) -> dict[str, int]:
-    """Flops per cycle per core by dtype that the ISA flags allow (FMA_FLOPS_PER_CYCLE);
-    a dtype without its own instructions runs at the float32 rate."""
+def fma_flops_per_cycle(isa: Any) -> dict[str, float]:
+    """Flops (int8: integer ops) per cycle per core by dtype that the ISA flags allow
+    (FMA_FLOPS_PER_CYCLE); a float dtype without its own instructions runs at the float32
+    rate; int8 is left out without integer multiply-add instructions."""
     flags = set(isa or ())
-    out: dict[str, int] = {}
+    out: dict[str, float] = {}
     for flag, rates in FMA_FLOPS_PER_CYCLE:
         if flag in flags:
             for dtype, rate in rates.items():
@@ -456,7 +465,8 @@ def fma_flops_per_cycle(isa: Any) -> dict[str, int]:
 
 
 def fma_peak(isa: Any, clock_mhz: Optional[float], cores: int) -> dict[str, float]:
-    """dtype -> GFLOP/s: the ISA's FMA peak at ``clock_mhz`` on ``cores`` physical cores."""
+    """dtype -> GFLOP/s (int8: GOP/s): the ISA's FMA peak at ``clock_mhz`` on ``cores``
+    physical cores."""
     if not clock_mhz or cores < 1:
         return {}
     return {d: f * clock_mhz / 1e3 * cores for d, f in fma_flops_per_cycle(isa).items()}
@@ -569,7 +579,8 @@ def measure_peak(threads: int, budget_s: float = 2.0, *, gemm_n: int = 2048,
     and float64, and every available backend's declared ``Backend.gemm_rate``), the best of
     them as ``gemm_gflops`` with its ``gemm_source``, and ``fma_gflops``: the ISA's FMA peak
     (:func:`fma_peak`) at the clock the OS reports right after the GEMMs (``clock_mhz``) on
-    ``fma_cores`` physical cores. Each GEMM is the best of several calls after a warm-up.
+    ``fma_cores`` physical cores; for int8 both are GOP/s (an int8 x int8 -> int32 GEMM, the
+    ISA's integer multiply-add peak). Each GEMM is the best of several calls after a warm-up.
     ``gemm_gflops``/``gemm_source``: the float32 GEMM roof (``numpy_gemm_gflops``: numpy's
     own, ``gemm_n`` x ``gemm_n``).
     ``bandwidth_gbs``: best rate of copying a ``copy_mib`` MiB float64 buffer with ``threads``

@@ -258,3 +258,211 @@ def test_check_backend_extended(backend):
 
     report = check_backend(backend, level="extended")
     assert report.ok, report.summary()
+
+
+# ---- int8 -----------------------------------------------------------------------------------------
+INT8 = ["int8-direct", "int8-vnni", "int8-vnni-prepacked"]
+
+
+def _i8(**kw):
+    return _spec(**{"dtype": "int8", **kw})
+
+
+INT8_SPECS = [
+    _i8(input_size=(13,), kernel_size=5, stride=2, padding=((2, 1),), c_in=3, c_out=5),
+    _i8(padding=1),
+    _i8(padding=((1, 2), (0, 1)), stride=(2, 1), dilation=(1, 2), layout="channels_last"),
+    _i8(kernel_size=(3, 2), stride=2, padding=((0, 2), (1, 0)), groups=2),
+    _i8(c_in=6, c_out=9, groups=3, padding=1, layout="channels_last"),
+    _i8(c_in=5, c_out=5, groups=5, padding=1),  # depthwise
+    _i8(c_in=6, c_out=6, groups=6, input_size=(9, 8), stride=2, padding=((1, 2), (0, 1)),
+        dilation=(1, 2), layout="channels_last"),
+    _i8(c_in=3, c_out=9, kernel_size=1),
+    _i8(input_size=(5, 4, 5), padding=1, stride=(1, 2, 1), layout="channels_last"),
+    _i8(c_in=4, c_out=2, stride=2, padding=1, output_padding=1, transposed=True),
+    _i8(c_in=4, c_out=6, groups=2, stride=(2, 3), padding=((0, 1), (2, 0)), dilation=(1, 2),
+        transposed=True, layout="channels_last"),
+    _i8(c_in=3, c_out=3, groups=3, input_size=(9,), kernel_size=4, padding=2, stride=3, transposed=True),
+    # several pixel and channel blocks with tails (32-channel VNNI blocks: 70 = 2 x 32 + 6)
+    _i8(n=1, c_in=37, c_out=70, input_size=(11, 13), padding=1, layout="channels_last"),
+    _i8(n=1, c_in=37, c_out=70, input_size=(11, 13), padding=1, stride=2),
+    # ResNet-like: 1x1 over 64 channels, and a long accumulation (K = 256 x 9)
+    _i8(n=1, c_in=64, c_out=48, input_size=(7, 7), kernel_size=1, layout="channels_last"),
+    _i8(n=1, c_in=256, c_out=20, input_size=(6, 5), padding=1),
+]
+
+
+def _run_int8(backend, spec, algorithm, x, w):
+    sup = backend.supports(spec, "cpu", algorithm)
+    if not sup:
+        if any(word in sup.reason for word in ("VNNI", "avx512vnni", "NUMBA_CPU")):
+            pytest.skip(sup.reason)  # no VNNI target here
+        assert algorithm.startswith("int8-vnni") and spec.depthwise, sup.reason
+        return None
+    p = backend.prepare(spec, x, w, algorithm=algorithm)
+    p.run()
+    p.synchronize()
+    return p, p.result()
+
+
+@pytest.mark.parametrize("algorithm", INT8)
+@pytest.mark.parametrize("spec", INT8_SPECS, ids=lambda s: s.label)
+def test_int8_is_exact(backend, spec, algorithm):
+    """Bit-exact (0 LSB) against convbench.reference's integer accumulators + requantisation."""
+    x, w = cb.make_inputs(spec, seed=3)
+    x0, w0 = x.copy(), w.copy()
+    out = _run_int8(backend, spec, algorithm, x, w)
+    if out is None:
+        return
+    p, y = out
+    assert y.dtype == np.int8 and y.shape == spec.output_shape
+    assert np.array_equal(x, x0) and np.array_equal(w, w0), "inputs modified"
+    assert np.array_equal(y, cb.reference(spec, x, w)), f"{spec.label}: max diff " \
+        f"{np.abs(y.astype(int) - cb.reference(spec, x, w).astype(int)).max()} LSB"
+    assert "kernel" in p.info and "exact" in p.info["requantisation"]
+
+
+def test_int8_is_exact_on_random_specs(backend):
+    """The conformance suite's random spread (1-3-D, strides, paddings incl. "same" and cropping
+    transposed ones, dilation, groups, layouts) as int8: every candidate that takes it, 0 LSB."""
+    from convbench.testing import random_specs
+
+    checked = 0
+    for spec in random_specs(40, seed=17):
+        spec = spec.replace(dtype="int8")
+        x, w = cb.make_inputs(spec, seed=1)
+        ref = cb.reference(spec, x, w)
+        for algorithm in INT8:
+            if backend.supports(spec, "cpu", algorithm):
+                y = cb.convolve(spec, x, w, backend="numba", algorithm=algorithm)
+                assert np.array_equal(y, ref), f"{algorithm} {spec.label}"
+                checked += 1
+    assert checked >= 40
+
+
+@pytest.mark.parametrize("algorithm", INT8)
+def test_int8_extreme_values_and_saturation(backend, algorithm):
+    """-128 inputs and weights (the VNNI kernel's x + 128 is then 0) and outputs that saturate."""
+    spec = _i8(n=1, c_in=8, c_out=20, input_size=(6, 7), padding=1, layout="channels_last")
+    rng = np.random.default_rng(1)
+    x = rng.choice(np.array([-128, 127, -1, 0, 1], dtype=np.int8), size=spec.input_shape)
+    w = rng.choice(np.array([-128, 127, -127, 0], dtype=np.int8), size=spec.weight_shape)
+    out = _run_int8(backend, spec, algorithm, x, w)
+    p, y = out
+    ref = cb.reference(spec, x, w)
+    assert np.array_equal(y, ref)
+    assert (ref == 127).any() and (ref == -128).any(), "the test should reach both saturation limits"
+
+
+def test_int8_requantisation_rounds_half_to_even_and_saturates():
+    from convbench_backends import _numba_int8 as k
+
+    acc = np.array([[1, 3, 5, -1, -3, -5, 7, 1000, -1000, 255, 254]], dtype=np.int32)
+    mult = np.full(acc.shape[1], 0.5)
+    out = np.empty(acc.shape, dtype=np.int8)
+    k.requant_array(acc, mult, out)
+    # hand-computed: ties go to the even neighbour; beyond the int8 range the limits
+    assert out.tolist() == [[0, 2, 2, 0, -2, -2, 4, 127, -128, 127, 127]]
+    rng = np.random.default_rng(0)
+    acc = rng.integers(-2**20, 2**20, size=(50, 9), dtype=np.int32)
+    mult = rng.uniform(1e-5, 3e-4, size=9)
+    out = np.empty(acc.shape, dtype=np.int8)
+    k.requant_array(acc, mult, out)
+    assert np.array_equal(out, np.clip(np.rint(acc * mult), -128, 127).astype(np.int8))
+
+
+def test_int8_refusals_and_declarations(backend):
+    f32, i8 = _spec(padding=1), _i8(padding=1)
+    for algorithm in INT8:
+        sup = backend.supports(f32, "cpu", algorithm)
+        assert not sup and "int8" in sup.reason
+        assert backend.tolerance(i8, "cpu", algorithm) == 0.0
+    sup = backend.supports(i8, "cpu", "direct")
+    assert not sup and "int8-direct" in sup.reason
+    for algorithm in ("int8-vnni", "int8-vnni-prepacked"):
+        sup = backend.supports(_i8(c_in=5, c_out=5, groups=5), "cpu", algorithm)
+        assert not sup and "int8-direct" in sup.reason
+    # accumulations that could overflow int32 are refused, per kernel (VNNI adds x + 128)
+    big = _i8(n=1, c_in=8192, c_out=4, input_size=(3, 3))  # K = 73,728
+    assert backend.supports(big, "cpu", "int8-direct")
+    assert "overflow" in backend.supports(big, "cpu", "int8-vnni").reason
+    huge = _i8(n=1, c_in=16384, c_out=4, input_size=(3, 3))  # K = 147,456
+    assert "overflow" in backend.supports(huge, "cpu", "int8-direct").reason
+    assert backend.precomputes_weights("int8-vnni-prepacked")
+    assert not backend.precomputes_weights("int8-vnni") and not backend.precomputes_weights("int8-direct")
+    assert backend.default_algorithm("cpu", _i8(c_in=5, c_out=5, groups=5)) == "int8-direct"
+
+
+def test_int8_prepacked_packs_in_prepare_only(backend):
+    spec = _i8(n=1, c_in=8, c_out=20, input_size=(6, 7), padding=1)
+    x, w = cb.make_inputs(spec)
+    if not backend.supports(spec, "cpu", "int8-vnni"):
+        pytest.skip(backend.supports(spec, "cpu", "int8-vnni").reason)
+    pre = backend.prepare(spec, x, w, algorithm="int8-vnni-prepacked")
+    per_run = backend.prepare(spec, x, w, algorithm="int8-vnni")
+    assert pre.info["weight_packing"] == "prepare()" and per_run.info["weight_packing"] == "every run()"
+    pre.w[:] = 0  # the kernel's own weight copy: only a run() that packs sees the change
+    per_run.w[:] = 0
+    pre.run()
+    per_run.run()
+    assert np.array_equal(pre.result(), cb.reference(spec, x, w))
+    assert not per_run.result().any()
+
+
+def _asm_of(py_func, *args):
+    """The assembly of py_func compiled afresh here (cached kernels cannot be inspected)."""
+    fn = numba.njit(py_func)
+    fn(*args)
+    return "\n".join(fn.inspect_asm().values())
+
+
+def test_int8_kernels_compile_to_integer_multiply_adds():
+    """x86: the portable dot product becomes (v)pmaddwd (or VNNI's vpdpwssd); the VNNI kernel's
+    micro-kernel is vpdpbusd."""
+    import platform
+    import re
+
+    from convbench.environment import cpu_info
+    from convbench_backends import _numba_int8 as k
+
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        pytest.skip(f"x86 instructions checked; this is {platform.machine()}")
+    x = np.arange(-64, 64, dtype=np.int8)
+    asm = _asm_of(k._dot.py_func, x, 0, x, 0, 64)
+    assert re.search(r"\b(v?pmaddwd|vpdpwssd)\b", asm), "no int16 multiply-add in the dot product"
+    if "avx512_vnni" not in cpu_info()["cpu_isa"]:
+        pytest.skip("no AVX-512 VNNI on this CPU: the VNNI kernel is not compiled")
+    from convbench_backends import _numba_vnni as v
+
+    mk = v.mk_6x32
+
+    def tile(xu, xoffs, tapoff, nk4, wp, wbase, acc0, acc):
+        mk(xu, xoffs, tapoff, nk4, wp, wbase, acc0, acc)
+
+    xu = np.arange(256, dtype=np.uint8)
+    wp = np.arange(-64, 64, dtype=np.int8).repeat(2)
+    acc0 = np.arange(32, dtype=np.int32)
+    acc = np.empty(6 * 32, dtype=np.int32)
+    xoffs = np.arange(6, dtype=np.int64) * 8
+    asm = _asm_of(tile, xu, xoffs, np.zeros(1, np.int64), 1, wp, 0, acc0, acc)
+    assert len(re.findall(r"\bvpdpbusd\b", asm)) >= 12
+    # and the tile computed acc0 + sum_k xu[xoffs[p] + k] * w[j, k] (4 input channels, 32 outputs)
+    wmat = wp[:128].reshape(32, 4).astype(np.int64)
+    expected = acc0 + np.stack([xu[o: o + 4].astype(np.int64) @ wmat.T for o in xoffs])
+    assert np.array_equal(acc.reshape(6, 32), expected)
+
+
+def test_int8_compilation_happens_in_prepare_not_in_run(backend):
+    from convbench_backends import _numba_int8 as k
+
+    spec = _i8(n=1, c_in=3, c_out=4, input_size=(6, 5), padding=1, layout="channels_last")
+    x, w = cb.make_inputs(spec)
+    for algorithm in INT8:
+        if not backend.supports(spec, "cpu", algorithm):
+            continue
+        p = backend.prepare(spec, x, w, algorithm=algorithm)
+        before = [(len(f.signatures), sum(f.stats.cache_misses.values())) for f in p.kernels]
+        p.run()
+        assert [(len(f.signatures), sum(f.stats.cache_misses.values())) for f in p.kernels] == before
+        assert p.info["numba_cache"] in ("compiled", "loaded from cache", "already in memory")
+    assert k.stage_i8 in p.kernels
