@@ -18,6 +18,13 @@ returns an outcome dict (``convbench.outcome.OUTCOME_KEYS``):
    for, or the failure (``error``, ``oom``, ``unsupported``, ``unavailable``) an exception
    stands for.
 
+A **screening look** (``screen``, the race's, usually without ``check``) puts a watchdog on the
+first calls and stops early: the first call (set-up included) is stopped after
+``Screen.kill_s`` (answered ``timeout``, with ``info["screen"]["stopped_after_s"]``); over the
+per-call limit it is ``timeout``; when it took longer than ``Screen.above_s`` one more call is
+made, and when that one did too the answer is ``above`` (both call times in
+``info["screen"]["calls_s"]``; nothing timed). Otherwise the candidate is timed as above.
+
 Both callers use it: the worker process on ``Prepared`` objects from ``Backend.prepare``,
 and ``conv(policy="tune")`` on callables over the caller's own arrays
 (:class:`convbench.timing.CallablePrepared` adapts them).
@@ -34,7 +41,7 @@ from typing import Any, Callable, Optional
 from . import noise
 from . import timing as _timing
 from .errors import BackendUnavailableError, UnsupportedError
-from .outcome import TIMING_KEYS, VERIFIED, Status, empty_outcome, now_iso
+from .outcome import ABOVE, TIMING_KEYS, VERIFIED, Status, empty_outcome, now_iso
 from .timing import TimingResult
 
 #: outcome key (never stored) set when the process that measured should be replaced: out of
@@ -58,6 +65,15 @@ class TimingParams:
     stop_above_s: Optional[float] = None
     min_warmup_calls: int = 3
     min_warmup_s: float = 0.05
+
+
+@dataclass(frozen=True)
+class Screen:
+    """A screening look: ``above_s`` is the per-call time a candidate must beat to be timed,
+    ``kill_s`` how long one of its first calls may run before it is stopped."""
+
+    above_s: float
+    kill_s: float
 
 
 @dataclass
@@ -84,11 +100,12 @@ class Check:
 def verify_and_time(prepare: Callable[[], Any], *, check: Optional[Check],
                     timing: Optional[TimingParams], max_call_s: Optional[float] = None,
                     guard: Optional[Guard] = None, steal_retries: int = 0,
-                    steal_retry_pct: float = 10.0,
-                    out: Optional[dict[str, Any]] = None) -> dict[str, Any]:
+                    steal_retry_pct: float = 10.0, out: Optional[dict[str, Any]] = None,
+                    screen: Optional[Screen] = None) -> dict[str, Any]:
     """Verify (``check``; None: not again), then time (``timing``; None: verify only, status
     ``verified``) the candidate that ``prepare()`` builds at full batch; never raises for a
-    failing candidate. ``out``: an outcome to fill (its ``info`` is kept)."""
+    failing candidate. ``out``: an outcome to fill (its ``info`` is kept). ``screen``: time it
+    as a screening look (module docstring)."""
     t0 = time.perf_counter()
     out = empty_outcome(Status.ERROR.value) if out is None else out
     out.setdefault("info", {})
@@ -98,10 +115,14 @@ def verify_and_time(prepare: Callable[[], Any], *, check: Optional[Check],
         if verified and timing is None:
             out.update(status=VERIFIED, message=None)
         elif verified:
-            res = _time(prepare, timing, out["info"], steal_retries, steal_retry_pct)
-            out.update(res.to_dict())
-            out.update(status=Status.OK.value, message=None, round_samples_s=[list(res.samples_s)],
-                       round_medians_s=[res.median_s], noise=noise.flags(out["info"]))
+            res = (_time(prepare, timing, out["info"], steal_retries, steal_retry_pct)
+                   if screen is None else
+                   _screened(prepare, timing, screen, out, max_call_s, guard))
+            if res is not None:
+                out.update(res.to_dict())
+                out.update(status=Status.OK.value, message=None,
+                           round_samples_s=[list(res.samples_s)], round_medians_s=[res.median_s],
+                           noise=noise.flags(out["info"]))
     except BaseException as exc:  # noqa: BLE001 - every failure is recorded
         record_failure(out, exc)
     if out["status"] != Status.OK:
@@ -173,20 +194,26 @@ def _time(prepare: Callable[[], Any], params: TimingParams, info: dict, retries:
     (:mod:`convbench.noise`: steal, runnable processes, tick quantisation, throttling, clock);
     with ``retries``, again while the hypervisor's share of the machine (steal) exceeded
     ``retry_pct``, keeping the least disturbed timing."""
-    threads = int(info.get("threads") or 1)
     p = prepare()
-    tries: list[tuple[dict, TimingResult]] = []
     try:
-        for _ in range(1 + retries):
-            before = noise.snapshot()
-            res = _timing.measure(p, **asdict(params))
-            tries.append((noise.facts(before, noise.snapshot(), threads=threads), res))
-            steal = tries[-1][0].get("cpu_steal_pct")
-            if steal is None or steal <= retry_pct:
-                break
-        info.update(jsonable(dict(getattr(p, "info", None) or {})))
+        return _time_prepared(p, params, info, retries, retry_pct)
     finally:
         p.close()
+
+
+def _time_prepared(p: Any, params: TimingParams, info: dict, retries: int,
+                   retry_pct: float) -> TimingResult:
+    """:func:`_time` on an already prepared candidate (left open)."""
+    threads = int(info.get("threads") or 1)
+    tries: list[tuple[dict, TimingResult]] = []
+    for _ in range(1 + retries):
+        before = noise.snapshot()
+        res = _timing.measure(p, **asdict(params))
+        tries.append((noise.facts(before, noise.snapshot(), threads=threads), res))
+        steal = tries[-1][0].get("cpu_steal_pct")
+        if steal is None or steal <= retry_pct:
+            break
+    info.update(jsonable(dict(getattr(p, "info", None) or {})))
     found, res = min(tries, key=lambda tr: tr[0].get("cpu_steal_pct", -1.0))
     # machine-wide, over the timing: share of CPU time the hypervisor took, how many processes
     # were runnable at its end (the measuring process's threads included), throttling, clock
@@ -197,6 +224,52 @@ def _time(prepare: Callable[[], Any], params: TimingParams, info: dict, retries:
     if len(tries) > 1:
         info["steal_retries"] = [tr[0].get("cpu_steal_pct") for tr in tries]
     return res
+
+
+def _screened(prepare: Callable[[], Any], params: TimingParams, screen: Screen, out: dict,
+              max_call_s: Optional[float], guard: Optional[Guard]) -> Optional[TimingResult]:
+    """A screening look (module docstring): the timing, or None when ``out`` already holds
+    the answer (``above``, or ``timeout`` over the per-call limit)."""
+    facts = out["info"]["screen"] = {"above_s": screen.above_s, "kill_s": screen.kill_s,
+                                     "calls_s": []}
+    p = prepare()
+    try:
+        for k in (1, 2):
+            t = _screen_call(p, k, screen.kill_s, out, guard)
+            facts["calls_s"].append(t)
+            if k == 1 and max_call_s is not None and t > max_call_s:
+                out.update(status=Status.TIMEOUT.value, message=(
+                    f"one call took {t:.3g} s, over the per-call limit max_call_s={max_call_s:g} s "
+                    "(screening look: not verified, not timed)"))
+                return None
+            if t <= screen.above_s:
+                return _time_prepared(p, params, out["info"], 0, 100.0)
+        out.update(status=ABOVE, message=(
+            f"its first two calls took {facts['calls_s'][0]:.3g} s (set-up included) and "
+            f"{facts['calls_s'][1]:.3g} s, both over {screen.above_s:.3g} s; not timed"))
+        return None
+    finally:
+        p.close()
+
+
+def _screen_call(p: Any, k: int, kill_s: float, out: dict, guard: Optional[Guard]) -> float:
+    """Seconds of call ``k`` of a screening look, stopped by ``guard`` after ``kill_s``
+    (``info["screen"]["stopped_after_s"]`` stays in the outcome only when it was)."""
+    def call() -> None:
+        p.run()
+        p.synchronize()
+
+    facts = out["info"]["screen"]
+    facts["stopped_after_s"] = kill_s
+    t0 = time.perf_counter()
+    if guard is None:
+        call()
+    else:
+        guard(call, kill_s, out, (
+            f"screening call {k} (not verified) was still running after {kill_s:.3g} s; "
+            "stopped by ending the process that ran it, not timed"))
+    del facts["stopped_after_s"]
+    return time.perf_counter() - t0
 
 
 def _output_error(y: Any, expected: Any) -> float:
@@ -264,5 +337,5 @@ def jsonable(obj: Any) -> Any:
     return json.loads(json.dumps(obj, default=str))
 
 
-__all__ = ["verify_and_time", "Check", "TimingParams", "Guard", "RESTART_KEY", "record_failure",
-           "looks_like_oom", "poisons_process", "where", "jsonable"]
+__all__ = ["verify_and_time", "Check", "Screen", "TimingParams", "Guard", "RESTART_KEY",
+           "record_failure", "looks_like_oom", "poisons_process", "where", "jsonable"]

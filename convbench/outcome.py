@@ -24,6 +24,9 @@ class Status(str, Enum):
     TIMEOUT = "timeout"
     OOM = "oom"
     ERROR = "error"
+    #: the race stopped measuring it: clearly slower than the leader (a measured lower bound in
+    #: ``info["pruned"]``), or predicted hopeless from measured neighbours; never chosen
+    PRUNED = "pruned"
 
     __str__ = str.__str__
     __format__ = str.__format__
@@ -40,6 +43,9 @@ STATUSES: tuple[str, ...] = tuple(s.value for s in Status)
 FAILURES: tuple[Status, ...] = (Status.WRONG, Status.CRASHED, Status.TIMEOUT, Status.OOM, Status.ERROR)
 #: the intermediate answer of a verify-only measurement (the race's round 0); never stored
 VERIFIED = "verified"
+#: the intermediate answer of a screening look (the race) whose calls were all slower than its
+#: limit (``info["screen"]``); never stored: the race records the candidate as ``pruned``
+ABOVE = "above"
 
 #: timing fields of an outcome (TimingResult's), null unless status == "ok"
 TIMING_KEYS = ("median_s", "iqr_s", "min_s", "mean_s", "stdev_s", "ci_low_s", "ci_high_s",
@@ -140,17 +146,24 @@ def make_record(base: Mapping[str, Any], spec: Any, candidate: Any, outcome: Map
 
 def _roof(peak: Optional[Mapping[str, Any]], dtype: Optional[str],
           gemm_peak: Optional[float]) -> dict[str, Any]:
-    """{"gemm": GFLOP/s, "name": which GEMM, "fma": GFLOP/s} for ``dtype`` from a run's peaks."""
+    """{"gemm": GFLOP/s, "name": which GEMM, "fma": GFLOP/s} for ``dtype`` from a run's peaks.
+
+    A quantized dtype (int8) has only its own roof (GOP/s): without one, both are None
+    rather than a float roof, so its ``peak_pct`` and ``fma_pct`` stay empty."""
+    from .quant import is_quantized
+
     roofs = ((peak or {}).get("roofs") or {}).get(dtype or "") or {}
     gemm = roofs.get("gemm_gflops")
     if gemm:
         return {"gemm": gemm, "fma": roofs.get("fma_gflops"),
                 "name": f"best {dtype} GEMM ({roofs.get('gemm_source') or '?'})"}
+    if is_quantized(dtype):
+        return {"gemm": None, "fma": roofs.get("fma_gflops"), "name": None}
     gemm = gemm_peak if gemm_peak is not None else (peak or {}).get("gemm_gflops")
     src = (peak or {}).get("gemm_source") or "numpy"
     return {"gemm": gemm, "fma": roofs.get("fma_gflops"),
             "name": f"{(peak or {}).get('gemm_dtype') or 'float32'} GEMM ({src})"}
 
 
-__all__ = ["Status", "STATUSES", "FAILURES", "VERIFIED", "TIMING_KEYS", "OUTCOME_KEYS",
+__all__ = ["Status", "STATUSES", "FAILURES", "VERIFIED", "ABOVE", "TIMING_KEYS", "OUTCOME_KEYS",
            "RECORD_FIELDS", "TIMING_FIELDS", "status_of", "now_iso", "empty_outcome", "make_record"]

@@ -69,6 +69,10 @@ class Task:
     stop_above_s: Optional[float] = None
     # False: verify only and return status "verified" without timing (the race's round 0)
     time: bool = True
+    # a screening look (the race; convbench.measure.Screen): the first calls are stopped after
+    # screen_kill_s, and a candidate whose first two calls exceed screen_above_s is not timed
+    screen_above_s: Optional[float] = None
+    screen_kill_s: Optional[float] = None
 
     def __post_init__(self) -> None:
         if hasattr(self.spec, "to_dict"):
@@ -374,7 +378,8 @@ class WorkerPool:
         """Verify and time one candidate in its family's worker; returns the outcome fields.
 
         Keys: OUTCOME_KEYS. ``status`` is one of STATUSES, or ``"verified"`` for a verified
-        task with ``time=False``; timing fields are None unless ok.
+        task with ``time=False``, or ``"above"`` for a screening look that stopped early
+        (:mod:`convbench.measure`); timing fields are None unless ok.
         """
         if not isinstance(task, Task):
             raise InvalidInputError(f"task: expected a convbench.worker.Task, got {type(task).__name__}")

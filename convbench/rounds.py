@@ -36,6 +36,8 @@ class RoundParams:
     final: bool
     time: bool = True                    # False: verification only (round 0)
     stop_above_s: Optional[float] = None  # see timing.measure
+    screen_above_s: Optional[float] = None  # a screening look (measure.Screen), with...
+    screen_kill_s: Optional[float] = None   # ... both set
 
 
 RunRound = Callable[[Any, RoundParams], Mapping[str, Any]]

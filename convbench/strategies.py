@@ -24,77 +24,81 @@ a later round ends with that failure (its earlier rounds in ``info["rounds"]``).
 ``exhaustive`` measures every candidate in rounds with the full budget (the first round also
 verifies; a candidate that is not ok there leaves the rounds).
 
-``race`` (successive halving on confidence intervals) screens first, then measures only the
-candidates that could still win, in rounds exactly as ``exhaustive`` does:
+``race`` spends the full measurement only on candidates that can still win, and records what
+it learnt about the others (:mod:`convbench.race`; settings in :class:`RaceConfig`, defaults
+in brackets). ``L`` below is the leader's median per call.
 
-0. **Verification** (every candidate): checked against the float64 reference, the only
-   verification (a wrong answer ends the candidate there and it is never timed). The
-   verification call's duration, scaled to the full batch, estimates each candidate's cost.
-1. **Round 1** (every verified candidate, cheapest estimate first, worker family by worker
-   family, the family with the cheapest candidate first):
-   ``RaceConfig.first_samples``..``first_max_samples`` samples (default 3..5) within
-   ``first_fraction`` (0.1) of the per-candidate budget. Once some candidate has round-1
-   samples, a candidate whose round-1 samples are *all* slower than ``decisive_ratio``
-   (default 2) times the leader's slowest round-1 sample is dropped at once
-   (``info["race"] = "dropped in round 1 (decisively slower)"``): every call more than twice
-   as slow as the leader's slowest is not a close call, and the expensive losers (FFT and
-   direct loops that take 0.1-1 s per call on a ResNet layer) cost three timed calls instead
-   of ten or more. All of them, not the first: right after the warm-up, single samples were
-   measured up to 16x slow (torch on resnet50 layer3.conv3: 19 ms against a 1.2 ms median)
-   on the 2-core development machine. (``stop_above_s`` makes the worker stop timing such a
-   candidate after its third sample.) Re-admission (step 5) still brings a dropped candidate
-   back if the leader turns out slower in the final round.
-2. After each round the *leader* is the candidate with the fastest median over all its
-   samples so far. A candidate whose 95% CI lower bound of the median, over *this round's*
-   samples, exceeds the leader's CI upper bound over this round's samples gets a **strike**:
-   it was slower beyond doubt in that round. (With 5 or fewer samples the distribution-free
-   CI is [min, max]: a strike means its fastest call was slower than the leader's slowest.)
-   At ``strikes`` strikes (default 2) it is **dropped**. Two strikes come from two rounds,
-   i.e. two separate windows in time, each with a fresh prepare and warm-up: on a loaded
-   machine the speed of a multi-threaded call jumps between windows (measured on the
-   2-core machine this was written on, shared with other jobs: numpy-im2col on a 1x1
-   2048->512 7x7 problem with 2 threads had window medians of either 0.9-1.5 ms or 8.0 ms,
-   changing from one short window to the next), and one unlucky window must not eliminate
-   the true winner.
-3. **Middle rounds** (``middle_fractions``, default one round with 0.25 of the budget and at
-   least 8 new samples) give the unstruck survivors more samples, accumulated with the
-   earlier ones; a struck candidate gets only a round-1-sized second look.
-4. **Final rounds**: every survivor (also a lone one) is measured exactly as ``exhaustive``
-   measures a candidate: the sweep's full budget split over interleaved rounds, with
-   ``min_samples``, ``max_samples`` and the CI stopping rule shared out likewise. Its
-   record's statistics are those of the final rounds alone, so finalists' numbers are
-   comparable with ``exhaustive`` ones (the screening rounds ran with other budgets).
+1. **Order.** Candidates are ordered by how they did on the nearest problems this worker pool
+   (one machine, one thread count) raced before (:class:`~convbench.race.RaceMemory`, distances
+   between :func:`convbench.predict.features` vectors), then by their backends' declared
+   ``heuristic_rank``. A candidate that was at least ``hopeless_ratio`` [20] times slower than
+   the fastest on each of the ``hopeless_neighbours`` [2] nearest earlier problems that
+   measured it, all within ``hopeless_radius`` [3.0 log2 units], is **pruned by prediction**
+   and not run; its record names those problems and ratios. (Replayed problem by problem in
+   recorded order with ``python benchmarks/race_vs_exhaustive.py --replay RUN ...`` on the
+   committed runs of 2026-11-22 — the exhaustive ``resnet50`` runs ``*-040651-*``,
+   ``*-053803-*``, ``*-061132-*``, ``*-073459-*``, the ``alexnet`` and ``mobilenet_v2`` runs
+   and ``quick`` — the rule skipped 565 of 2459 candidates, the fastest of them 4.2x its
+   problem's fastest; on the two ``engines-cpu`` runs of 2026-12-01, 25 of 1588, the fastest
+   15.6x.)
+2. **Leader.** The first candidate in that order is verified against the float64 reference
+   and given a short **look** (``first_samples``..``first_max_samples`` [3..5] samples within
+   ``first_fraction`` [0.1] of the budget, after the usual warm-up); if it is not ok the next
+   one is tried. Its look's median is ``L``.
+3. **Screening**, every other candidate, worker family by family (the leader's first, so a
+   family switch and its settling pause come once per family): one **screening look**, not
+   verified (``Screen`` in :mod:`convbench.measure`). Its first calls run under a watchdog that
+   stops them after ``max(sure_ratio * L, kill_floor_s)`` [10 L, at least 0.5 s: stopping ends
+   the worker process, and a fresh one costs a process start]. When the first call (set-up
+   included) took longer than ``screen_ratio * L`` [3 L] and than ``decisive_min_s`` [20 ms],
+   one more call is made, and if that one did too the look ends there, nothing timed.
+   Otherwise the look is a short timing that stops once three samples are all over ``3 L``.
+   A look is **decisive** when its fastest sample or call (or the watchdog's limit) is at least
+   ``10 L`` and at least ``decisive_min_s`` (shorter calls can be one-time costs or a busy
+   machine's time slices: on the 2-core development VM single calls of torch on a resnet50
+   layer were measured 16x slow right after a warm-up, 19 ms against a 1.2 ms median): the
+   candidate is pruned at once. A look whose median beats ``L``
+   makes the candidate the leader once it passes verification (a wrong answer ends it as
+   ``wrong``: no candidate leads, or is chosen, unverified).
+4. **Who can still win**, judged against the final leader: a timed look within
+   ``final_ratio * L`` [1.3 L] goes to the final rounds; a decisive look is pruned; a timed
+   look at least ``prune_ratio * L`` [2 L] in a quiet window (no ``steal``, ``busy``,
+   ``throttle`` or ``freq`` noise flag) is pruned; any other candidate gets a **second look**
+   in a later window (timed, unless its first two calls are over ``10 L`` and 20 ms) and is
+   pruned unless that look is within ``1.3 L``. (On a shared 2-core VM one window's speed can
+   be 5-8x off for seconds, so a near loss is never decided on one window.)
+5. **Final rounds**: the leader and the candidates within reach are measured exactly as
+   ``exhaustive`` measures a candidate (the sweep's full budget over interleaved rounds); the
+   first final round verifies those not verified yet. Their records' statistics are the final
+   rounds' own, comparable with ``exhaustive`` records.
+6. **Re-admission**: a pruned candidate whose fastest look is not slower than the best
+   finalist's final interval (the machine drifted) gets final rounds too; when no finalist
+   ended ok, every pruned candidate does, so a problem ``exhaustive`` finds a winner for
+   always gets one.
 
-5. **Re-admission**: the machine can drift between rounds, so after the final rounds every
-   dropped candidate whose samples are not clearly slower than the best finalist's final
-   rounds (its CI lower bound <= that finalist's CI upper bound) is re-admitted and measured
-   in final rounds too. Every candidate
-   that can win or tie the winner has therefore had the full final measurement.
+Every candidate ends with exactly one record. Finalists are ``ok`` (``info["race"] =
+"finalist"``). A candidate the race stopped measuring is ``pruned`` (never chosen; timing
+fields null): ``info["pruned"]`` holds how (``one look``, ``one quiet look``, ``two looks``,
+``predicted``), the measured lower bound per call (``lower_bound_s``: its fastest sample or
+call, or the watchdog's limit), its ratio to the leader, the leader, each look, and whether
+it was verified; its message says the same. Failures keep their status (a screening call
+stopped at twice the per-call limit is ``timeout``, as in ``exhaustive``).
+``info["race_rounds"]`` lists every task (stage, samples, screening calls), so no sample is
+lost; ``wall_s``, ``warmup_calls`` and ``total_s`` add up all tasks.
 
-Every candidate ends with exactly one record, in the same schema as ``exhaustive``
-(dropped candidates have one round per screening round that timed them).
-Finalists: ``info["race"] = "finalist"`` (or ``"finalist (re-admitted ...)"``). Dropped candidates: status ``ok``, statistics and
-``samples_s`` over all the samples they got, ``info["race"] = "dropped in round k"``.
-``info["race_rounds"]`` lists every round (its samples, budget, median), so no sample is
-lost. ``wall_s``, ``warmup_calls`` and ``total_s`` add up all rounds. A candidate that is
-not ok at verification keeps that outcome unchanged.
-
-The saving over ``exhaustive`` comes from clear losers: the decisively slower stop after
-three timed calls, the others after two short looks, instead of the full stopping rule;
-finalists cost a little more than under ``exhaustive`` (one more prepare and warm-up per
-round). Verification (the float64 reference) costs the same under both strategies, and so
-do candidates over the per-call limit, which are recorded as ``timeout`` at verification.
+Where the saving comes from, against ``exhaustive`` (which verifies every candidate and
+measures each in every round): hopeless candidates cost nothing once neighbours are known,
+slow ones one or two calls (or the watchdog's 0.5 s and a process start) instead of
+verification plus five rounds of warm-up and samples, near ones a look or two, and only the
+leader and its near rivals are verified and measured in full.
 """
 from __future__ import annotations
 
 import random
-from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Optional, Sequence
 
-from .errors import ConvbenchError
-from .outcome import VERIFIED, Status
+from .race import RaceConfig, RaceMemory, heuristic_rank, memory_for, run_race
 from .rounds import DEFAULT_ROUNDS, RoundParams, Rounds, RunRound, merge_rounds, run_rounds
-from .timing import summarize, summarize_rounds
 
 #: emit(candidate, outcome) -> the stored record
 Emit = Callable[[Any, Mapping[str, Any]], dict]
@@ -108,7 +112,8 @@ def _pool_runner(pool: Any, make_task: MakeTask) -> RunRound:
     def run_round(cand: Any, p: RoundParams) -> dict[str, Any]:
         task = make_task(cand, budget_s=p.budget_s, min_samples=p.min_samples,
                          max_samples=max(p.max_samples, p.min_samples), rel_ci=p.rel_ci,
-                         verify=p.verify, time=p.time, stop_above_s=p.stop_above_s)
+                         verify=p.verify, time=p.time, stop_above_s=p.stop_above_s,
+                         screen_above_s=p.screen_above_s, screen_kill_s=p.screen_kill_s)
         return dict(pool.run(task))
     return run_round
 
@@ -144,278 +149,47 @@ def exhaustive(pool: Any, problem_name: str, spec: Any, candidates: Sequence[Any
         emit(cand, outcome)
 
 
-# ---- race: its settings ----------------------------------------------------------------------
-@dataclass(frozen=True)
-class RaceConfig:
-    """Knobs of the race (fractions are of the sweep's per-candidate budget)."""
-
-    first_samples: int = 3          # samples every candidate gets in round 1 (at least)
-    first_max_samples: int = 5      # ... and at most
-    first_fraction: float = 0.1
-    middle_fractions: tuple[float, ...] = (0.25,)
-    middle_samples: tuple[int, ...] = (8,)   # minimum new samples per middle round
-    strikes: int = 2                # rounds a candidate must lose beyond doubt before it is dropped
-    decisive_ratio: Optional[float] = 2.0  # round 1: drop a candidate whose samples are all this
-                                           # much slower than the leader's slowest; None: off
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.first_samples, int) or self.first_samples < 1:
-            raise ConvbenchError(f"first_samples: {self.first_samples!r} must be an integer >= 1")
-        if not isinstance(self.first_max_samples, int) or self.first_max_samples < self.first_samples:
-            raise ConvbenchError(f"first_max_samples: {self.first_max_samples!r} must be an integer "
-                                 f">= first_samples ({self.first_samples})")
-        if len(self.middle_fractions) != len(self.middle_samples):
-            raise ConvbenchError("middle_fractions and middle_samples must have the same length")
-        if not (self.first_fraction > 0 and all(f > 0 for f in self.middle_fractions)):
-            raise ConvbenchError("race budget fractions must be > 0")
-        if any(not isinstance(n, int) or n < 1 for n in self.middle_samples):
-            raise ConvbenchError(f"middle_samples: {self.middle_samples!r} must be integers >= 1")
-        if not isinstance(self.strikes, int) or self.strikes < 1:
-            raise ConvbenchError(f"strikes: {self.strikes!r} must be an integer >= 1")
-        if self.decisive_ratio is not None and not (
-                isinstance(self.decisive_ratio, (int, float)) and self.decisive_ratio > 1):
-            raise ConvbenchError(f"decisive_ratio: {self.decisive_ratio!r} must be a number > 1 (or None)")
-
-
-@dataclass
-class _Entrant:
-    candidate: Any
-    outcomes: list[dict] = field(default_factory=list)
-    samples: list[float] = field(default_factory=list)   # rounds before the final one
-    by_round: dict = field(default_factory=dict)         # round -> that round's samples
-    strikes: int = 0
-    dropped_in: Optional[int] = None
-    failed: bool = False
-    finalist: bool = False
-    readmitted: bool = False
-    decisive: bool = False               # dropped as decisively slower in round 1
-    final: Optional[dict] = None         # the outcome of its final rounds, merged
-    est_s: float = float("inf")          # verification call scaled to the full batch
-    family: str = ""                     # the worker family that ran it (from verification)
-
-
-# ---- race: the rounds ------------------------------------------------------------------------
-class _Race:
-    """The state of one race: its entrants and the rounds run on them (see the module docstring)."""
-
-    def __init__(self, candidates: Sequence[Any], run_round: RunRound, cfg: RaceConfig, *,
-                 budget_s: float, min_samples: int, max_samples: int, rel_ci: float,
-                 rounds: Rounds, rng: random.Random) -> None:
-        self.entrants = [_Entrant(c) for c in candidates]
-        self.run_round = run_round
-        self.cfg = cfg
-        self.rounds, self.rng = rounds, rng
-        self.budget_s, self.rel_ci = budget_s, rel_ci
-        self.min_samples, self.max_samples = min_samples, max_samples
-        self.first_max = max(cfg.first_samples, min(cfg.first_max_samples, max_samples))
-
-    def run(self, e: _Entrant, p: RoundParams) -> None:
-        """One round of one entrant; its samples (or its failure) are kept."""
-        out = dict(self.run_round(e.candidate, p))
-        out["_round"] = p.round
-        out["_budget_s"] = p.budget_s
-        e.outcomes.append(out)
-        status = out.get("status")
-        if status == VERIFIED and not p.time:
-            info = out.get("info") or {}
-            est = info.get("verify_est_s")
-            e.est_s = float(est) if isinstance(est, (int, float)) else float("inf")
-            e.family = str(info.get("worker_family") or "")
-        elif status != Status.OK:
-            e.failed = True
-        elif not p.final:
-            got = [float(s) for s in (out.get("samples_s") or [])]
-            e.samples.extend(got)
-            e.by_round[p.round] = got
-
-    def alive(self) -> list[_Entrant]:
-        return [e for e in self.entrants if not e.failed and e.dropped_in is None and e.samples]
-
-    def short_look(self, round_no: int, stop_above_s: Optional[float] = None) -> RoundParams:
-        """A round-1-sized round: a few samples on a tenth of the budget."""
-        return RoundParams(round_no, self.budget_s * self.cfg.first_fraction, self.cfg.first_samples,
-                           self.first_max, self.rel_ci, verify=False, final=False,
-                           stop_above_s=stop_above_s)
-
-    def verify_all(self) -> None:
-        """Round 0: verify every entrant; the verification call estimates its cost."""
-        verify = RoundParams(0, 0.0, 1, 1, self.rel_ci, verify=True, final=False, time=False)
-        for e in self.entrants:
-            self.run(e, verify)
-
-    def first_round(self) -> None:
-        """Round 1: the cheapest-looking first (family by family: switching worker families
-        costs a settling pause, see convbench.worker.SETTLE_S), so that a leader exists before
-        the expensive ones are timed; the decisively slower are dropped at once."""
-        ok = [e for e in self.entrants if not e.failed]
-        fam_est = {f: min(e.est_s for e in ok if e.family == f) for f in {e.family for e in ok}}
-        for e in sorted(ok, key=lambda e: (fam_est[e.family], e.family, e.est_s)):
-            stop = self._decisive_limit()
-            self.run(e, self.short_look(1, stop))
-            got = e.by_round.get(1)
-            if stop is not None and got and min(got) > stop:
-                e.dropped_in = 1
-                e.decisive = True
-        self.cull(1)
-
-    def _decisive_limit(self) -> Optional[float]:
-        """decisive_ratio times the round-1 leader's slowest sample (None: no leader yet)."""
-        timed = [x for x in self.entrants if x.by_round.get(1)]
-        if self.cfg.decisive_ratio is None or not timed:
-            return None
-        leader = min(timed, key=lambda x: summarize(x.by_round[1])["median_s"])
-        return self.cfg.decisive_ratio * max(leader.by_round[1])
-
-    def middle_rounds(self) -> int:
-        """The middle rounds; returns the number of the last round run."""
-        rnd = 1
-        for frac, n_new in zip(self.cfg.middle_fractions, self.cfg.middle_samples):
-            live = self.alive()
-            if len(live) < 2:
-                break
-            rnd += 1
-            p = RoundParams(rnd, self.budget_s * frac, n_new, max(n_new, self.max_samples),
-                            self.rel_ci, verify=False, final=False)
-            for e in live:  # one already struck only needs a cheap second look, in a new window
-                self.run(e, self.short_look(rnd) if e.strikes else p)
-            self.cull(rnd)
-        return rnd
-
-    def cull(self, round_no: int) -> None:
-        """Strike every entrant slower than the leader beyond doubt in this round's samples;
-        drop it at cfg.strikes strikes (rounds are separate windows in time)."""
-        live = [e for e in self.alive() if e.by_round.get(round_no)]
-        if len(live) < 2:
-            return
-        leader = min(live, key=lambda e: summarize(e.samples)["median_s"])
-        hi = summarize(leader.by_round[round_no])["ci_high_s"]
-        for e in live:
-            if e is not leader and summarize(e.by_round[round_no])["ci_low_s"] > hi:
-                e.strikes += 1
-                if e.strikes >= self.cfg.strikes:
-                    e.dropped_in = round_no
-
-    def final_rounds(self, entrants: Sequence[_Entrant], first_round: int) -> int:
-        """``entrants`` measured as exhaustive measures candidates (interleaved rounds, the
-        full budget); returns the number of the next round."""
-        raw = run_rounds([e.candidate for e in entrants], self.run_round, budget_s=self.budget_s,
-                         min_samples=self.min_samples, max_samples=self.max_samples,
-                         rel_ci=self.rel_ci, rounds=self.rounds, rng=self.rng,
-                         first_round=first_round, verify=False)
-        for e, outs in zip(entrants, raw):
-            e.finalist = True
-            e.outcomes.extend(outs)
-            e.final = merge_rounds(outs)
-            e.failed = e.final.get("status") != Status.OK
-        return first_round + self.rounds.count
-
-    def readmit(self, next_round: int) -> None:
-        """The machine may have drifted between the rounds: a dropped entrant whose samples
-        are not clearly slower than the best finalist's final rounds would compete (tie or
-        win) in winner selection with few, older samples; it gets final rounds too."""
-        while True:
-            done = [e.final for e in self.entrants if e.final is not None and not e.failed]
-            if not done:
-                return
-            best_hi = min(done, key=lambda o: o["median_s"])["ci_high_s"]
-            back = [e for e in self.entrants if e.dropped_in is not None and not e.finalist
-                    and not e.failed and e.samples and summarize(e.samples)["ci_low_s"] <= best_hi]
-            if not back:
-                return
-            for e in back:
-                e.readmitted = True
-            next_round = self.final_rounds(back, next_round)
-
-
+# ---- race ----------------------------------------------------------------------------------
 def race_candidates(candidates: Sequence[Any], run_round: RunRound, *, budget_s: float,
                     min_samples: int = 10, max_samples: int = 10000, rel_ci: float = 0.01,
                     config: Optional[RaceConfig] = None, rounds: Optional[Rounds] = None,
-                    rng: Optional[random.Random] = None) -> list[tuple[Any, dict[str, Any]]]:
+                    rng: Optional[random.Random] = None, spec: Any = None, threads: int = 1,
+                    memory: Optional[RaceMemory] = None, max_call_s: Optional[float] = None,
+                    name: str = "", rank: Optional[Callable[[Any], float]] = None,
+                    ) -> list[tuple[Any, dict[str, Any]]]:
     """Race ``candidates``; returns (candidate, outcome for its record) in the input order.
 
-    ``run_round(candidate, params)`` verifies (``params.verify``) and times one candidate and
-    returns a worker outcome dict (``convbench.outcome.OUTCOME_KEYS``). ``budget_s``,
-    ``min_samples``, ``max_samples`` and ``rel_ci`` are the sweep's per-candidate settings,
-    shared over the final ``rounds`` as ``exhaustive`` shares them.
+    ``run_round(candidate, params)`` runs one task (verification, a look, a screening look or
+    a final round, as ``params`` says) and returns a worker outcome dict
+    (``convbench.outcome.OUTCOME_KEYS``). ``budget_s``, ``min_samples``, ``max_samples`` and
+    ``rel_ci`` are the sweep's per-candidate settings, shared over the final ``rounds`` as
+    ``exhaustive`` shares them. ``spec``, ``threads`` and ``memory`` (a RaceMemory, which this
+    problem, named ``name``, is added to) order the candidates and prune the hopeless;
+    ``max_call_s`` is the sweep's per-call limit; ``rank(candidate)`` orders candidates nothing
+    was measured for (default: the backends' heuristic rank for ``spec``).
     """
-    race = _Race(candidates, run_round, config or RaceConfig(), budget_s=budget_s,
-                 min_samples=min_samples, max_samples=max_samples, rel_ci=rel_ci,
-                 rounds=rounds or Rounds(), rng=rng or random.Random(0))
-    race.verify_all()
-    race.first_round()
-    last = race.middle_rounds()
-    race.readmit(race.final_rounds(race.alive(), last + 1))
-    return [(e.candidate, _merge(e)) for e in race.entrants]
+    if rank is None:
+        rank = heuristic_rank(spec) if spec is not None else (lambda c: 0.0)
+    settings = dict(budget_s=float(budget_s), min_samples=min_samples, max_samples=max_samples,
+                    rel_ci=rel_ci)
+    return run_race(candidates, run_round, config or RaceConfig(), name=name, settings=settings,
+                    rounds=rounds or Rounds(), rng=rng or random.Random(0), spec=spec,
+                    threads=threads, memory=memory, max_call_s=max_call_s, rank=rank)
 
 
-# ---- race: the recorded outcome --------------------------------------------------------------
-def _round_info(o: Mapping[str, Any]) -> dict[str, Any]:
-    return {"round": o.get("_round"), "budget_s": o.get("_budget_s"), "status": o.get("status"),
-            "n_samples": o.get("n_samples"), "median_s": o.get("median_s"), "loops": o.get("loops"),
-            "samples_s": o.get("samples_s")}
-
-
-def _with_race_note(o: Mapping[str, Any], note: str) -> dict[str, Any]:
-    out = dict(o)
-    out["info"] = dict(o.get("info") or {})
-    out["info"]["race"] = note
-    return out
-
-
-def _verdict(e: _Entrant) -> dict[str, Any]:
-    """The outcome of the round that decides an entrant's record, with info["race"] saying why."""
-    last = e.outcomes[-1]
-    if len(e.outcomes) == 1 and last.get("status") != Status.OK:
-        return dict(last)  # not ok when verified (unsupported, wrong, crashed, ...): as is
-    if e.final is not None and e.final.get("status") == Status.OK:  # measured like exhaustive
-        return _with_race_note(e.final, f"finalist (re-admitted after being dropped in round "
-                               f"{e.dropped_in})" if e.readmitted else "finalist")
-    if last.get("status") != Status.OK:  # failed after passing earlier rounds: that is the news
-        rnd = last.get("_round")
-        return _with_race_note(last, f"failed in round {rnd} after passing verification" if rnd == 1
-                               else f"failed in round {rnd} after passing earlier rounds")
-    out = _with_race_note(last, f"dropped in round {e.dropped_in}"
-                          + (" (decisively slower)" if e.decisive else ""))
-    screened = [e.by_round[r] for r in sorted(e.by_round)]
-    out.update(summarize_rounds(screened))  # dropped: every sample it got, round by round
-    out.update(samples_s=list(e.samples), round_samples_s=screened, n_samples=len(e.samples),
-               converged=False)
-    return out
-
-
-def _merge(e: _Entrant) -> dict[str, Any]:
-    """The outcome recorded for one entrant of a race: its deciding round, plus what every
-    round added (verification error, calls, time) and the rounds themselves in info."""
-    first = e.outcomes[0]
-    out = _verdict(e)
-    if out.get("status") == Status.OK or len(e.outcomes) > 1:
-        out["max_error"] = first.get("max_error")
-        out["tolerance"] = first.get("tolerance")
-        for k in ("warmup_calls", "total_s", "wall_s"):
-            vals = [o.get(k) for o in e.outcomes if o.get(k) is not None]
-            out[k] = sum(vals) if vals else None
-        out["info"]["race_rounds"] = [_round_info(o) for o in e.outcomes]
-        out["start_time"] = first.get("start_time") or out.get("start_time")
-        for k in ("verify_call_s", "verify_est_s"):
-            v = (first.get("info") or {}).get(k)
-            if v is not None:
-                out["info"].setdefault(k, v)
-    out.pop("_round", None)
-    out.pop("_budget_s", None)
-    return out
-
-
-# ---- race: the strategy ----------------------------------------------------------------------
 def race(pool: Any, problem_name: str, spec: Any, candidates: Sequence[Any], make_task: MakeTask,
          emit: Emit, *, config: Optional[RaceConfig] = None, rounds: Optional[Rounds] = None) -> None:
-    """Successive halving on confidence intervals (see the module docstring)."""
+    """A leader, one screening look per candidate, the final rounds for those that can still
+    win (see the module docstring); remembers what it measured in the pool's RaceMemory."""
     if not candidates:
         return
     t = make_task(candidates[0])
-    for cand, outcome in race_candidates(candidates, _pool_runner(pool, make_task),
-                                         budget_s=float(t.budget_s), min_samples=t.min_samples,
-                                         max_samples=t.max_samples, rel_ci=t.rel_ci, config=config,
-                                         rounds=rounds, rng=_shuffler(problem_name, t.seed)):
+    for cand, outcome in race_candidates(
+            candidates, _pool_runner(pool, make_task), budget_s=float(t.budget_s),
+            min_samples=t.min_samples, max_samples=t.max_samples, rel_ci=t.rel_ci, config=config,
+            rounds=rounds, rng=_shuffler(problem_name, t.seed), spec=spec,
+            threads=int(getattr(pool, "threads", 1) or 1), memory=memory_for(pool),
+            max_call_s=t.max_call_s, name=problem_name):
         emit(cand, outcome)
 
 
@@ -423,4 +197,5 @@ def race(pool: Any, problem_name: str, spec: Any, candidates: Sequence[Any], mak
 STRATEGIES: dict[str, Strategy] = {"exhaustive": exhaustive, "race": race}
 
 __all__ = ["STRATEGIES", "Strategy", "Emit", "MakeTask", "exhaustive", "race", "race_candidates",
-           "measure_candidates", "RaceConfig", "RoundParams", "Rounds", "DEFAULT_ROUNDS"]
+           "measure_candidates", "RaceConfig", "RaceMemory", "RoundParams", "Rounds",
+           "DEFAULT_ROUNDS"]

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Optional, Sequence
 
 from .errors import ConvbenchError
-from .measure import (RESTART_KEY, Check, TimingParams, jsonable, record_failure,
+from .measure import (RESTART_KEY, Check, Screen, TimingParams, jsonable, record_failure,
                       verify_and_time, where)
 from .outcome import OUTCOME_KEYS, STATUSES, TIMING_KEYS, Status, empty_outcome
 from .pool import SETTLE_S, Task, WorkerPool
@@ -74,7 +74,8 @@ class _WorkerState:
                     self._full_batch(job, t), check=self._check(job, t) if t["verify"] else None,
                     timing=_timing_params(t) if t.get("time", True) else None,
                     max_call_s=t.get("max_call_s"), guard=self._call_with_watchdog,
-                    steal_retries=STEAL_RETRIES, steal_retry_pct=STEAL_RETRY_PCT, out=out)
+                    steal_retries=STEAL_RETRIES, steal_retry_pct=STEAL_RETRY_PCT, out=out,
+                    screen=_screen(t))
         except BaseException as exc:  # noqa: BLE001 - every failure is recorded
             record_failure(out, exc)
         blas = _blas_threads()
@@ -207,6 +208,11 @@ def _timing_params(t: dict) -> TimingParams:
     return TimingParams(budget_s=t["budget_s"], min_samples=t["min_samples"],
                         max_samples=t["max_samples"], rel_ci=t["rel_ci"],
                         cold_cache=t["cold_cache"], stop_above_s=t.get("stop_above_s"))
+
+
+def _screen(t: dict) -> Optional[Screen]:
+    above, kill = t.get("screen_above_s"), t.get("screen_kill_s")
+    return None if above is None or kill is None else Screen(float(above), float(kill))
 
 
 def _versions(b: Any) -> dict:

@@ -188,8 +188,9 @@ def test_describe(pool):
 
 
 def test_statuses_are_the_design_set():
+    # "pruned": the race's (issue 15): a candidate it stopped measuring, never chosen
     assert set(STATUSES) == {"ok", "unsupported", "unavailable", "wrong", "crashed", "timeout",
-                             "oom", "error"}
+                             "oom", "error", "pruned"}
 
 
 def test_task_validation():

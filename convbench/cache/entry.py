@@ -51,7 +51,8 @@ class CacheEntry:
     source: Optional[str] = None            # what produced it: "sweep (exhaustive)", "conv(tune)"...
     # every candidate measured on this problem in that run: candidate -> seconds per call
     # (the median for ok candidates; for candidates over the per-call limit, status timeout,
-    # the verification call scaled to the batch). What the miss predictor learns from.
+    # the verification call scaled to the batch; for candidates the race pruned after measuring
+    # them, the lower bound it measured). What the miss predictor learns from.
     timings: dict = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:

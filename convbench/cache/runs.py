@@ -96,6 +96,8 @@ def _record_time(r: Mapping[str, Any]) -> Optional[float]:
         return _f(r.get("median_s"))
     if r.get("status") == "timeout":
         return _f((r.get("info") or {}).get("verify_est_s"))
+    if r.get("status") == "pruned":  # the race's measured lower bound (none when predicted)
+        return _f(((r.get("info") or {}).get("pruned") or {}).get("lower_bound_s"))
     return None
 
 

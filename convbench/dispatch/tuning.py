@@ -7,7 +7,7 @@ from typing import Any, Callable, Optional, Union
 
 from ..cache import Choice, PathLike, TunedCache, open_cache
 from ..errors import UnsupportedError
-from ..measure import Check, TimingParams, verify_and_time
+from ..measure import Check, Screen, TimingParams, verify_and_time
 from ..registry import Candidate, get_backend
 from ..spec import ConvSpec
 from ..timing import CallablePrepared
@@ -24,8 +24,8 @@ def tune(spec: ConvSpec, kind: str = "numpy", device: str = "cpu", *,
          backends: Optional[list[str]] = None) -> Choice:
     """Time the eligible candidates for ``spec`` now, in this process, as conv() calls them.
 
-    Each candidate is verified first against the float64 reference (batch reduced to 2;
-    wrong answers are never timed), then raced (:func:`convbench.strategies.race_candidates`)
+    Candidates are raced (:func:`convbench.strategies.race_candidates`; each one is verified
+    against the float64 reference, batch reduced to 2, before it can lead or win)
     on ``x``/``w`` (or generated inputs) with ``budget_s`` per candidate (default
     ``convbench.dispatch.TUNE_BUDGET_S``); ``backends`` limits the candidates (default
     ``convbench.dispatch.TUNE_BACKENDS``: all). The winner (selection rules of
@@ -43,8 +43,7 @@ def tune(spec: ConvSpec, kind: str = "numpy", device: str = "cpu", *,
     run_round = _round_runner(spec, kind, device, cands, requires_grad=requires_grad, x=x, w=w,
                               seed=seed)
     raced = race_candidates(cands, run_round, budget_s=budget_s, **_RACE,
-                            config=RaceConfig(first_samples=3, first_max_samples=3,
-                                              middle_fractions=(), middle_samples=(), strikes=1))
+                            config=RaceConfig(first_samples=3, first_max_samples=3))
     return _store(spec, kind, raced, cache)
 
 
@@ -77,9 +76,11 @@ def _round_runner(spec: ConvSpec, kind: str, device: str, cands: list[Candidate]
         timing = TimingParams(budget_s=p.budget_s, min_samples=p.min_samples,
                               max_samples=max(p.max_samples, p.min_samples), rel_ci=p.rel_ci,
                               stop_above_s=p.stop_above_s, **_WARMUP)
+        screen = (Screen(p.screen_above_s, p.screen_kill_s)
+                  if p.screen_above_s is not None and p.screen_kill_s is not None else None)
         return verify_and_time(lambda: CallablePrepared(partial(fns[c], x, w), sync),
                                check=check if p.verify else None,
-                               timing=timing if p.time else None)
+                               timing=timing if p.time else None, screen=screen)
     return run_round
 
 

@@ -18,7 +18,8 @@ WINNER_RIGHT = ("median", "GFLOP/s", "margin")
 WINNER_LEGEND = {
     "shape": "dims, batch n, channels in->out, input size, kernel k, stride s, padding p, dtype.",
     "median": "the winner's median time per call.",
-    "runner-up": "the fastest other candidate that passed verification.",
+    "runner-up": "the fastest other candidate that passed verification (in a race: finalists "
+                 "only).",
     "margin": "runner-up median / winner median - 1 (negative when a tie went to a more robust, "
               "slightly slower candidate).",
 }
@@ -31,7 +32,8 @@ VERDICTS = {
     "robust pick": "the tie went to the most robust of them (declared backend robustness: "
                    "framework kernels, then array libraries, then JIT-compiled code), not the "
                    "fastest median",
-    "only one ok": "no other candidate passed verification",
+    "only one ok": "no other candidate passed verification (or, in a race, reached the final "
+                   "rounds: the others were pruned)",
 }
 
 
