@@ -16,7 +16,7 @@ from .errors import RunFormatError
 from .outcome import STATUSES
 
 RUN_FORMAT_NAME = "convbench-run"
-RUN_FORMAT_VERSION = 2  # 2 added the "format" field itself and the writer's lock file
+RUN_FORMAT_VERSION = 3  # 2 added the "format" field itself and the writer's lock file; 3 the "pruned" status
 RUN_FORMAT = f"{RUN_FORMAT_NAME}/{RUN_FORMAT_VERSION}"
 
 _NUM = (int, float)

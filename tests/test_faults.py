@@ -186,14 +186,14 @@ def test_duplicate_pairs_are_named(tmp_path):
 def test_future_format_run_is_refused_by_report_and_resume(tmp_path, capsys):
     d = make_run(tmp_path, records=[_renamed(record())])
     doc = json.loads((d / "meta.json").read_text())
-    doc["format"] = "convbench-run/3"
+    doc["format"] = "convbench-run/4"
     (d / "meta.json").write_text(json.dumps(doc))
     before = snapshot(d / "meta.json", d / "records.jsonl")
     assert main(["report", str(d)]) == 2
     assert main(["sweep", "--resume", str(d), "--no-cache"]) == 2
     err = capsys.readouterr().err
-    assert err.count("meta.json: format: version 3 ('convbench-run/3') is not one this convbench "
-                     "reads (it reads convbench-run/1 to convbench-run/2)") == 2
+    assert err.count("meta.json: format: version 4 ('convbench-run/4') is not one this convbench "
+                     "reads (it reads convbench-run/1 to convbench-run/3)") == 2
     assert snapshot(d / "meta.json", d / "records.jsonl") == before
 
 
