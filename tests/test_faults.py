@@ -91,7 +91,7 @@ META_FAULTS = {
     "not UTF-8": (b'{"run_id": "\xff\xfe"}', None, "not UTF-8"),
     "nested too deeply": (b"[" * 100000 + b"]" * 100000, None, "nested too deeply"),
     "a list": (b"[1, 2]", None, "not an object"),
-    "future format": (None, {"format": "convbench-run/3"}, "version 3"),
+    "future format": (None, {"format": "convbench-run/4"}, "version 4"),
     "foreign format": (None, {"format": "someone-else/1"}, "not a convbench run format"),
     "threads a string": (None, {"threads": "many"}, "expected int"),
     "negative seed": (None, {"seed": -1}, "must be >= 0"),
