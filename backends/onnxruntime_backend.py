@@ -26,6 +26,11 @@ initializer; TF32 off so float32 stays IEEE float32; cuDNN's algorithm search, i
 (cuDNN's heuristics pick one) and ``cudnn-nhwc`` (``prefer_nhwc``: ORT's NHWC layout
 transformer, weights transposed ahead of time; precomputed).
 
+int8 candidates on the CPU (``_onnxruntime_quantized``): ``int8-qlinearconv`` (QLinearConv,
+weights an initializer packed at session creation), ``int8-qlinearconv-weights-input`` and
+``int8-convinteger`` (ConvInteger's int32 accumulators requantised exactly in the same graph, held
+to 0 LSB); transposed int8 problems are refused (ONNX has no integer ConvTranspose).
+
 dtypes (measured with ORT 1.32): float32; float16, for which ORT's CPU provider has no
 native kernel on x86-64 and inserts Casts to float32 around the conv (``info["nodes"]`` shows
 the graph ORT runs); no float64 Conv/ConvTranspose kernel; no bfloat16 Conv in ONNX.
@@ -42,7 +47,10 @@ import numpy as np
 from convbench.registry import Backend, Capabilities, Prepared, Robustness, Support
 from convbench.spec import ConvSpec
 
-CPU_ALGORITHMS = ["weights-input", "initializer", "nchwc"]
+from ._onnxruntime_quantized import (EXACT_ALGORITHMS, INT8_ALGORITHMS, INT8_CONFIG, INT8_DESCRIPTIONS,
+                                     build_int8_model, int8_info, int8_support)
+
+CPU_ALGORITHMS = ["weights-input", "initializer", "nchwc", *INT8_ALGORITHMS]
 CUDA_ALGORITHMS = ["cudnn-exhaustive", "cudnn-heuristic", "cudnn-nhwc"]
 
 # algorithm -> (weights as an initializer, graph optimisation level, extra CUDA provider options)
@@ -53,6 +61,7 @@ _CONFIG: dict[str, tuple[bool, str, dict]] = {
     "cudnn-exhaustive": (True, "ORT_ENABLE_ALL", {"cudnn_conv_algo_search": "EXHAUSTIVE"}),
     "cudnn-heuristic": (True, "ORT_ENABLE_ALL", {"cudnn_conv_algo_search": "HEURISTIC"}),
     "cudnn-nhwc": (True, "ORT_ENABLE_ALL", {"cudnn_conv_algo_search": "EXHAUSTIVE", "prefer_nhwc": "1"}),
+    **INT8_CONFIG,
 }
 _OPSET, _IR_VERSION = 17, 8  # readable by every onnxruntime >= 1.17
 _NO_CUDA = ("this onnxruntime build has no CUDAExecutionProvider "
@@ -202,7 +211,8 @@ class OnnxRuntimePrepared(Prepared):
         ort = _ort()
         self.spec, self.device, self.algorithm = spec, device, algorithm
         initializer, level, _ = _CONFIG[algorithm]
-        model = build_model(spec, w, initializer)
+        model = build_int8_model(spec, w, algorithm) if algorithm in INT8_CONFIG else \
+            build_model(spec, w, initializer)
         with tempfile.TemporaryDirectory(prefix="convbench-ort-") as tmp:
             path = os.path.join(tmp, "optimized.onnx")
             so = _session_options(ort, level, threads, path)
@@ -237,6 +247,8 @@ class OnnxRuntimePrepared(Prepared):
             "execution_mode": "sequential",
             "intra_op_spinning": "ORT default (on)",
         }
+        if algorithm in INT8_CONFIG:
+            self.info.update(int8_info(spec, algorithm))
         if device == "cuda":
             self.info["provider_options"] = self._session.get_provider_options().get("CUDAExecutionProvider", {})
             self.run()  # cuDNN's algorithm search happens on the first run: keep it out of timing
@@ -267,7 +279,7 @@ class OnnxRuntimeBackend(Backend):
     description = ("ONNX Runtime InferenceSession on a one-node Conv/ConvTranspose graph: MLAS "
                    "(plain and NCHWc) on CPU, cuDNN via the CUDA execution provider")
     install_hint = "pip install convbench[onnx]"
-    capabilities = Capabilities(dims=frozenset({1, 2, 3}), dtypes=frozenset({"float32", "float16"}),
+    capabilities = Capabilities(dims=frozenset({1, 2, 3}), dtypes=frozenset({"float32", "float16", "int8"}),
                                 devices=frozenset({"cpu", "cuda"}))
     algorithm_descriptions = {
         "weights-input": "weights a graph input bound once: no ahead-of-time weight transform",
@@ -276,11 +288,12 @@ class OnnxRuntimeBackend(Backend):
         "cudnn-exhaustive": "CUDA EP, cuDNN algorithm search EXHAUSTIVE (in prepare), TF32 off",
         "cudnn-heuristic": "CUDA EP, cuDNN heuristics pick the algorithm, TF32 off",
         "cudnn-nhwc": "CUDA EP with prefer_nhwc: NHWC kernels, weights transposed ahead of time",
+        **INT8_DESCRIPTIONS,
     }
     robustness = Robustness.FRAMEWORK
     framework_modules = ("onnxruntime", "onnx")
     version_distributions = {"onnxruntime": ("onnxruntime", "onnxruntime-gpu"), "onnx": ("onnx",)}
-    precomputed_algorithms = frozenset({"initializer", "nchwc", "cudnn-nhwc"})
+    precomputed_algorithms = frozenset({"initializer", "nchwc", "cudnn-nhwc", "int8-qlinearconv"})
 
     def __init__(self) -> None:
         self._threads: Optional[int] = None
@@ -316,9 +329,18 @@ class OnnxRuntimeBackend(Backend):
         return super().supports(spec, device, algorithm)
 
     def _supports(self, spec: ConvSpec, device: str, algorithm: str) -> Support:
+        dtype_support = int8_support(spec, device, algorithm)
+        if not dtype_support:
+            return dtype_support
         if algorithm == "nchwc":
             return nchwc_rewrites(spec)
         return Support.yes()
+
+    def tolerance(self, spec: ConvSpec, device: str, algorithm: str) -> float:
+        """0 LSB for the candidates that requantise exactly as convbench.quant.requantize."""
+        if algorithm in EXACT_ALGORITHMS:
+            return 0.0
+        return super().tolerance(spec, device, algorithm)
 
     def set_threads(self, threads: int) -> None:
         """Intra-op threads of every session prepared from now on (inter-op 1, sequential)."""

@@ -34,7 +34,10 @@ from convbench.errors import UnsupportedError
 from convbench.registry import Backend, Capabilities, Prepared, Robustness, Support
 from convbench.spec import FLOAT_DTYPES, TOLERANCES, ConvSpec, numpy_dtype
 
-ALGORITHMS = ["f32", "f32-const-weights", "bf16", "bf16-const-weights"]
+from ._openvino_quantized import (INT8_ALGORITHMS, INT8_DESCRIPTIONS, build_int8_model, check_int8_executed,
+                                  int8_support)
+
+ALGORITHMS = ["f32", "f32-const-weights", "bf16", "bf16-const-weights", *INT8_ALGORITHMS]
 _CONST_SUFFIX = "-const-weights"
 _BF16_ISA = ("avx512_bf16", "amx_bf16")
 
@@ -180,8 +183,10 @@ class OpenVinoPrepared(Prepared):
         ov = _ov()
         self.spec = spec
         self.algorithm = algorithm
-        precision, const = _precision(algorithm), _const_weights(algorithm)
-        model, params, op_name = _build_model(spec, w, const)
+        int8 = algorithm in INT8_ALGORITHMS
+        precision = "f32" if int8 else _precision(algorithm)
+        const = int8 or _const_weights(algorithm)
+        model, params, op_name = build_int8_model(spec, w) if int8 else _build_model(spec, w, const)
         core = _core()
         if precision == "bf16" and "BF16" not in core.get_property("CPU", "OPTIMIZATION_CAPABILITIES"):
             raise UnsupportedError(f"openvino:{algorithm}@cpu: the CPU plugin does not report BF16 "
@@ -208,6 +213,8 @@ class OpenVinoPrepared(Prepared):
             "cpu_bf16_isa": list(cpu_bf16_isa()),
             **_runtime_facts(self._compiled),
         }
+        if int8:  # an int8 candidate only where the plugin runs an int8 kernel
+            self.info.update(check_int8_executed(spec, self.info))
         note = _dtype_note(spec.dtype, self.info.get("executed_precision"))
         if note:
             self.info["note"] = note
@@ -237,18 +244,19 @@ class OpenVinoBackend(Backend):
                    "GroupConvolution/ConvolutionBackpropData model: f32 and bf16 inference precision, "
                    "weights as Parameter or Constant")
     install_hint = "pip install convbench[openvino]"
-    capabilities = Capabilities(dims=frozenset({1, 2, 3}), dtypes=frozenset(FLOAT_DTYPES),
+    capabilities = Capabilities(dims=frozenset({1, 2, 3}), dtypes=frozenset({*FLOAT_DTYPES, "int8"}),
                                 devices=frozenset({"cpu"}))
     algorithm_descriptions = {
         "f32": "INFERENCE_PRECISION_HINT f32, weights a graph Parameter (nothing folded at compile time)",
         "f32-const-weights": "f32, weights a Constant: the plugin may reorder/pack them when compiling",
         "bf16": "INFERENCE_PRECISION_HINT bf16 on float32 data (native bf16 CPUs only), weights a Parameter",
         "bf16-const-weights": "bf16, weights a Constant: the plugin may reorder/pack them when compiling",
+        **INT8_DESCRIPTIONS,
     }
     robustness = Robustness.FRAMEWORK
     framework_modules = ("openvino",)
     version_distributions = {"openvino": ("openvino",)}
-    precomputed_algorithms = frozenset(a for a in ALGORITHMS if a.endswith(_CONST_SUFFIX))
+    precomputed_algorithms = frozenset([*(a for a in ALGORITHMS if a.endswith(_CONST_SUFFIX)), *INT8_ALGORITHMS])
 
     def __init__(self) -> None:
         self._threads: Optional[int] = None
@@ -268,6 +276,9 @@ class OpenVinoBackend(Backend):
         return list(ALGORITHMS) if device == "cpu" else []
 
     def _supports(self, spec: ConvSpec, device: str, algorithm: str) -> Support:
+        dtype_support = int8_support(spec, algorithm)
+        if not dtype_support:
+            return dtype_support
         if spec.dtype == "float64":
             return Support.no("OpenVINO's CPU plugin computes float64 in f32 (it converts around the "
                               "convolution): error ~1e-7, outside the float64 bound 1e-10")

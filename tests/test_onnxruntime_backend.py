@@ -9,14 +9,15 @@ import pytest
 
 import convbench as cb
 from convbench.errors import UnsupportedError
-from convbench.testing import check_backend
+from convbench.testing import check_backend, fixed_specs
 
 pytest.importorskip("onnxruntime", reason="onnxruntime is not installed: pip install convbench[onnx]")
 pytest.importorskip("onnx", reason="onnx is not installed: pip install convbench[onnx]")
 
 from convbench_backends import onnxruntime_backend as orb  # noqa: E402
 
-ALGOS = orb.CPU_ALGORITHMS
+ALGOS = [a for a in orb.CPU_ALGORITHMS if not a.startswith("int8")]  # float candidates
+INT8_ALGOS = [a for a in orb.CPU_ALGORITHMS if a.startswith("int8")]
 
 
 @pytest.fixture(scope="module")
@@ -234,3 +235,78 @@ def test_no_clash_with_other_frameworks_in_one_process():
         print(json.dumps({"loaded": loaded, "errs": errs}))
     """)
     assert max(out["errs"]) <= 1e-4, out
+
+
+# ---- int8: QLinearConv and ConvInteger (convbench_backends._onnxruntime_quantized) ---------------
+def test_int8_conformance(backend):
+    int8_specs = [s for s in fixed_specs() if s.dtype == "int8"]
+    report = check_backend(backend, algorithms=INT8_ALGOS, specs=int8_specs, declarations=False)
+    assert report.ok, report.summary()
+    assert report.count("fail") == 0 and report.count("xfail") == 0
+    errors = report.max_error_by()
+    assert errors[("int8-convinteger", "int8")] == 0.0  # exact accumulators, exact requantisation
+    assert all(e <= 1.0 for e in errors.values()), errors
+    refused = [r for r in report.results if r.status == "refused"]
+    assert refused and all(r.spec.transposed and "ConvTranspose" in r.message for r in refused)
+    assert report.count("pass") == len(INT8_ALGOS) * sum(not s.transposed for s in int8_specs)
+
+
+@pytest.mark.parametrize("layout", ["channels_first", "channels_last"])
+def test_int8_resnet_layer_against_reference(backend, layout):
+    # ResNet-50 res3 3x3 conv (reduced spatially), int8: the exact reference vs each candidate
+    spec = cb.ConvSpec(n=1, c_in=128, c_out=128, input_size=(14, 14), kernel_size=3, padding=1,
+                       dtype="int8", layout=layout)
+    x, w = cb.make_inputs(spec, seed=5)
+    expected = cb.reference(spec, x, w)
+    assert np.abs(expected.astype(int)).max() >= 100  # the outputs use the int8 range
+    for algo in INT8_ALGOS:
+        y = cb.convolve(spec, x, w, backend="onnxruntime", algorithm=algo)
+        assert y.dtype == np.int8 and y.shape == spec.output_shape
+        diff = np.abs(y.astype(int) - expected.astype(int))
+        assert diff.max() <= backend.tolerance(spec, "cpu", algo), (algo, diff.max())  # in LSB
+        assert np.mean(diff != 0) < 1e-3, algo  # rounding ties only
+    assert backend.tolerance(spec, "cpu", "int8-convinteger") == 0.0
+    assert backend.tolerance(spec, "cpu", "int8-qlinearconv") == 1.0
+
+
+def test_int8_extreme_values_and_saturation(backend):
+    # -128 and 127 inputs (make_inputs never draws -128) and outputs saturating at both ends
+    spec = cb.ConvSpec(n=1, c_in=8, c_out=2, input_size=(5,), kernel_size=1, dtype="int8")
+    x = np.empty((1, 8, 5), dtype=np.int8)
+    x[0, :, 0], x[0, :, 1], x[0, :, 2:] = -128, 127, np.arange(-12, 12).reshape(8, 3)
+    w = np.stack([np.full((8, 1), 127), np.arange(-127, 129, 32).reshape(8, 1)]).astype(np.int8)
+    expected = cb.reference(spec, x, w)
+    assert expected.min() == -128 and expected.max() == 127
+    for algo in INT8_ALGOS:
+        y = cb.convolve(spec, x, w, backend="onnxruntime", algorithm=algo)
+        np.testing.assert_array_equal(y, expected, err_msg=algo)
+
+
+def test_int8_graphs_and_declarations(backend):
+    spec = cb.ConvSpec(n=1, c_in=16, c_out=16, input_size=(6, 6), kernel_size=3, padding=1, dtype="int8")
+    x, w = cb.make_inputs(spec)
+    q = backend.prepare(spec, x, w, algorithm="int8-qlinearconv").info
+    assert "com.microsoft:QLinearConv" in q["nodes"] and q["weights"] == "initializer"
+    cl = spec.replace(layout="channels_last")
+    assert backend.prepare(cl, *cb.make_inputs(cl), algorithm="int8-qlinearconv").info["nodes"] == \
+        ["com.microsoft:QLinearConv"]  # the layout Transposes cancel against ORT's NHWC rewrite
+    c = backend.prepare(spec, x, w, algorithm="int8-convinteger").info
+    assert c["nodes"][0] == "ConvInteger" and "Round" in c["nodes"] and "exactly" in c["requantisation"]
+    assert backend.precomputes_weights("int8-qlinearconv")
+    assert not backend.precomputes_weights("int8-qlinearconv-weights-input")
+    assert not backend.precomputes_weights("int8-convinteger")
+    assert backend.prepare(spec, x, w).algorithm == "int8-qlinearconv"  # the default for int8
+
+
+@pytest.mark.parametrize("spec,algo,words", [
+    (CASES["transposed-2d-op"].replace(dtype="int8"), None, "integer ConvTranspose"),
+    (CASES["asym-2d"].replace(dtype="int8"), "weights-input", "float candidate"),
+    (CASES["asym-2d"].replace(dtype="int8"), "nchwc", "float candidate"),
+    (CASES["asym-2d"], "int8-qlinearconv", "int8 candidate"),
+])
+def test_int8_refusals_have_reasons(backend, spec, algo, words):
+    sup = backend.supports(spec, "cpu", algo)
+    assert not sup and words in sup.reason
+    x, w = cb.make_inputs(spec)
+    with pytest.raises(UnsupportedError):
+        backend.prepare(spec, x, w, algorithm=algo)

@@ -4,6 +4,7 @@ Triton or JAX (which other test modules import here)."""
 import importlib.util
 import json
 import os
+import platform
 import subprocess
 import sys
 
@@ -42,7 +43,7 @@ def test_declarations():
     assert b.version_distributions == {"openvino": ("openvino",)}
     assert b.install_hint == HINT
     assert b.capabilities.devices == frozenset({"cpu"}) and b.algorithms("cuda") == []
-    assert b.precomputed_algorithms == {"f32-const-weights", "bf16-const-weights"}
+    assert b.precomputed_algorithms == {"f32-const-weights", "bf16-const-weights", "int8"}
     assert b.precomputes_weights("f32-const-weights") and not b.precomputes_weights("f32")
     spec = _spec()
     assert b.heuristic_rank(spec, "cpu") > cb.get_backend("torch").heuristic_rank(spec, "cpu")
@@ -213,3 +214,109 @@ def test_check_backend_passes():
     ok, summary, passed, refused = json.loads(_run(code))
     assert ok, summary
     assert passed > 0 and refused > 0
+
+
+
+# ---- int8: FakeQuantize lowered to an int8 kernel (convbench_backends._openvino_quantized) --------
+def test_int8_refusals_in_process(monkeypatch):
+    import convbench.environment as env
+
+    b = cb.get_backend("openvino")
+    real = env.cpu_info()
+    isa = [f for f in real["cpu_isa"] if f != "avx512_vnni"]
+    monkeypatch.setattr(env, "cpu_info", lambda: {**real, "cpu_isa": [*isa, "avx512_vnni"]})
+    q = _spec(dtype="int8")
+    assert b.supports(q, "cpu", "int8") and b.tolerance(q, "cpu", "int8") == 1.0
+    for algo in ("f32", "f32-const-weights", "bf16"):
+        sup = b.supports(q, "cpu", algo)
+        assert not sup and "int8" in sup.reason
+    sup = b.supports(_spec(), "cpu", "int8")
+    assert not sup and "int8 candidate" in sup.reason
+    sup = b.supports(_spec(dtype="int8", stride=2, transposed=True), "cpu", "int8")
+    assert not sup and "f32 kernels" in sup.reason
+    flat = cb.ConvSpec(n=1, c_in=1, c_out=2, input_size=(1, 4, 3), kernel_size=(3, 1, 2), padding=2,
+                       dtype="int8")
+    sup = b.supports(flat, "cpu", "int8")
+    assert not sup and "input depth of 1" in sup.reason
+    assert b.supports(flat.replace(c_in=2), "cpu", "int8")
+    unread = _spec(dtype="int8", input_size=(7, 1), kernel_size=(3, 2), dilation=(1, 2), padding=1, stride=2)
+    sup = b.supports(unread, "cpu", "int8")
+    assert not sup and "spatial dim 1" in sup.reason
+    monkeypatch.setattr(env, "cpu_info", lambda: {**real, "cpu_isa": isa})
+    sup = b.supports(q, "cpu", "int8")
+    if platform.machine().lower() in ("x86_64", "amd64"):
+        assert not sup and "VNNI" in sup.reason
+
+
+_INT8_SCRIPT = r"""
+import json
+import numpy as np
+import convbench as cb
+from convbench.quant import lsb_error
+from convbench.testing import check_backend, fixed_specs
+b = cb.get_backend("openvino")
+out = {}
+r = check_backend(b, algorithms=["int8"], specs=[s for s in fixed_specs() if s.dtype == "int8"],
+                  declarations=False)
+out["conformance"] = [r.ok, r.summary(), r.count("pass"), r.count("refused"), r.max_error.get("int8"),
+                      [x.message for x in r.results if x.status == "refused"]]
+layers = {}
+for lay in ("channels_first", "channels_last"):  # ResNet-50 res3 3x3 conv, reduced spatially
+    spec = cb.ConvSpec(n=1, c_in=128, c_out=128, input_size=(14, 14), kernel_size=3, padding=1,
+                       dtype="int8", layout=lay)
+    x, w = cb.make_inputs(spec, seed=5)
+    p = b.prepare(spec, x, w, algorithm="int8"); p.run(); y = p.result()
+    ref = cb.reference(spec, x, w)
+    layers[lay] = {"lsb": lsb_error(y, ref), "share": float(np.mean(y != ref)), "dtype": y.dtype.name,
+                   "range": int(np.abs(ref.astype(int)).max()), "kernel": p.info["kernel"],
+                   "precision": p.info["executed_precision"], "int8_kernel": p.info["int8_kernel"]}
+out["layers"] = layers
+spec = cb.ConvSpec(n=1, c_in=8, c_out=2, input_size=(5,), kernel_size=1, dtype="int8")
+x = np.empty((1, 8, 5), dtype=np.int8)
+x[0, :, 0], x[0, :, 1], x[0, :, 2:] = -128, 127, np.arange(-12, 12).reshape(8, 3)
+w = np.stack([np.full((8, 1), 127), np.arange(-127, 129, 32).reshape(8, 1)]).astype(np.int8)
+ref = cb.reference(spec, x, w)
+y = cb.convolve(spec, x, w, backend="openvino", algorithm="int8")
+out["extremes"] = [int(ref.min()), int(ref.max()), bool(np.array_equal(y, ref))]
+# the refused flat-depth shape, run anyway (past supports()): what the plugin gives
+import convbench_backends.openvino_backend as ovb
+flat = cb.ConvSpec(n=2, c_in=1, c_out=2, input_size=(1, 4, 3), kernel_size=(3, 1, 2), stride=(2, 2, 1),
+                   padding=2, dtype="int8")
+x, w = cb.make_inputs(flat, seed=0)
+p = ovb.OpenVinoPrepared(flat, x, w, "int8", None); p.run()
+out["flat_depth_lsb"] = lsb_error(p.result(), cb.reference(flat, x, w))
+print(json.dumps(out))
+"""
+
+
+@pytest.fixture(scope="module")
+def int8_results():
+    from convbench_backends._int8_rules import x86_without_vnni
+
+    if x86_without_vnni():
+        pytest.skip("x86-64 CPU without AVX-512 VNNI: the int8 candidate is refused here (see _int8_rules)")
+    return json.loads(_run(_INT8_SCRIPT))
+
+
+def test_int8_conformance(int8_results):
+    ok, summary, passed, refused, max_lsb, reasons = int8_results["conformance"]
+    assert ok, summary
+    assert passed == 27 and refused == 6 and max_lsb <= 1.0  # every direct fixed spec runs
+    assert all("ConvolutionBackpropData" in m for m in reasons)
+
+
+@pytest.mark.parametrize("layout", ["channels_first", "channels_last"])
+def test_int8_resnet_layer_against_reference(int8_results, layout):
+    r = int8_results["layers"][layout]
+    assert r["dtype"] == "int8" and r["range"] >= 100
+    assert r["lsb"] <= 1.0 and r["share"] < 1e-3, r  # worst difference in LSB; rounding ties only
+    assert r["int8_kernel"] and "i8" in r["kernel"].lower() and r["precision"] in ("u8", "i8"), r
+
+
+def test_int8_extreme_values_and_saturation(int8_results):
+    lo, hi, equal = int8_results["extremes"]
+    assert lo == -128 and hi == 127 and equal
+
+
+def test_int8_flat_depth_refusal_is_what_the_plugin_does(int8_results):
+    assert int8_results["flat_depth_lsb"] > 10  # a fixed plugin makes this fail: drop the rule
