@@ -10,6 +10,9 @@ Candidates on the CPU:
 * ``native`` -- mkldnn disabled around the call: torch's own im2col/GEMM ("slow") kernels.
 * ``compile``, ``compile-max-autotune`` -- ``torch.compile`` (inductor) of the convolution for
   this shape, compiled in ``prepare()`` (see ``_torch_compile``); refused without a C++ compiler.
+* ``int8-x86``, ``int8-fbgemm``, ``int8-onednn``, ``int8-qnnpack`` -- int8 problems only: torch's
+  quantized convolution on each quantized engine, weights prepacked in ``prepare()`` (see
+  ``_torch_quantized``); the float candidates refuse int8 problems and these refuse float ones.
 
 Candidates on CUDA:
 
@@ -37,6 +40,7 @@ import numpy as np
 from convbench.environment import cpu_info
 from convbench.registry import Backend, Capabilities, Prepared, Robustness, Support
 from convbench.memory import MemoryEstimate
+from convbench.quant import is_quantized
 from convbench.spec import FLOAT_DTYPES, ConvSpec
 
 from ._torch_compile import COMPILE_DESCRIPTIONS, COMPILE_MODES, TorchCompiledPrepared, compile_support
@@ -44,8 +48,9 @@ from ._torch_interop import (TORCH_KINDS, TorchOutputPrepared, cuda_device_suppo
                              cuda_support, numpy_as_tensor, synchronize_kind, tensor_as_numpy, to_numpy,
                              to_torch, torch_kind)
 from ._torch_interop import torch_module as _torch
+from ._torch_quantized import INT8_ALGORITHMS, INT8_DESCRIPTIONS, TorchQuantizedPrepared, quantized_support
 
-CPU_ALGORITHMS = ["default", "channels_last", "native", *COMPILE_MODES]
+CPU_ALGORITHMS = ["default", "channels_last", "native", *COMPILE_MODES, *INT8_ALGORITHMS]
 CUDA_ALGORITHMS = ["cudnn", "cudnn-benchmark", "cudnn-tf32", "cudnn-channels-last"]
 
 # algorithm -> (memory format, mkldnn enabled [cpu] / cudnn.benchmark [cuda], allow_tf32)
@@ -287,8 +292,10 @@ class TorchBackend(Backend):
     install_hint = "pip install convbench[torch]"
     #: algorithm -> (memory format, mkldnn enabled [cpu] / cudnn.benchmark [cuda], allow_tf32)
     settings = _CONFIG
-    algorithm_descriptions = COMPILE_DESCRIPTIONS
-    capabilities = Capabilities(dims=frozenset({1, 2, 3}), dtypes=frozenset(FLOAT_DTYPES),
+    algorithm_descriptions = {**COMPILE_DESCRIPTIONS, **INT8_DESCRIPTIONS}
+    #: the int8 candidates prepack their weights (see _torch_quantized)
+    precomputed_algorithms = frozenset(INT8_ALGORITHMS)
+    capabilities = Capabilities(dims=frozenset({1, 2, 3}), dtypes=frozenset({*FLOAT_DTYPES, "int8"}),
                                 devices=frozenset({"cpu", "cuda"}))
     robustness = Robustness.FRAMEWORK
     framework_modules = ("torch",)
@@ -329,6 +336,11 @@ class TorchBackend(Backend):
         avail = self.available()
         if not avail:
             return avail
+        if algorithm in INT8_ALGORITHMS:
+            return quantized_support(spec, algorithm)
+        if is_quantized(spec.dtype):
+            return Support.no(f"{algorithm} is a float candidate; int8 problems run torch's quantized "
+                              f"convolution (the int8-* candidates, CPU only)")
         if algorithm in COMPILE_MODES:
             sup = compile_support(device)
             return cuda_support(spec) if sup and device == "cuda" else sup
@@ -383,6 +395,11 @@ class TorchBackend(Backend):
         dtype (float16 without hardware support) stays within the budget."""
         import time
 
+        if self.available() and dtype == "int8":  # GOP/s of int8 products (_torch_int8_gemm)
+            from ._torch_int8_gemm import int8_gemm_rate
+
+            _torch().set_num_threads(int(threads))
+            return int8_gemm_rate(_torch(), budget_s)
         if not self.available() or dtype not in ("float32", "float64", "bfloat16", "float16"):
             return None
         torch = _torch()
@@ -425,6 +442,40 @@ class TorchBackend(Backend):
         if "MKL-DNN v" in config:
             out["onednn"] = config.split("MKL-DNN v", 1)[1].split()[0]
         return out
+
+    # -- convbench.tune_model() / use_tuned() (see _torch_models) ---------------------------
+    def model_support(self, model: Any) -> Support:
+        """Yes for an eager torch.nn.Module (never imports torch)."""
+        from ._torch_models import model_support
+
+        return model_support(model)
+
+    def collect_convs(self, model: Any, inputs: tuple, grad: bool = False) -> list:
+        from ._torch_models import collect
+
+        return collect(model, inputs, grad, self.own_algorithm)
+
+    def wrap_convs(self, model: Any, bind: Callable[..., Any], inplace: bool = False) -> Any:
+        from ._torch_models import wrap
+
+        return wrap(model, bind, inplace, self.own_algorithm)
+
+    def own_algorithm(self, x: Any, w: Any, device: str) -> Optional[str]:
+        """The algorithm whose settings (memory format, mkldnn / cuDNN flags) are what torch
+        uses for conv(x, w) on ``device`` now, or None if none of them is: channels-last when
+        the input or the weight is in that memory format (torch's rule), the global flags."""
+        from ._torch_models import is_channels_last
+
+        torch = _torch()
+        fmt = "channels_last" if is_channels_last(x) or is_channels_last(w) else "contiguous"
+        if device == "cpu":
+            want = (fmt, bool(torch.backends.mkldnn.enabled), False)
+        else:
+            cudnn = torch.backends.cudnn
+            if not cudnn.enabled:
+                return None
+            want = (fmt, bool(cudnn.benchmark), bool(cudnn.allow_tf32) and x.dtype == torch.float32)
+        return next((a for a in self.algorithms(device) if _CONFIG.get(a) == want), None)
 
     # -- convbench.conv() ---------------------------------------------------------------------
     #: the input kinds of convbench.conv() whose arrays are torch tensors
@@ -524,9 +575,11 @@ class TorchBackend(Backend):
     def _prepare(self, spec: ConvSpec, x: np.ndarray, w: np.ndarray, algorithm: str, device: str) -> Prepared:
         if self._threads is not None and _torch().get_num_threads() != self._threads:
             _torch().set_num_threads(self._threads)
-        if algorithm in COMPILE_MODES:
-            p: Prepared = TorchCompiledPrepared(spec, x, w, algorithm, device, self._threads,
-                                                _ConvPlan(spec).build2())
+        if algorithm in INT8_ALGORITHMS:
+            p: Prepared = TorchQuantizedPrepared(spec, x, w, algorithm, self._threads)
+        elif algorithm in COMPILE_MODES:
+            p = TorchCompiledPrepared(spec, x, w, algorithm, device, self._threads,
+                                      _ConvPlan(spec).build2())
         else:
             p = TorchPrepared(spec, x, w, algorithm, device, self._threads)
         if self._thread_notes:

@@ -25,6 +25,8 @@ _LAZY = {
     "sweep": "convbench.sweeping",
     "load_suite": "convbench.suites",
     "check_backend": "convbench.testing",
+    "tune_model": "convbench.models",
+    "use_tuned": "convbench.models",
 }
 
 
@@ -49,6 +51,7 @@ __all__ = [
     "Backend", "Prepared", "DeviceTimer", "Capabilities", "Candidate", "Support",
     "list_backends", "get_backend", "register", "convolve",
     "lookup", "conv", "load_results", "sweep", "load_suite", "check_backend",
+    "tune_model", "use_tuned",
     "ConvbenchError", "InvalidSpecError", "InvalidInputError", "UnknownBackendError",
     "BackendUnavailableError", "UnsupportedError", "SuiteError", "ResultsError", "CacheError",
     "__version__",

@@ -174,8 +174,9 @@ class Backend(ABC):
     What the core needs to know about a backend it asks here, never by the backend's name:
     ``robustness``, ``framework_modules``, ``version_distributions`` / ``version_devices``,
     ``precomputes_weights``, ``heuristic_rank``, ``device_support``, ``native_kinds`` /
-    ``native_kind``. A third-party backend declares them the same way and gets the same
-    treatment as a built-in one.
+    ``native_kind``; for whole models ``model_support`` / ``collect_convs`` / ``wrap_convs``.
+    A third-party backend declares them the same way and gets the same treatment as a
+    built-in one.
     """
 
     name: str = ""
@@ -362,6 +363,26 @@ class Backend(ABC):
     def from_native(self, t: Any) -> np.ndarray:
         """A numpy copy of an array of one of ``native_kinds``."""
         raise UnsupportedError(f"backend {self.name!r} has no native input kinds")
+
+    # -- whole models: convbench.tune_model() / use_tuned() (convbench.models) ------------
+    def model_support(self, model: Any) -> Support:
+        """Whether ``model`` is a model of this backend's framework whose convolutions
+        :meth:`collect_convs` and :meth:`wrap_convs` handle. Must not import a framework that
+        is not imported yet (no model of it can exist then). Default: no."""
+        return Support.no(f"backend {self.name!r} does not handle models")
+
+    def collect_convs(self, model: Any, inputs: tuple, grad: bool = False) -> list:
+        """Run ``model(*inputs)`` once (under no-grad unless ``grad``) and return one
+        :class:`convbench.models.ModelConv` per (layer, problem) it convolved, in call order,
+        those it cannot express or rebind included with their reason."""
+        raise UnsupportedError(f"backend {self.name!r} does not handle models")
+
+    def wrap_convs(self, model: Any, bind: Callable[..., Any], inplace: bool = False) -> Any:
+        """``model`` (a copy unless ``inplace``) whose convolution modules ask, once per input
+        signature, ``bind(layer, spec, own, kind, requires_grad, x, w)`` for a callable(x, w)
+        -> y (``own``: the candidate the module's own call is; ``x``, ``w``: the call's tensors,
+        ``x`` in ``spec.layout``) and keep their own forward where it returns None."""
+        raise UnsupportedError(f"backend {self.name!r} does not handle models")
 
     # -- running ------------------------------------------------------------------------
     @abstractmethod

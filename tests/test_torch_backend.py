@@ -6,12 +6,15 @@ import pytest
 
 import convbench as cb
 from convbench.errors import UnsupportedError
+from convbench.quant import lsb_error
 from convbench.spec import TOLERANCES
+from convbench.testing import check_default, fixed_specs
 
 # lazy imports and the install hint: test_testing.py checks every backend's declarations
 torch = pytest.importorskip("torch", reason="torch is not installed: pip install convbench[torch]")
 
 import convbench_backends._torch_compile as torch_compile  # noqa: E402
+from convbench_backends._int8_rules import x86_without_vnni  # noqa: E402
 from convbench_backends._torch_interop import cuda_driver_devices  # noqa: E402
 
 
@@ -267,3 +270,156 @@ def test_compile_refused_without_a_cxx_compiler(backend, monkeypatch):
 def test_compile_listed_on_cuda_only_with_a_driver(backend):
     listed = set(COMPILE_ALGOS) <= set(backend.algorithms("cuda"))
     assert listed == (cuda_driver_devices() > 0)
+
+
+# ---- int8: torch's quantized engines (convbench_backends._torch_quantized) -----------------------
+INT8_ALGOS = ["int8-x86", "int8-fbgemm", "int8-onednn", "int8-qnnpack"]
+
+
+def _int8_algos(backend):
+    engines = torch.backends.quantized.supported_engines
+    return [a for a in INT8_ALGOS if a.split("-", 1)[1] in engines]
+
+
+def _runnable(backend, spec):
+    """The int8 engines that run ``spec`` here (x86/fbgemm/onednn need AVX-512 VNNI on x86-64)."""
+    out = []
+    for algo in _int8_algos(backend):
+        sup = backend.supports(spec, "cpu", algo)
+        assert sup or "VNNI" in sup.reason, sup.reason
+        if sup:
+            out.append(algo)
+    assert "int8-qnnpack" in out or "int8-qnnpack" not in _int8_algos(backend)
+    return out
+
+
+def _run(backend, spec, x, w, algo):
+    p = backend.prepare(spec, x, w, algorithm=algo)
+    p.run()
+    y = p.result()
+    p.close()
+    return y
+
+
+def test_int8_conformance_suite_passes(backend):
+    algos = _int8_algos(backend)
+    int8_specs = [s for s in fixed_specs() if s.dtype == "int8"]
+    report = cb.check_backend(backend, algorithms=algos, specs=int8_specs, declarations=False)
+    assert report.ok, report.summary()
+    assert report.count("fail") == 0 and report.count("xfail") == 0
+    assert report.max_error["int8"] <= 1.0
+    for algo in algos:  # each engine runs every direct fixed spec (on a VNNI CPU for x86/fbgemm/oneDNN)
+        refused = [r for r in report.results if r.algorithm == algo and r.status == "refused"]
+        assert all(r.spec.transposed or "VNNI" in r.message for r in refused), (algo, refused)
+    assert report.count("pass") >= sum(not s.transposed for s in int8_specs)  # qnnpack at least
+    for spec in int8_specs:  # supports() without an algorithm means prepare() without one runs
+        d = check_default(backend, spec)
+        assert d is None or d.status == "pass", d
+
+
+def test_int8_float_candidates_refuse_int8_and_back(backend):
+    s = cb.ConvSpec(n=1, c_in=4, c_out=4, input_size=(6, 6), kernel_size=3, padding=1, dtype="int8")
+    for algo in ALGOS:
+        sup = backend.supports(s, "cpu", algo)
+        assert not sup and "int8" in sup.reason
+    sup = backend.supports(s.replace(dtype="float32"), "cpu", "int8-x86")
+    assert not sup and "float" in sup.reason
+    sup = backend.supports(s, "cuda")
+    assert not sup
+    x, w = cb.make_inputs(s)
+    p = backend.prepare(s, x, w)  # the default for an int8 problem is the first int8 engine
+    assert p.algorithm == _runnable(backend, s)[0] and backend.precomputes_weights(p.algorithm)
+
+
+@pytest.mark.parametrize("layout", ["channels_first", "channels_last"])
+def test_int8_resnet_layer_against_reference(backend, layout):
+    # ResNet-50 res3 3x3 conv (reduced spatially), int8: the exact reference vs each engine
+    spec = cb.ConvSpec(n=1, c_in=128, c_out=128, input_size=(14, 14), kernel_size=3, padding=1,
+                       dtype="int8", layout=layout)
+    x, w = cb.make_inputs(spec, seed=5)
+    expected = cb.reference(spec, x, w)
+    assert expected.dtype == np.int8 and np.abs(expected.astype(int)).max() >= 100  # uses the range
+    for algo in _runnable(backend, spec):
+        y = _run(backend, spec, x, w, algo)
+        assert y.dtype == np.int8 and y.shape == spec.output_shape
+        diff = np.abs(y.astype(int) - expected.astype(int))
+        assert diff.max() <= 1, (algo, diff.max())          # worst difference in LSB
+        assert np.mean(diff != 0) < 1e-3, (algo, np.mean(diff != 0))  # ties only
+
+
+def test_int8_extreme_values_and_saturation(backend):
+    # -128 and 127 inputs (make_inputs never draws -128) and outputs saturating at both ends
+    spec = cb.ConvSpec(n=1, c_in=8, c_out=2, input_size=(5,), kernel_size=1, dtype="int8")
+    x = np.empty((1, 8, 5), dtype=np.int8)
+    x[0, :, 0], x[0, :, 1], x[0, :, 2:] = -128, 127, np.arange(-12, 12).reshape(8, 3)
+    w = np.stack([np.full((8, 1), 127), np.arange(-127, 129, 32).reshape(8, 1)]).astype(np.int8)
+    expected = cb.reference(spec, x, w)
+    assert expected.min() == -128 and expected.max() == 127  # both ends saturate
+    for algo in _runnable(backend, spec):
+        np.testing.assert_array_equal(_run(backend, spec, x, w, algo), expected, err_msg=algo)
+
+
+def test_int8_asymmetric_padding_and_transposed_crop(backend):
+    direct = cb.ConvSpec(n=2, c_in=8, c_out=16, input_size=(9, 8), kernel_size=3, stride=(2, 1),
+                         padding=[(2, 0), (0, 1)], dilation=(1, 2), dtype="int8", layout="channels_last")
+    transposed = cb.ConvSpec(n=1, c_in=8, c_out=6, input_size=(5, 6), kernel_size=3, stride=2,
+                             padding=[(1, 2), (0, 1)], output_padding=1, transposed=True, dtype="int8")
+    for spec in (direct, transposed):
+        x, w = cb.make_inputs(spec, seed=2)
+        expected = cb.reference(spec, x, w)
+        ran = 0
+        for algo in _int8_algos(backend):
+            sup = backend.supports(spec, "cpu", algo)
+            if not sup:
+                assert (spec.transposed and algo != "int8-qnnpack") or "VNNI" in sup.reason
+                continue
+            p = backend.prepare(spec, x, w, algorithm=algo)
+            assert p.info["explicit_pad_in_run"] == (not spec.transposed)
+            assert p.info["crop_in_run"] == spec.transposed
+            p.run()
+            assert lsb_error(p.result(), expected) <= 1, algo
+            ran += 1
+        assert ran >= 1
+
+
+def test_int8_refusals_are_what_the_engines_do(backend):
+    """The refused cases fail when run anyway (a fixed torch would make these fail: drop the rule)."""
+    from convbench_backends._torch_quantized import TorchQuantizedPrepared
+
+    dw = cb.ConvSpec(n=1, c_in=32, c_out=32, input_size=(14, 14), kernel_size=3, padding=1, groups=32,
+                     dtype="int8")
+    t3 = cb.ConvSpec(n=1, c_in=4, c_out=6, input_size=(4, 5, 4), kernel_size=3, stride=2, padding=1,
+                     transposed=True, dtype="int8")
+    cases = [(dw, "int8-fbgemm", "depthwise"), (t3, "int8-qnnpack", "3-D transposed")]
+    for spec, algo, why in cases:
+        if algo not in _int8_algos(backend) or (algo == "int8-fbgemm" and x86_without_vnni()):
+            continue
+        sup = backend.supports(spec, "cpu", algo)
+        assert not sup and why in sup.reason and "LSB" in sup.reason
+        x, w = cb.make_inputs(spec, seed=1)
+        p = TorchQuantizedPrepared(spec, x, w, algo, None)  # past supports(): what the engine gives
+        p.run()
+        assert lsb_error(p.result(), cb.reference(spec, x, w)) > 10, algo
+    assert set(_runnable(backend, dw)) >= {"int8-qnnpack"} | ({"int8-onednn"} if not x86_without_vnni() else set())
+    t2 = cb.ConvSpec(n=1, c_in=4, c_out=6, input_size=(5, 6), kernel_size=3, stride=2, padding=1,
+                     transposed=True, dtype="int8")
+    for algo in ("int8-x86", "int8-fbgemm", "int8-onednn"):
+        sup = backend.supports(t2, "cpu", algo)
+        assert not sup and "Per Channel Quantization is currently disabled" in sup.reason
+
+
+def test_int8_without_vnni_refuses_the_saturating_engines(backend, monkeypatch):
+    import platform
+
+    import convbench.environment as env
+
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        pytest.skip("the rule is about x86-64 CPUs")
+    real = env.cpu_info()
+    monkeypatch.setattr(env, "cpu_info", lambda: {**real, "cpu_isa": [f for f in real["cpu_isa"]
+                                                                      if f != "avx512_vnni"]})
+    s = cb.ConvSpec(n=1, c_in=16, c_out=16, input_size=(8, 8), kernel_size=3, padding=1, dtype="int8")
+    for algo in set(_int8_algos(backend)) - {"int8-qnnpack"}:
+        sup = backend.supports(s, "cpu", algo)
+        assert not sup and "VNNI" in sup.reason
+    assert backend.supports(s, "cpu", "int8-qnnpack")
