@@ -108,7 +108,9 @@ def test_conformance_suite_passes_compiled(backend, algo, fresh_process):
         return  # the child's outcome was asserted by the fixture
     report = cb.check_backend(backend, algorithms=[algo], declarations=False)
     assert report.ok, report.summary()
-    assert report.count("pass") == report.n_specs
+    int8 = [r for r in report.results if r.spec.dtype == "int8"]   # compile has no int8 kernel
+    assert all(r.status == "refused" for r in int8)
+    assert report.count("pass") == report.n_specs - len(int8)
 
 
 def test_native_disables_mkldnn_and_default_uses_it(backend):
