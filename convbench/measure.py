@@ -63,6 +63,7 @@ class TimingParams:
     rel_ci: float = 0.01
     cold_cache: bool = False
     stop_above_s: Optional[float] = None
+    min_time_s: float = 0.0
     min_warmup_calls: int = 3
     min_warmup_s: float = 0.05
 

@@ -67,6 +67,8 @@ class Task:
     max_call_s: Optional[float] = None
     # stop timing as soon as every sample is slower than this (see timing.measure); None: off
     stop_above_s: Optional[float] = None
+    # seconds of sampling before the confidence-interval rule may stop the timing (rounds)
+    min_time_s: float = 0.0
     # False: verify only and return status "verified" without timing (the race's round 0)
     time: bool = True
     # a screening look (the race; convbench.measure.Screen): the first calls are stopped after

@@ -113,6 +113,7 @@ def _pool_runner(pool: Any, make_task: MakeTask) -> RunRound:
         task = make_task(cand, budget_s=p.budget_s, min_samples=p.min_samples,
                          max_samples=max(p.max_samples, p.min_samples), rel_ci=p.rel_ci,
                          verify=p.verify, time=p.time, stop_above_s=p.stop_above_s,
+                         min_time_s=p.min_time_s,
                          screen_above_s=p.screen_above_s, screen_kill_s=p.screen_kill_s)
         return dict(pool.run(task))
     return run_round

@@ -296,7 +296,7 @@ def measure(prepared: Any, *, budget_s: float = 2.0, min_samples: int = 10,
             max_samples: int = 10000, rel_ci: float = 0.01, min_warmup_s: float = 0.05,
             min_warmup_calls: int = 3, min_sample_s: float = 1e-3, cold_cache: bool = False,
             flush_bytes: Optional[int] = None, stop_above_s: Optional[float] = None,
-            stop_after: int = 3) -> TimingResult:
+            stop_after: int = 3, min_time_s: float = 0.0) -> TimingResult:
     """Time ``prepared.run()`` (one convolution per call) and return per-call statistics.
 
     ``budget_s`` bounds the whole measurement (warm-up included) except that
@@ -306,6 +306,10 @@ def measure(prepared: Any, *, budget_s: float = 2.0, min_samples: int = 10,
     prepared object has a ``flush_device_cache()`` method (e.g. a GPU L2 flush) it is called
     too. ``warmup_calls`` in the result counts every untimed call: the discarded first call,
     the warm-up and the calibration samples.
+
+    ``min_time_s``: seconds of sampling before the confidence-interval rule may stop it (a
+    round of :mod:`convbench.rounds` spends its share of the budget, so its median covers a
+    window of time rather than three back-to-back calls); the budget still ends it.
 
     ``stop_above_s`` (used by the ``race`` strategy): once ``stop_after`` samples are in, stop
     as soon as every sample so far is slower than this many seconds per call, even before
@@ -327,6 +331,7 @@ def measure(prepared: Any, *, budget_s: float = 2.0, min_samples: int = 10,
         loops, calibration_calls = _calibrate(sample, per_call, min_sample_s, cold_cache)
         samples, converged, stopped_above = _take_samples(
             sample, loops, deadline_ns=t_begin + budget_s * 1e9, clock=clock,
+            ci_from_ns=clock() + min_time_s * 1e9,
             min_samples=min_samples, max_samples=max_samples, rel_ci=rel_ci,
             stop_above_s=stop_above_s, stop_after=stop_after)
         total_s = (clock() - t_begin) * 1e-9
@@ -436,7 +441,8 @@ def _calibrate(sample: Callable[[int], float], per_call: float, min_sample_s: fl
 
 def _take_samples(sample: Callable[[int], float], loops: int, *, deadline_ns: float,
                   clock: Callable[[], int], min_samples: int, max_samples: int, rel_ci: float,
-                  stop_above_s: Optional[float], stop_after: int) -> tuple[list[float], bool, bool]:
+                  stop_above_s: Optional[float], stop_after: int,
+                  ci_from_ns: float = 0.0) -> tuple[list[float], bool, bool]:
     """Per-call times until the stopping rule holds; (samples, converged, stopped above)."""
     samples: list[float] = []
     next_check = min_samples
@@ -450,7 +456,7 @@ def _take_samples(sample: Callable[[int], float], loops: int, *, deadline_ns: fl
             return samples, False, False
         if stop_above_s is not None and n >= stop_after and fastest > stop_above_s:
             return samples, False, True
-        if n >= next_check:
+        if n >= next_check and clock() >= ci_from_ns:
             if _ci_within(sorted(samples), rel_ci):
                 return samples, True, False
             # re-check every sample while few, then every ~3%: sorting each time is O(n log n)

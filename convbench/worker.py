@@ -207,7 +207,8 @@ class _WorkerState:
 def _timing_params(t: dict) -> TimingParams:
     return TimingParams(budget_s=t["budget_s"], min_samples=t["min_samples"],
                         max_samples=t["max_samples"], rel_ci=t["rel_ci"],
-                        cold_cache=t["cold_cache"], stop_above_s=t.get("stop_above_s"))
+                        cold_cache=t["cold_cache"], stop_above_s=t.get("stop_above_s"),
+                        min_time_s=float(t.get("min_time_s") or 0.0))
 
 
 def _screen(t: dict) -> Optional[Screen]:

@@ -13,6 +13,7 @@ from convbench.errors import ConvbenchError
 from convbench.outcome import RECORD_FIELDS
 from convbench.rounds import Rounds, merge_rounds, round_order, run_rounds
 from convbench.strategies import measure_candidates
+from convbench.rounds import ROUND_WARMUP_S
 from convbench.timing import summarize, summarize_rounds
 
 ISO = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
@@ -48,7 +49,9 @@ def fake_runner(speeds, calls, *, drift=None, fail=None):
 def test_rounds_split_the_budget_and_the_samples():
     p = Rounds(count=5, min_samples=3).params(1, budget_s=1.0, min_samples=10, max_samples=1000,
                                                rel_ci=0.01, verify=True)
-    assert p.budget_s == pytest.approx(0.2) and p.min_samples == 3 and p.max_samples == 200
+    # a fifth of the budget to sample in, which the CI rule may not cut short, plus the warm-up
+    assert p.min_time_s == pytest.approx(0.2) and p.budget_s == pytest.approx(0.2 + ROUND_WARMUP_S)
+    assert p.min_samples == 3 and p.max_samples == 200
     p = Rounds(count=2).params(2, budget_s=1.0, min_samples=10, max_samples=10000, rel_ci=0.01,
                                verify=False)
     assert p.min_samples == 5 and not p.verify

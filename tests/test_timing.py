@@ -329,3 +329,15 @@ def test_invalid_knobs(knob, value):
         time_callable(lambda: None, **{knob: value})
     with pytest.raises(InvalidInputError, match="fn"):
         time_callable(42)  # type: ignore[arg-type]
+
+
+def test_min_time_keeps_sampling_although_the_interval_is_already_narrow():
+    from convbench.timing import CallablePrepared, measure
+
+    steady = CallablePrepared(lambda: None)
+    quick = measure(steady, budget_s=1.0, min_samples=3, rel_ci=0.5, min_warmup_s=0.0,
+                    min_sample_s=1e-4)
+    spent = measure(steady, budget_s=1.0, min_samples=3, rel_ci=0.5, min_warmup_s=0.0,
+                    min_sample_s=1e-4, min_time_s=0.05)
+    assert quick.n_samples == 3 and quick.converged           # +-50%: three samples suffice
+    assert spent.n_samples > 3 and sum(spent.samples_s) * spent.loops >= 0.04

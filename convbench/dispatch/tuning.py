@@ -75,7 +75,7 @@ def _round_runner(spec: ConvSpec, kind: str, device: str, cands: list[Candidate]
                       expected_failure=b.expected_failure(spec, device, c.algorithm))
         timing = TimingParams(budget_s=p.budget_s, min_samples=p.min_samples,
                               max_samples=max(p.max_samples, p.min_samples), rel_ci=p.rel_ci,
-                              stop_above_s=p.stop_above_s, **_WARMUP)
+                              stop_above_s=p.stop_above_s, min_time_s=p.min_time_s, **_WARMUP)
         screen = (Screen(p.screen_above_s, p.screen_kill_s)
                   if p.screen_above_s is not None and p.screen_kill_s is not None else None)
         return verify_and_time(lambda: CallablePrepared(partial(fns[c], x, w), sync),
