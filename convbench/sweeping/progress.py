@@ -120,6 +120,8 @@ class Progress:
         if not self.enabled or self._rich is not None or self.tty:
             return
         status = record["status"]
+        if not measured and status == "unsupported":
+            return  # recorded with its reason; a line each would bury the measurements
         detail = fmt_time(record.get("median_s")) if status == "ok" else (record.get("message") or "")
         eta = self.eta()
         line = (f"[{self.done}/{self.total}] problem {index}/{self.n_problems} {record['problem']} "
