@@ -13,7 +13,7 @@ from convbench.errors import ConvbenchError
 from convbench.outcome import RECORD_FIELDS
 from convbench.rounds import Rounds, merge_rounds, round_order, run_rounds
 from convbench.strategies import measure_candidates
-from convbench.rounds import ROUND_WARMUP_S
+from convbench.rounds import DEFAULT_ROUNDS, ROUND_WARMUP_S
 from convbench.timing import summarize, summarize_rounds
 
 ISO = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?Z$")
@@ -142,7 +142,7 @@ def test_a_failure_in_a_later_round_ends_the_candidate_with_that_failure():
     assert f["status"] == "crashed" and "after 2 ok rounds" in f["message"]
     assert [r["status"] for r in f["info"]["rounds"]] == ["ok", "ok", "crashed"]
     assert [p.round for n, p in calls if n == "flaky"] == [1, 2, 3]      # no round after it
-    assert out[cands[0]]["status"] == "ok" and len(out[cands[0]]["round_samples_s"]) == 5
+    assert out[cands[0]]["status"] == "ok" and len(out[cands[0]]["round_samples_s"]) == DEFAULT_ROUNDS
     with pytest.raises(ConvbenchError):
         merge_rounds([])
 
@@ -157,7 +157,7 @@ def test_a_sweep_record_has_rounds_times_and_seconds_keys(fakes, tmp_path):
                 peak={"gemm_gflops": 50.0, "gemm_dtype": "float32", "bandwidth_gbs": 5.0})
     ok = next(r for r in res.records if r["status"] == "ok")
     assert list(ok) == list(RECORD_FIELDS)
-    assert len(ok["round_samples_s"]) == 5 and all(len(r) >= 3 for r in ok["round_samples_s"])
+    assert len(ok["round_samples_s"]) == DEFAULT_ROUNDS and all(len(r) >= 3 for r in ok["round_samples_s"])
     assert ok["n_samples"] == len(ok["samples_s"]) == sum(len(r) for r in ok["round_samples_s"])
     assert isinstance(ok["noise"], list) and ok["round_spread"] >= 0
     for r in res.records:

@@ -14,6 +14,7 @@ import pytest
 import convbench as cb
 from convbench import registry
 from convbench.outcome import ABOVE, TIMING_FIELDS
+from convbench.rounds import DEFAULT_ROUNDS
 from convbench.reference import reference
 from convbench.registry import Backend, Candidate, Capabilities, Prepared
 from convbench.rounds import RoundParams
@@ -146,9 +147,9 @@ def test_slow_candidates_are_pruned_after_one_look_with_their_lower_bound():
         assert o["status"] == "ok" and o["info"]["race"] == "finalist"
         assert o["max_error"] == 1e-7 and sum(p.verify for p in w.calls[k]) == 1
         finals = [p for p in w.calls[k] if p.final]
-        assert [p.round for p in finals] == [3, 4, 5, 6, 7]
+        assert [p.round for p in finals] == list(range(3, 3 + DEFAULT_ROUNDS))
         assert sum(p.min_time_s for p in finals) == pytest.approx(1.0)   # the full budget to sample in
-        assert o["n_samples"] == 5 * 12 and len(o["round_medians_s"]) == 5
+        assert o["n_samples"] == DEFAULT_ROUNDS * 12 and len(o["round_medians_s"]) == DEFAULT_ROUNDS
         assert o["median_s"] == pytest.approx(statistics.median(o["round_medians_s"]))
     assert _stages(out["b"])[0] == "leader" and _stages(out["a"])[:2] == ["screen", "verify"]
     # 30 ms (two calls over 3x the leader) and 2 s (stopped by the watchdog): pruned after one
@@ -237,7 +238,7 @@ def test_lone_leader_still_gets_the_full_final():
     out = dict(race_candidates(list(speeds), fw, budget_s=0.5, min_samples=10))
     assert out["b"]["status"] == "pruned"
     finals = [p for p in fw.calls["a"] if p.final]
-    assert len(finals) == 5 and sum(p.min_time_s for p in finals) == pytest.approx(0.5)
+    assert len(finals) == DEFAULT_ROUNDS and sum(p.min_time_s for p in finals) == pytest.approx(0.5)
     assert out["a"]["info"]["race"] == "finalist"
 
 
