@@ -30,6 +30,11 @@ _COLUMNS = ["label", "status_a", "status_b", "median_a_s", "median_b_s", "ratio"
             "verdict"]
 #: blocks of consecutive samples that stand in for rounds in records measured without rounds
 PSEUDO_ROUNDS = 5
+#: noise flags that say the machine itself was disturbed while a record was timed: a row with
+#: one of them on either side gets no faster/slower verdict (at most "same" or "ambiguous")
+MACHINE_FLAGS = ("steal", "busy", "throttle", "freq")
+#: share of a run's records with a MACHINE_FLAGS flag above which compare warns about the run
+NOISY_RUN_SHARE = 0.1
 
 
 def compare(run_a: Runs, run_b: Runs, *, min_effect: float = DEFAULT_MIN_EFFECT,
@@ -48,7 +53,11 @@ def compare(run_a: Runs, run_b: Runs, *, min_effect: float = DEFAULT_MIN_EFFECT,
     - "slower" / "faster": the interval excludes 1 (p < alpha) and the ratio lies outside
       the band;
     - "same": the whole interval lies inside the band;
-    - "ambiguous": anything else (too noisy, or too few rounds, to tell);
+    - "ambiguous": anything else (too noisy, or too few rounds, to tell), and any faster/slower
+      call on a row whose record on either side carries a :data:`MACHINE_FLAGS` noise flag
+      (the machine was disturbed while it was timed: an A/A pair on a 2-vCPU Intel Xeon guest
+      under hypervisor steal of up to 45% was 9% slower as a whole, and 61 of its 138 rows
+      were called slower before this rule, 40 after it);
     - "n/a": not ok in both runs, or measured in one run only.
 
     ``noise_a``/``noise_b`` are the records' noise flags (:mod:`convbench.noise`). The frame's
@@ -75,10 +84,27 @@ def compare(run_a: Runs, run_b: Runs, *, min_effect: float = DEFAULT_MIN_EFFECT,
     out.attrs.update(summarize_comparison(out))
     out.attrs.update(run_a=_run_names(a), run_b=_run_names(b), machines=machines,
                      different_machines=bool(different), min_effect=min_effect, alpha=alpha)
+    notes = _noisy_run_notes(a, "A") + _noisy_run_notes(b, "B")
     threads = [set(x["threads"].dropna()) if "threads" in x.columns else set() for x in (a, b)]
     if threads[0] and threads[1] and threads[0] != threads[1]:
-        out.attrs["notes"] = [f"thread counts differ: A {sorted(threads[0])}, B {sorted(threads[1])}"]
+        notes.append(f"thread counts differ: A {sorted(threads[0])}, B {sorted(threads[1])}")
+    if notes:
+        out.attrs["notes"] = notes
     return out
+
+
+def _noisy_run_notes(x: "pd.DataFrame", side: str) -> list[str]:
+    """A warning when many of a run's ok records were timed on a disturbed machine."""
+    ok = x[x["status"] == Status.OK.value] if "status" in x.columns else x
+    if "noise" not in ok.columns or not len(ok):
+        return []
+    hit = ok["noise"].map(lambda v: bool(set(_flag_list(v)) & set(MACHINE_FLAGS)))
+    if hit.mean() <= NOISY_RUN_SHARE:
+        return []
+    return [f"run {side}: {int(hit.sum())} of {len(ok)} records were timed while the machine was "
+            f"disturbed ({', '.join(MACHINE_FLAGS)} flags); their rows get no faster/slower "
+            "verdict, and the rest of the run may have been slowed too: rerun on a quiet "
+            "machine (`convbench doctor`) before trusting any verdict"]
 
 
 def summarize_comparison(cmp: "pd.DataFrame") -> dict[str, Any]:
@@ -183,6 +209,9 @@ def _compare_pair(r: "pd.Series", *, alpha: float, band: tuple[float, float]) ->
         lo, hi, p = _ratio_interval(la, lb, mb / ma, alpha)
         row.update(ci_low=lo, ci_high=hi, p_value=p)
         row["verdict"] = verdict(mb / ma, lo, hi, band)
+        disturbed = set(_flag_list(r.get("noise_a"))) | set(_flag_list(r.get("noise_b")))
+        if row["verdict"] in ("faster", "slower") and disturbed & set(MACHINE_FLAGS):
+            row["verdict"] = "ambiguous"
     return row
 
 
@@ -198,10 +227,14 @@ def verdict(ratio: float, lo: float, hi: float, band: tuple[float, float]) -> st
     return "ambiguous"
 
 
-def _flags(value: Any) -> str:
+def _flag_list(value: Any) -> list[str]:
     if isinstance(value, (list, tuple)) or hasattr(value, "tolist"):
-        return ",".join(str(v) for v in list(value))
-    return ""
+        return [str(v) for v in list(value)]
+    return []
+
+
+def _flags(value: Any) -> str:
+    return ",".join(_flag_list(value))
 
 
 def _values(value: Any) -> list[float]:
