@@ -5,9 +5,11 @@
     python benchmarks/repeatability.py results/RUN_A results/RUN_B [--within 0.05]
 
 Prints the share of (problem, candidate) pairs timed in both runs whose medians agree within
-``--within`` (default 5%); the share of records whose reported interval
-(``ci_low_s``..``ci_high_s``) contains the other run's median (each run's interval against the
-other's median, both directions counted); the share of problems whose winners agree (exactly,
+``--within`` (default 5%); the share of records whose reported intervals contain the other
+run's median (each run's interval against the other's median, both directions counted), for
+the median's confidence interval (``ci_low_s``..``ci_high_s``) and the repeat interval
+(``repeat_low_s``..``repeat_high_s``, recomputed from the round medians for runs recorded
+before it existed); the share of problems whose winners agree (exactly,
 or with each winner inside the other run's tied set), and separately among the problems where
 the winner's margin over the runner-up exceeds ``--within`` in both runs; and the worst
 disagreements.
@@ -18,6 +20,7 @@ import argparse
 
 from convbench.results import read_records
 from convbench.selection import select_winners
+from convbench.timing import repeat_interval
 
 
 def main() -> None:
@@ -31,9 +34,17 @@ def main() -> None:
     def ok(recs):
         return {(r["problem"], r["candidate"]): r["median_s"] for r in recs if r["status"] == "ok"}
 
-    def intervals(recs):
-        return {(r["problem"], r["candidate"]): (r.get("ci_low_s"), r.get("ci_high_s"))
-                for r in recs if r["status"] == "ok"}
+    def intervals(recs, fields):
+        out = {}
+        for r in recs:
+            if r["status"] != "ok":
+                continue
+            lo, hi = r.get(fields[0]), r.get(fields[1])
+            if lo is None and fields[0] == "repeat_low_s" and r.get("round_medians_s"):
+                # runs recorded before the field existed: the same function on their rounds
+                lo, hi = repeat_interval(r["round_medians_s"]) or (None, None)
+            out[(r["problem"], r["candidate"])] = (lo, hi)
+        return out
 
     ma, mb = ok(ra), ok(rb)
     common = sorted(set(ma) & set(mb))
@@ -41,15 +52,19 @@ def main() -> None:
     agree = sum(abs(r - 1) <= args.within for r, _ in ratios)
     print(f"pairs timed in both runs: {len(common)}; medians within {args.within:.0%}: {agree} "
           f"({agree / max(len(common), 1):.0%})")
-    ia, ib = intervals(ra), intervals(rb)
-    covered = checked = 0
-    for k in common:
-        for (lo, hi), other in ((ia[k], mb[k]), (ib[k], ma[k])):
-            if lo is not None and hi is not None:
-                checked += 1
-                covered += lo <= other <= hi
-    print(f"intervals containing the other run's median: {covered} of {checked} "
-          f"({covered / max(checked, 1):.0%})")
+    for name, fields in (("confidence intervals of the median (ci_low_s..ci_high_s)",
+                          ("ci_low_s", "ci_high_s")),
+                         ("repeat intervals (repeat_low_s..repeat_high_s)",
+                          ("repeat_low_s", "repeat_high_s"))):
+        ia, ib = intervals(ra, fields), intervals(rb, fields)
+        covered = checked = 0
+        for k in common:
+            for (lo, hi), other in ((ia[k], mb[k]), (ib[k], ma[k])):
+                if lo is not None and hi is not None:
+                    checked += 1
+                    covered += lo <= other <= hi
+        print(f"{name} containing the other run's median: {covered} of {checked} "
+              f"({covered / max(checked, 1):.0%})")
     wa, wb = select_winners(ra), select_winners(rb)
     same = tied = clear = clear_same = 0
     for key in sorted(set(wa) & set(wb)):

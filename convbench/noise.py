@@ -4,13 +4,20 @@ Read around every timing (:func:`snapshot` before and after, :func:`facts` betwe
 from its samples (:func:`tick_quantum`):
 
 * **steal**: the share of the machine's CPU time the hypervisor took (``/proc/stat``);
-* **busy**: more runnable processes than the measuring threads, at both ends of the timing;
+* **busy**: other processes used the CPUs while it was timed: the machine's busy CPU time
+  (``/proc/stat``) minus the measuring process's own (``os.times``), over the timing's wall
+  time, above :data:`BUSY_LOAD` cores on average (measured on a 2-vCPU Intel Xeon @ 2.60GHz
+  guest, torch conv timed at 2 threads: -0.12..+0.04 cores quiet, 0.37..1.04 cores with one
+  process spinning beside it, 0.08 s and 0.5 s windows);
 * **tick**: samples that fall on multiples of the scheduler tick (1/HZ) over several distinct
   multiples: the clock only saw the timed code between ticks (a descheduled guest);
 * **throttle**: the CPU's thermal throttle counters grew during the timing;
 * **freq**: the CPU clock changed by more than :data:`FREQ_CHANGE` during the timing;
-* **drift** (set by the rounds, :mod:`convbench.strategies`): round medians apart by more
-  than :data:`DRIFT` (the slowest round over the fastest).
+* **drift** (set by the rounds, :mod:`convbench.strategies`): the interquartile range of the
+  round medians exceeds :data:`DRIFT` of their median (``round_quartile_spread``). Not the slowest round
+  over the fastest: with ten rounds one disturbed window passes 10% easily (that rule flagged
+  20 of 29 records of a quiet A/A pair of ``quick`` sweeps, this one 1 of 58 records there,
+  and 26 of 29 of a sweep with a process spinning beside it; 2-vCPU Intel Xeon @ 2.60GHz).
 
 :func:`flags` turns facts into the flag names stored in each record's ``noise`` field;
 :func:`system_state` and :func:`advice` are what ``convbench doctor`` prints.
@@ -27,15 +34,17 @@ from typing import Any, Mapping, Optional, Sequence
 #: flag name -> what it means (the legend of tables and reports)
 FLAGS = {
     "steal": "the hypervisor took more than 5% of the CPU time while it was timed",
-    "busy": "other processes were runnable while it was timed (the machine was shared)",
+    "busy": "other processes used the CPUs while it was timed (the machine was shared)",
     "tick": "samples fell on multiples of the scheduler tick: the process was descheduled",
     "throttle": "the CPU's thermal throttle counters grew while it was timed",
     "freq": "the CPU clock changed by more than 10% while it was timed",
-    "drift": "its median moved by more than 10% between rounds",
+    "drift": "its round medians' interquartile range exceeds 10% of their median",
 }
 STEAL_PCT = 5.0
 FREQ_CHANGE = 0.10
 DRIFT = 0.10
+#: other processes' CPU use (cores, averaged over the timing) above which a timing is "busy"
+BUSY_LOAD = 0.3
 #: scheduler tick periods to look for (HZ = 100, 250, 300, 1000), largest first
 TICKS_S = (10e-3, 4e-3, 1 / 300, 1e-3)
 _CPU = "/sys/devices/system/cpu"
@@ -82,29 +91,56 @@ def cpu_freqs_mhz() -> list[float]:
             if line.startswith("cpu MHz") and ":" in line]
 
 
+def machine_busy_s() -> Optional[float]:
+    """CPU seconds all CPUs have spent busy since boot (user, nice, system, irq, softirq of
+    /proc/stat's ``cpu`` line; idle, iowait and steal left out), or None."""
+    text = _read("/proc/stat")
+    if not text or not text.startswith("cpu "):
+        return None
+    vals = [int(v) for v in text.splitlines()[0].split()[1:]]
+    if len(vals) < 7:
+        return None
+    return (vals[0] + vals[1] + vals[2] + vals[5] + vals[6]) / float(os.sysconf("SC_CLK_TCK"))
+
+
 def snapshot() -> dict[str, Any]:
     """The readings one timing is judged by (JSON-able; missing readings are None)."""
     freqs = cpu_freqs_mhz()
+    t = os.times()
     return {"cpu": cpu_counters(), "throttle": throttle_count(),
-            "freq_mhz": sum(freqs) / len(freqs) if freqs else None}
+            "freq_mhz": sum(freqs) / len(freqs) if freqs else None,
+            "busy_s": machine_busy_s(), "self_s": t.user + t.system, "wall_s": time.monotonic()}
 
 
 def facts(before: Mapping[str, Any], after: Mapping[str, Any], *, threads: int) -> dict[str, Any]:
     """What happened between two snapshots: ``cpu_steal_pct``, ``procs_running`` (at the
-    end), ``busy``, ``throttle_events``, ``freq_mhz_before``/``_after`` (None: unknown)."""
+    end), ``other_cpu_s`` (CPU time other processes used) over ``window_s``, ``busy``,
+    ``throttle_events``, ``freq_mhz_before``/``_after`` (absent: unknown). ``threads`` is
+    kept for callers; the busy rule needs no thread count."""
     out: dict[str, Any] = {}
     b, a = before.get("cpu"), after.get("cpu")
     if b is not None and a is not None and a[1] > b[1]:
         out["cpu_steal_pct"] = round(100.0 * (a[0] - b[0]) / (a[1] - b[1]), 2)
         out["procs_running"] = a[2]
-        # the measuring process's threads and this reader are runnable themselves
-        out["busy"] = min(a[2], b[2]) > threads + 1
+    keys = ("busy_s", "self_s", "wall_s")
+    if all(before.get(k) is not None and after.get(k) is not None for k in keys) \
+            and after["wall_s"] > before["wall_s"]:
+        other = (after["busy_s"] - before["busy_s"]) - (after["self_s"] - before["self_s"])
+        out["other_cpu_s"] = round(other, 4)
+        out["window_s"] = round(after["wall_s"] - before["wall_s"], 6)
+        out["busy"] = busy(out["other_cpu_s"], out["window_s"])
     if before.get("throttle") is not None and after.get("throttle") is not None:
         out["throttle_events"] = after["throttle"] - before["throttle"]
     if before.get("freq_mhz") and after.get("freq_mhz"):
         out["freq_mhz_before"] = round(before["freq_mhz"], 1)
         out["freq_mhz_after"] = round(after["freq_mhz"], 1)
     return out
+
+
+def busy(other_cpu_s: float, window_s: float) -> bool:
+    """Whether other processes used more than :data:`BUSY_LOAD` cores on average over a
+    window (their CPU seconds over its wall seconds)."""
+    return window_s > 0 and other_cpu_s / window_s > BUSY_LOAD
 
 
 def tick_quantum(samples_s: Sequence[float], loops: int = 1) -> Optional[float]:
@@ -127,7 +163,7 @@ def tick_quantum(samples_s: Sequence[float], loops: int = 1) -> Optional[float]:
 
 def flags(info: Mapping[str, Any]) -> list[str]:
     """The FLAGS names that the facts in ``info`` (as :func:`facts` and the rounds record
-    them: cpu_steal_pct, busy, tick_s, throttle_events, freq_mhz_*, round_spread) raise."""
+    them: cpu_steal_pct, busy, tick_s, throttle_events, freq_mhz_*, round_quartile_spread) raise."""
     out = []
     if (info.get("cpu_steal_pct") or 0.0) > STEAL_PCT:
         out.append("steal")
@@ -140,7 +176,7 @@ def flags(info: Mapping[str, Any]) -> list[str]:
     f0, f1 = info.get("freq_mhz_before"), info.get("freq_mhz_after")
     if f0 and f1 and abs(f1 / f0 - 1.0) > FREQ_CHANGE:
         out.append("freq")
-    if (info.get("round_spread") or 0.0) > DRIFT:
+    if (info.get("round_quartile_spread") or 0.0) > DRIFT:
         out.append("drift")
     return out
 
@@ -248,6 +284,7 @@ def advice(state: Mapping[str, Any], threads: Optional[int] = None) -> list[str]
     return out
 
 
-__all__ = ["FLAGS", "STEAL_PCT", "FREQ_CHANGE", "DRIFT", "TICKS_S", "cpu_counters",
-           "throttle_count", "cpu_freqs_mhz", "snapshot", "facts", "tick_quantum", "flags",
+__all__ = ["FLAGS", "STEAL_PCT", "FREQ_CHANGE", "DRIFT", "BUSY_LOAD", "TICKS_S", "cpu_counters",
+           "throttle_count", "cpu_freqs_mhz", "machine_busy_s", "snapshot", "facts", "busy",
+           "tick_quantum", "flags",
            "describe", "system_state", "run_warnings", "advice"]

@@ -128,7 +128,7 @@ def run_rounds(candidates: Sequence[Any], run_round: RunRound, *, budget_s: floa
 
 
 _ROUND_FACTS = ("round", "n_samples", "median_s", "loops", "cpu_steal_pct", "procs_running",
-                "tick_s", "start_time", "end_time")
+                "other_cpu_s", "tick_s", "start_time", "end_time")
 
 
 def _round_summary(o: Mapping[str, Any]) -> dict[str, Any]:
@@ -140,16 +140,25 @@ def _round_summary(o: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _merged_noise(ok: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
-    """The noise facts of several rounds as one: the worst steal and runnable count, busy or
-    tick-quantised in any round, throttle events summed, the clock from first to last round."""
+    """The noise facts of several rounds as one: the worst steal and runnable count, other
+    processes' CPU time and the timed windows summed (busy judged on the sums), tick-quantised
+    in any round, throttle events summed, the clock from first to last round."""
     infos = [o.get("info") or {} for o in ok]
 
     def worst(key: str) -> Any:
         vals = [i[key] for i in infos if i.get(key) is not None]
         return max(vals) if vals else None
 
+    other = [i["other_cpu_s"] for i in infos if i.get("other_cpu_s") is not None]
+    window = [i["window_s"] for i in infos if i.get("window_s") is not None]
+    summed = len(other) == len(window) == len(infos) and bool(infos)
     out = {"cpu_steal_pct": worst("cpu_steal_pct"), "procs_running": worst("procs_running"),
-           "busy": any(i.get("busy") for i in infos) or None,
+           "other_cpu_s": round(sum(other), 4) if summed else None,
+           "window_s": round(sum(window), 6) if summed else None,
+           # other processes' CPU use over all rounds together: one round's 10 ms clock ticks
+           # are too coarse to judge alone
+           "busy": noise.busy(sum(other), sum(window)) if summed
+           else (any(i.get("busy") for i in infos) or None),
            "tick_s": worst("tick_s"),
            "throttle_events": sum(i.get("throttle_events") or 0 for i in infos) or None,
            "freq_mhz_before": infos[0].get("freq_mhz_before"),
@@ -185,7 +194,7 @@ def merge_rounds(outcomes: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         out[k] = sum(vals) if vals else None
     info = dict(last.get("info") or {})
     for k in ("cpu_steal_pct", "procs_running", "busy", "tick_s", "throttle_events",
-              "freq_mhz_before", "freq_mhz_after"):
+              "freq_mhz_before", "freq_mhz_after", "other_cpu_s", "window_s"):
         info.pop(k, None)
     info.update(_merged_noise(ok))
     for k in ("verify_call_s", "verify_est_s"):
@@ -194,7 +203,7 @@ def merge_rounds(outcomes: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
             info.setdefault(k, v)
     info["rounds"] = [_round_summary(o) for o in outcomes]
     out["info"] = info
-    out["noise"] = noise.flags({**info, "round_spread": out.get("round_spread")})
+    out["noise"] = noise.flags({**info, "round_quartile_spread": out.get("round_quartile_spread")})
     return out
 
 

@@ -42,11 +42,12 @@ _RECORD_TYPES: dict[str, tuple] = {
     "candidate": (str,), "status": (str,), "message": (str,), "max_error": _NUM,
     "tolerance": _NUM, "n_samples": (int,), "loops": (int,), "gflops": _NUM, "peak_pct": _NUM,
     "flops": (int,), "bytes": (int,), "threads": (int,), "cold_cache": (bool,), "timer": (str,),
-    "env_id": (str,), "info": (dict,), "timestamp": (str,),
+    "env_id": (str,), "info": (dict,), "timestamp": (str,), "round_spread": _NUM,
+    "round_quartile_spread": _NUM,
 }
 _RECORD_REQUIRED = ("problem", "candidate", "status")
 _RECORD_NONNEGATIVE = ("max_error", "tolerance", "n_samples", "loops", "gflops", "peak_pct",
-                       "flops", "bytes", "threads")
+                       "flops", "bytes", "threads", "round_spread", "round_quartile_spread")
 
 
 def _type_name(v: Any) -> str:

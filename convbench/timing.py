@@ -155,12 +155,59 @@ def round_spread(round_medians_s: Sequence[float]) -> Optional[float]:
     return max(ms) / min(ms) - 1.0 if len(ms) >= 2 else None
 
 
+def round_quartile_spread(round_medians_s: Sequence[float]) -> Optional[float]:
+    """Interquartile range of the round medians over their median (None: < 2 rounds): how
+    much a typical round moved, which one disturbed round hardly changes."""
+    ms = sorted(float(m) for m in round_medians_s if m and m > 0)
+    if len(ms) < 2:
+        return None
+    return (_quantile(ms, 0.75) - _quantile(ms, 0.25)) / statistics.median(ms)
+
+
+#: relative shift of a whole run against a repeat of it, beyond what its rounds show: the
+#: 95th percentile of |log(median B / median A)| over unchanged rows of back-to-back A/A
+#: pairs of `quick` sweeps (10 and 5 rounds, 2-vCPU Intel Xeon @ 2.60GHz guest, 2 threads)
+#: was 2.4% and 2.8%; the repeat interval adds it in quadrature (log scale)
+RUN_SHIFT = 0.03
+#: bootstrap resamples behind the repeat interval (fixed seed: the same record, the same interval)
+REPEAT_RESAMPLES = 2000
+
+
+def repeat_interval(round_medians_s: Sequence[float], confidence: float = 0.95,
+                    run_shift: float = RUN_SHIFT) -> Optional[tuple[float, float]]:
+    """Where a repeat run's median of this candidate is expected to fall (``confidence``), or
+    None with fewer than two rounds.
+
+    Two things move it: which rounds a run happens to get (the bootstrap distribution of
+    log(median of k resampled round medians / median of another k), k the number of rounds,
+    a fixed seed) and the run-level shift of the machine between runs, which no run shows
+    by itself (:data:`RUN_SHIFT`, measured, added in quadrature on the log scale). Unlike the
+    median's confidence interval (``ci_low_s``..``ci_high_s``: where the true median of this
+    run's conditions lies), this interval answers "would a rerun reproduce this number?"."""
+    import numpy as np
+
+    ms = np.log(np.asarray([float(m) for m in round_medians_s if m and m > 0]))
+    if len(ms) < 2:
+        return None
+    rng = np.random.default_rng(0)
+    k = len(ms)
+    a = np.median(rng.choice(ms, (REPEAT_RESAMPLES, k)), axis=1)
+    b = np.median(rng.choice(ms, (REPEAT_RESAMPLES, k)), axis=1)
+    tail = (1.0 - confidence) / 2.0
+    lo, hi = np.quantile(a - b, [tail, 1.0 - tail])
+    shift = run_shift * _normal_quantile(1.0 - tail) / _normal_quantile(0.975)
+    center = float(np.median(ms))
+    return (math.exp(center - math.hypot(float(-lo), shift)),
+            math.exp(center + math.hypot(float(hi), shift)))
+
+
 def summarize_rounds(round_samples_s: Sequence[Sequence[float]],
                      confidence: float = 0.95) -> dict[str, Any]:
     """:func:`summarize` of several rounds: ``median_s`` is the median of the round medians
     (every round weighs the same, so a minority of disturbed rounds cannot move it, however
     many samples they hold), the interval reflects the rounds too, plus ``round_medians_s``
-    and ``round_spread``. ``min_s``, ``iqr_s``, ``mean_s`` and ``n_samples`` stay over the
+    ``round_spread``, ``round_quartile_spread`` and the :func:`repeat_interval` (``repeat_low_s``,
+    ``repeat_high_s``). ``min_s``, ``iqr_s``, ``mean_s`` and ``n_samples`` stay over the
     pooled samples.
 
     The interval is the wider of the pooled samples' order-statistics interval (within-round
@@ -177,6 +224,9 @@ def summarize_rounds(round_samples_s: Sequence[Sequence[float]],
     medians = [statistics.median(r) for r in rounds]
     stats["round_medians_s"] = medians
     stats["round_spread"] = round_spread(medians)
+    stats["round_quartile_spread"] = round_quartile_spread(medians)
+    rep = repeat_interval(medians, confidence)
+    stats["repeat_low_s"], stats["repeat_high_s"] = rep if rep else (None, None)
     if len(medians) >= 2:
         med = stats["median_s"] = statistics.median(medians)
         ordered = sorted(medians)
@@ -517,4 +567,4 @@ def time_callable(fn: Callable[[], Any], sync: Optional[Callable[[], Any]] = Non
 
 
 __all__ = ["TimingResult", "measure", "time_callable", "CallablePrepared", "median_ci",
-           "summarize", "summarize_rounds", "round_spread", "t_quantile", "last_level_cache_bytes", "default_flush_bytes"]
+           "summarize", "summarize_rounds", "round_spread", "round_quartile_spread", "repeat_interval", "RUN_SHIFT", "t_quantile", "last_level_cache_bytes", "default_flush_bytes"]

@@ -341,3 +341,48 @@ def test_min_time_keeps_sampling_although_the_interval_is_already_narrow():
                     min_sample_s=1e-4, min_time_s=0.05)
     assert quick.n_samples == 3 and quick.converged           # +-50%: three samples suffice
     assert spent.n_samples > 3 and sum(spent.samples_s) * spent.loops >= 0.04
+
+
+# ---- between-round statistics: quartile spread and the repeat interval ----------------------
+def test_round_quartile_spread_ignores_one_odd_round():
+    from convbench.timing import round_quartile_spread
+
+    steady = [1.0, 1.01, 0.99, 1.0, 1.02, 0.98, 1.0, 1.01, 0.99, 3.0]   # one disturbed round
+    assert round_quartile_spread(steady) < 0.05
+    assert round_quartile_spread([1.0, 2.0]) == pytest.approx(0.5 / 1.5)
+    assert round_quartile_spread([1.0]) is None
+
+
+def test_repeat_interval_holds_the_run_shift_and_the_rounds_scatter():
+    import math
+
+    from convbench.timing import RUN_SHIFT, repeat_interval
+
+    assert repeat_interval([1.0]) is None
+    lo, hi = repeat_interval([1.0] * 10)          # no scatter: the run-level shift alone
+    assert lo == pytest.approx(math.exp(-RUN_SHIFT)) and hi == pytest.approx(math.exp(RUN_SHIFT))
+    wide = repeat_interval([0.8, 1.2, 0.9, 1.1, 1.0, 0.85, 1.15, 0.95, 1.05, 1.0])
+    assert wide[0] < lo and wide[1] > hi
+    assert repeat_interval([0.8, 1.2, 0.9, 1.1]) == repeat_interval([0.8, 1.2, 0.9, 1.1])
+
+
+def test_repeat_interval_covers_a_simulated_repeat_run():
+    """Runs of 10 rounds whose round medians scatter (lognormal, sigma 5%) around a level that
+    itself shifts between runs (sigma 1.5%, inside RUN_SHIFT's allowance): the interval of run
+    A contains run B's median in at least 90% of pairs (95% nominal)."""
+    import random
+    import statistics
+
+    from convbench.timing import repeat_interval
+
+    rng = random.Random(3)
+
+    def run():
+        level = rng.gauss(0.0, 0.015)
+        return [math.exp(level + rng.gauss(0.0, 0.05)) for _ in range(10)]
+
+    hits = 0
+    for _ in range(300):
+        lo, hi = repeat_interval(run())
+        hits += lo <= statistics.median(run()) <= hi
+    assert hits / 300 >= 0.90
