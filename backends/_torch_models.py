@@ -22,7 +22,10 @@ strides, dtype, device, autograd), resolves once what to run (asking the core's 
 the problem, the own call and the real tensors) and afterwards only looks it up: its class's
 own forward, or the bound candidate on the (padded, viewed) input and the weight (detached
 unless autograd needs it), plus the bias. Calls with extra arguments (``output_size``) always
-take the own forward. Hooks on the module still run (only ``forward`` is replaced).
+take the own forward. Hooks on the module still run (only ``forward`` is replaced). The model's
+own ``forward`` is routed through ``bind.run_model`` too (the core's whole-model check: which
+rebound candidates the model as a whole runs faster with); a model with any submodule in
+training mode is not re-run for it.
 """
 from __future__ import annotations
 
@@ -298,28 +301,35 @@ def _install(layer: str, m: Any, bind: Callable[..., Any], own: OwnAlgorithm) ->
     torch = torch_module()
     Tensor, grad_enabled = torch.Tensor, torch.is_grad_enabled
     orig = type(m).forward.__get__(m)
-    plans: dict[tuple, Callable[[Any], Any]] = {}
+    plans: dict[tuple, tuple[Callable[[Any], Any], Optional[str]]] = {}
 
-    def resolve(x: Any, grad: bool) -> Callable[[Any], Any]:
+    def resolve(x: Any, grad: bool) -> tuple[Callable[[Any], Any], Optional[str]]:
         xin, name, args = _conv_input(m, x)
         spec, _ = spec_of(name, args)
         if spec is None:
-            return orig
+            return orig, None
         cand, kind = own_candidate(own, xin, args["weight"])
         d = spec.dims
         xv = xin.permute(0, *range(2, d + 2), 1) if spec.layout == "channels_last" else xin
         w = m.weight if grad else m.weight.detach()
         run = bind(layer, spec, cand, kind, grad, xv, w)
-        return orig if run is None else _tuned_call(m, spec, run, grad)
+        if run is None:
+            return orig, None
+        return _tuned_call(m, spec, run, grad), getattr(run, "convbench_candidate", None)
+
+    allows = getattr(bind, "allows", None)
 
     def forward(x: Any, *args: Any, **kwargs: Any) -> Any:
         if args or kwargs or type(x) is not Tensor:
             return orig(x, *args, **kwargs)
         grad = grad_enabled() and (x.requires_grad or m.weight.requires_grad)
         key = (x.shape, x.stride(), x.dtype, x.device, grad)
-        fn = plans.get(key)
-        if fn is None:
-            fn = plans[key] = resolve(x, grad)
+        plan = plans.get(key)
+        if plan is None:
+            plan = plans[key] = resolve(x, grad)
+        fn, cand = plan
+        if cand is not None and allows is not None and not allows(cand):
+            return orig(x)       # the whole-model check turned this candidate off
         return fn(x)
 
     forward.convbench_layer = layer      # type: ignore[attr-defined]
@@ -334,5 +344,39 @@ def wrap(model: Any, bind: Callable[..., Any], inplace: bool, own: OwnAlgorithm)
     for layer, m in target.named_modules():
         if rebind_refusal(m) is None:
             _install(layer, m, bind, own)
+    if hasattr(bind, "run_model"):
+        _install_model_check(target, bind)
     return target
+
+
+def _signature(v: Any) -> Any:
+    """A hashable key of a call's arguments: tensors by shape, strides, dtype, device and
+    autograd; containers element-wise; plain scalars by value; anything else by type."""
+    torch = torch_module()
+    if isinstance(v, torch.Tensor):
+        return ("T", tuple(v.shape), v.stride(), str(v.dtype), str(v.device), v.requires_grad)
+    if isinstance(v, (list, tuple)):
+        return (type(v).__name__, tuple(_signature(x) for x in v))
+    if isinstance(v, dict):
+        return ("dict", tuple((str(k), _signature(x)) for k, x in v.items()))
+    if v is None or isinstance(v, (bool, int, float, str)):
+        return v
+    return type(v).__qualname__
+
+
+def _install_model_check(target: Any, bind: Any) -> None:
+    """The model's own forward routed through ``bind.run_model`` (the whole-model check of
+    convbench.models.Binder), keyed by the call's signature and whether autograd is on."""
+    torch = torch_module()
+    inner = target.forward
+
+    def forward(*args: Any, **kwargs: Any) -> Any:
+        sig = (_signature(args), _signature(kwargs), torch.is_grad_enabled())
+        cuda = any(isinstance(a, torch.Tensor) and a.is_cuda for a in args)
+        repeatable = not any(m.training for m in target.modules())
+        return bind.run_model(sig, lambda: inner(*args, **kwargs), repeatable,
+                              torch.cuda.synchronize if cuda else None)
+
+    forward.convbench_model_check = True  # type: ignore[attr-defined]
+    target.forward = forward
 

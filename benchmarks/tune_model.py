@@ -7,11 +7,13 @@ For each model (eval mode, float32, CPU) and each batch size in ``--batches``:
    into a temporary tuned cache and run directory (``--cache`` / ``--out`` to keep them): its
    wall time, and how many distinct problems it swept.
 2. ``use_tuned(model)`` (a copy): its first call per batch size makes the layers' decisions
-   (confirming each cached choice on the real tensors); that call is not timed. How many
-   layers were rebound.
+   (confirming each cached choice on the real tensors) and the whole-model check; its time is
+   shown, and the check's verdict printed. How many layers run another candidate.
 3. Eager and tuned forward passes (under ``torch.inference_mode``) timed side by side in one
    run: ``--rounds`` rounds, each timing a block of about ``--block-ms`` of calls of each model,
-   in alternating order. Per round the ratio tuned / eager; the table shows both medians, the
+   in alternating order, each block after ``--settle-ms`` of untimed calls (a NumPy
+   candidate's BLAS threads keep spinning for a while after its calls and slow whatever runs
+   next). Per round the ratio tuned / eager; the table shows both medians, the
    median ratio and its 95% distribution-free interval (``convbench.timing.median_ci``) and a
    verdict: ``faster``/``slower`` when the interval excludes 1 and the median ratio lies
    outside ``--min-effect``, ``tie`` when the whole interval lies inside ``--min-effect`` (a
@@ -51,6 +53,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--rounds", type=int, default=21)
     ap.add_argument("--block-ms", type=float, default=200.0, help="length of one timed block")
     ap.add_argument("--min-effect", type=float, default=0.03)
+    ap.add_argument("--settle-ms", type=float, default=100.0,
+                    help="untimed calls before each timed block")
     ap.add_argument("--out", default=None, help="keep the sweeps' run directories here")
     ap.add_argument("--cache", default=None, help="tuned cache file (default: a temporary one)")
     args = ap.parse_args(argv)
@@ -97,7 +101,7 @@ def _one_model(name: str, model: Any, args: argparse.Namespace) -> list[list[Any
     import torch
 
     import convbench as cb
-    from convbench.models import bindings
+    from convbench.models import bindings, model_checks
     from convbench.timing import median_ci
 
     options = dict(backends=args.backends, strategy=args.strategy, threads=args.threads,
@@ -115,13 +119,20 @@ def _one_model(name: str, model: Any, args: argparse.Namespace) -> list[list[Any
     rows = []
     for n in args.batches:
         with torch.inference_mode():
-            eager_y, tuned_y = model(inputs[n]), tuned(inputs[n])   # decisions made here, untimed
-        rebound = sum(1 for d in bindings(tuned) if d["candidate"] and d["spec"].split()[1] == f"n{n}")
+            eager_y = model(inputs[n])
+            t0 = time.perf_counter()
+            tuned_y = tuned(inputs[n])         # the layers' decisions and the whole-model check
+            first_s = time.perf_counter() - t0
+        rebound = sum(1 for d in bindings(tuned)
+                      if d["candidate"] and d["used"] and d["spec"].split()[1] == f"n{n}")
+        check = model_checks(tuned)[-1]
+        print(f"{name} n={n}: whole-model check: {check['why']}", file=sys.stderr)
         diff = float((tuned_y - eager_y).abs().max() / eager_y.abs().max())
         eager_s, tuned_s, ratios = _interleaved(model, tuned, inputs[n], args)
         lo, hi = median_ci(ratios)
         ratio = statistics.median(ratios)
-        rows.append([name, n, f"{tune_s[n]:.1f} s", swept[n], rebound, _ms(eager_s), _ms(tuned_s),
+        rows.append([name, n, f"{tune_s[n]:.1f} s", swept[n], f"{first_s:.1f} s", rebound,
+                     _ms(eager_s), _ms(tuned_s),
                      f"{ratio:.3f} [{lo:.3f}, {hi:.3f}]", _verdict(ratio, lo, hi, args.min_effect),
                      f"{diff:.1e}"])
     return rows
@@ -132,6 +143,9 @@ def _interleaved(eager: Any, tuned: Any, x: Any, args: argparse.Namespace) -> tu
     import torch
 
     def block(model: Any, calls: int) -> float:
+        settle = time.perf_counter()          # untimed calls first: the other model's thread
+        while time.perf_counter() - settle < args.settle_ms / 1000:   # pools stop spinning
+            model(x)
         t0 = time.perf_counter()
         for _ in range(calls):
             model(x)
@@ -168,17 +182,21 @@ def _ms(seconds: float) -> str:
 def _print(rows: list[list[Any]], args: argparse.Namespace) -> None:
     from convbench.table import print_table
 
-    print_table(["model", "n", "tune time", "problems", "rebound", "eager", "tuned",
+    print_table(["model", "n", "tune time", "problems", "first call", "rebound", "eager", "tuned",
                  "tuned/eager [95%]", "verdict", "max diff"], rows,
-                right=["n", "tune time", "problems", "rebound", "eager", "tuned", "max diff"],
+                right=["n", "tune time", "problems", "first call", "rebound", "eager", "tuned",
+                       "max diff"],
                 title="tune_model + use_tuned, end to end (inference_mode, float32)",
                 legend={"problems": "distinct convolutions tune_model swept",
+                        "first call": "use_tuned's first call: the layers' decisions and the "
+                                      "whole-model check",
                         "rebound": "layers use_tuned runs through another candidate",
                         "eager": "median per forward over the rounds",
                         "verdict": f"tie: interval inside +-{args.min_effect:.0%}; faster/slower: "
                                    f"interval excludes 1 and ratio beyond it",
                         "max diff": "max |tuned - eager| / max |eager|"},
-                notes=[f"{args.rounds} interleaved rounds, blocks of about {args.block_ms:.0f} ms"])
+                notes=[f"{args.rounds} interleaved rounds, blocks of about {args.block_ms:.0f} ms "
+                       f"after {args.settle_ms:.0f} ms of untimed calls"])
 
 
 if __name__ == "__main__":

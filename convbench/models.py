@@ -211,6 +211,63 @@ class Binder:
                 or not self.min_gain >= 0:
             raise InvalidInputError(f"min_gain: {min_gain!r} must be a number >= 0 (e.g. 0.05)")
         self.decisions: list[dict[str, Any]] = []
+        #: one dict per model input signature checked by :meth:`run_model`
+        self.model_checks: list[dict[str, Any]] = []
+        self._chosen: dict[Any, frozenset] = {}      # model signature -> candidates it uses
+        self.enabled: Optional[frozenset] = None     # None: every layer's own decision
+
+    def allows(self, candidate: str) -> bool:
+        """Whether a layer bound to ``candidate`` runs it in the current model call (outside a
+        :meth:`run_model` call: always)."""
+        return self.enabled is None or candidate in self.enabled
+
+    def run_model(self, signature: Any, call: Callable[[], Any], repeatable: bool = True,
+                  sync: Optional[Callable[[], None]] = None) -> Any:
+        """One call of the whole model (``call()``) with input ``signature``.
+
+        Layers decide one by one, but what matters is the whole model: a layer's choice can
+        slow its neighbours (a candidate that hands on another memory layout makes the next
+        layers reorder; two thread pools -- torch's OpenMP and NumPy's BLAS -- taking turns
+        spin against each other). So with ``confirm``, the first call of each signature runs
+        the model once to let the layers decide, then times whole forward passes
+        (:func:`check_model`) with the rebound candidates enabled in groups: none, all, each
+        candidate alone and all but each, and keeps the fastest configuration only if it beats
+        the model's own forward by more than ``min_gain``. Later calls of that signature run
+        it. ``repeatable`` False (a model whose calls change its state, e.g. in training mode)
+        skips the check: the layers' own decisions stand. The check is in ``model_checks``.
+        """
+        chosen = self._chosen.get(signature)
+        if chosen is not None:
+            return self._with(chosen, call)
+        start = len(self.decisions)
+        out = self._with(None, call)
+        bound = sorted({d["candidate"] for d in self.decisions[start:] if d["candidate"]})
+        check: dict[str, Any] = {"signature": str(signature), "candidates": bound, "chosen": bound,
+                                 "configs": [], "why": ""}
+        if not bound:
+            check["why"] = "no layer is rebound"
+        elif not self.confirm:
+            check["why"] = "not checked (confirm=False): every layer's own decision stands"
+        elif not repeatable:
+            check["why"] = ("not checked: calling the model changes its state (training mode); "
+                            "every layer's own decision stands")
+        else:
+            check.update(check_model(lambda enabled: self._with(enabled, call), bound,
+                                     self.min_gain, sync))
+        self._chosen[signature] = frozenset(check["chosen"])
+        for d in self.decisions[start:]:
+            if d["candidate"] and d["candidate"] not in check["chosen"]:
+                d["why"] += f"; not used: {check['why']}"
+                d["used"] = False
+        self.model_checks.append(check)
+        return out if check["chosen"] == bound else self._with(self._chosen[signature], call)
+
+    def _with(self, enabled: Optional[frozenset], call: Callable[[], Any]) -> Any:
+        before, self.enabled = self.enabled, enabled
+        try:
+            return call()
+        finally:
+            self.enabled = before
 
     def __call__(self, layer: str, spec: ConvSpec, own: Optional[str], kind: str,
                  requires_grad: bool = False, x: Any = None,
@@ -218,11 +275,15 @@ class Binder:
         device = _kind_device(kind)
         cand, why = self.choose(spec, own, kind, device, requires_grad)
         decision = {"layer": layer, "spec": spec.replace(name="").label, "spec_key": spec.key,
-                    "own": own, "candidate": cand, "why": why, "tuned_s": None, "own_s": None}
+                    "own": own, "candidate": cand, "why": why, "tuned_s": None, "own_s": None,
+                    "used": True}
         fn = None
         if cand is not None:
             fn = self._confirmed(decision, spec, kind, device, requires_grad, x, w)
+        decision["used"] = fn is not None
         self.decisions.append(decision)
+        if fn is not None:
+            fn.convbench_candidate = decision["candidate"]   # type: ignore[attr-defined]
         return fn
 
     def _confirmed(self, decision: dict[str, Any], spec: ConvSpec, kind: str, device: str,
@@ -329,6 +390,90 @@ def race_pair(a: Callable[[Any, Any], Any], b: Callable[[Any, Any], Any], x: Any
     return median(ta), median(tb)
 
 
+#: check_model: rounds of whole forward passes (fewer, never below MODEL_CHECK_MIN_ROUNDS, when
+#: MODEL_CHECK_BUDGET_S would run out); per configuration and round, calls for
+#: MODEL_CHECK_SETTLE_S are run and discarded, then calls for MODEL_CHECK_SAMPLE_S timed (at
+#: least one call each). The settling matters: after a NumPy (OpenBLAS) call its threads spin
+#: for a while, and torch's OpenMP threads after torch's calls, so the calls right after a
+#: switch of configuration are slowed by the previous one (2-vCPU Intel Xeon @ 2.60GHz guest).
+MODEL_CHECK_ROUNDS = 5
+MODEL_CHECK_MIN_ROUNDS = 3
+MODEL_CHECK_BUDGET_S = 8.0
+MODEL_CHECK_SETTLE_S = 0.1
+MODEL_CHECK_SAMPLE_S = 0.1
+
+
+def model_configs(bound: Sequence[str]) -> list[tuple[str, ...]]:
+    """The configurations :func:`check_model` times: no candidate, all, and all but each
+    (deduplicated, in that order)."""
+    allc = tuple(sorted(bound))
+    out: list[tuple[str, ...]] = [(), allc]
+    if len(allc) > 1:
+        out += [tuple(x for x in allc if x != c) for c in allc]
+    seen: set = set()
+    return [c for c in out if not (c in seen or seen.add(c))]
+
+
+def check_model(run: Callable[[Optional[frozenset]], Any], bound: Sequence[str], min_gain: float,
+                sync: Optional[Callable[[], None]] = None) -> dict[str, Any]:
+    """Time whole forward passes (``run(enabled)``) under each of :func:`model_configs`, in
+    rounds with a new shuffled order each round (settling before each timed block: see
+    MODEL_CHECK_SETTLE_S). The fastest configuration (median over the rounds) is ``chosen``
+    only if its median beats the no-rebind configuration's by more than ``min_gain`` and it
+    was faster than that configuration in at least 4 of every 5 rounds; else none is. Returns
+    chosen, configs (candidates, median_s, round times), rounds and why."""
+    import random
+    from statistics import median
+    from time import perf_counter
+
+    configs = model_configs(bound)
+
+    def calls(enabled: frozenset, seconds: float) -> float:
+        """Seconds per call over calls lasting at least ``seconds`` (at least one call)."""
+        if sync is not None:
+            sync()
+        n, t0 = 0, perf_counter()
+        while True:
+            run(enabled)
+            n += 1
+            if sync is not None:
+                sync()
+            if perf_counter() - t0 >= seconds:
+                return (perf_counter() - t0) / n
+
+    first = [calls(frozenset(c), 0.0) for c in configs]        # warm-up, and the cost
+    per_call = [max(t, 1e-9) for t in first]
+    block = sum(max(MODEL_CHECK_SETTLE_S, t) + max(MODEL_CHECK_SAMPLE_S, t) for t in per_call)
+    rounds = max(MODEL_CHECK_MIN_ROUNDS, min(MODEL_CHECK_ROUNDS, int(MODEL_CHECK_BUDGET_S / block)))
+    rng = random.Random(0)
+    times: dict[tuple[str, ...], list[float]] = {c: [] for c in configs}
+    for _ in range(rounds):
+        order = list(configs)
+        rng.shuffle(order)
+        for c in order:
+            calls(frozenset(c), MODEL_CHECK_SETTLE_S)
+            times[c].append(calls(frozenset(c), MODEL_CHECK_SAMPLE_S))
+    meds = {c: median(v) for c, v in times.items()}
+    best = min(configs, key=lambda c: meds[c])
+    none = meds[()]
+    wins = sum(t < n for t, n in zip(times[best], times[()]))
+    rows = [{"candidates": list(c), "median_s": meds[c], "round_s": times[c]} for c in configs]
+    if best and best_gain(none, meds[best]) > min_gain and wins * 5 >= 4 * rounds:
+        why = (f"the whole model ran in {_fmt(meds[best])} with {', '.join(best)} against "
+               f"{_fmt(none)} with no layer rebound ({none / meds[best]:.2f}x, faster in {wins} of "
+               f"{rounds} rounds)")
+        return {"chosen": list(best), "configs": rows, "rounds": rounds, "why": why}
+    why = (f"no configuration of the rebound layers beat the model's own forward "
+           f"({_fmt(none)}) by more than {min_gain:.0%} in at least 4 of 5 rounds (best "
+           f"{_fmt(meds[best])} with {', '.join(best) or 'none'}; {rounds} rounds)")
+    return {"chosen": [], "configs": rows, "rounds": rounds, "why": why}
+
+
+def best_gain(base_s: float, t_s: float) -> float:
+    """How much faster ``t_s`` is than ``base_s`` (0.1: 10% faster, base / t - 1)."""
+    return base_s / t_s - 1.0 if t_s > 0 else 0.0
+
+
 def _fmt(t: Optional[float]) -> str:
     from .fmt import fmt_time
 
@@ -356,8 +501,12 @@ def use_tuned(model: Any, *, inplace: bool = False, cache: Any = None,
     ``threads``: the thread count it was tuned for, default the closest to this machine's
     default), or its own forward (see the module docstring; ``min_gain`` default 5%). With
     ``confirm`` (default) that first call also times a cached choice against the own call on
-    the layer's real tensors and keeps it only if it is faster there too (:class:`Binder`):
-    the first call of each new signature is slower. :func:`bindings` lists the decisions.
+    the layer's real tensors and keeps it only if it is faster there too (:class:`Binder`),
+    and the model's first call with each input signature times whole forward passes with the
+    rebound layers enabled in groups and keeps only a configuration that beats the model's
+    own forward (:meth:`Binder.run_model`; skipped for a model in training mode): the first
+    call of each new signature is slower. :func:`bindings` lists the layers' decisions
+    (``used`` False: overruled by the whole-model check), :func:`model_checks` the checks.
     """
     owner = model_owner(model)
     binder = Binder(cache, threads, min_gain, confirm)
@@ -378,4 +527,14 @@ def bindings(model: Any) -> list[dict[str, Any]]:
     return list(binder.decisions)
 
 
-__all__ = ["tune_model", "use_tuned", "bindings", "ModelConv", "Binder", "model_owner", "ROW_COLUMNS"]
+def model_checks(model: Any) -> list[dict[str, Any]]:
+    """The whole-model checks of a :func:`use_tuned` model so far: one dict per input
+    signature (signature, candidates its layers were bound to, configs timed with their
+    median_s, rounds, chosen candidates, why)."""
+    binder = _BINDERS.get(model)
+    if binder is None:
+        raise InvalidInputError("model: not a model returned by convbench.use_tuned()")
+    return list(binder.model_checks)
+
+
+__all__ = ["tune_model", "use_tuned", "bindings", "model_checks", "check_model", "model_configs", "ModelConv", "Binder", "model_owner", "ROW_COLUMNS"]

@@ -235,6 +235,101 @@ def test_confirming_on_the_real_tensors_can_overrule_the_cache(private_cache, mo
     assert d["candidate"] == "numpy-im2col:gemm@cpu" and d["own_s"] == 1e-4
 
 
+# ---- the whole-model check ----------------------------------------------------------------------
+def _spin(seconds):
+    import time
+
+    t0 = time.perf_counter()
+    while time.perf_counter() - t0 < seconds:
+        pass
+
+
+@pytest.fixture
+def quick_check(monkeypatch):
+    import convbench.models as M
+
+    monkeypatch.setattr(M, "MODEL_CHECK_SETTLE_S", 0.002)
+    monkeypatch.setattr(M, "MODEL_CHECK_SAMPLE_S", 0.004)
+    return M
+
+
+def test_model_configs_are_none_all_and_all_but_each():
+    from convbench.models import model_configs
+
+    assert model_configs(["a"]) == [(), ("a",)]
+    assert model_configs(["b", "a", "c"]) == [(), ("a", "b", "c"), ("b", "c"), ("a", "c"), ("a", "b")]
+
+
+@pytest.mark.parametrize("cost, expected", [
+    # seconds per model call by enabled candidates: a helps, b hurts the whole model
+    ({(): 2e-3, ("a",): 1e-3, ("b",): 3e-3, ("a", "b"): 2.5e-3}, ["a"]),
+    # every rebind slows the model down as a whole: none is kept
+    ({(): 1e-3, ("a",): 2e-3, ("b",): 2e-3, ("a", "b"): 3e-3}, []),
+    # all help
+    ({(): 3e-3, ("a",): 2e-3, ("b",): 2e-3, ("a", "b"): 1e-3}, ["a", "b"]),
+])
+def test_check_model_keeps_the_configuration_the_whole_model_runs_fastest_with(quick_check, cost,
+                                                                                 expected):
+    got = quick_check.check_model(lambda enabled: _spin(cost[tuple(sorted(enabled))]), ["a", "b"],
+                                  0.05)
+    assert got["chosen"] == expected, got["why"]
+    assert got["rounds"] >= quick_check.MODEL_CHECK_MIN_ROUNDS
+    assert {tuple(r["candidates"]) for r in got["configs"]} == {(), ("a", "b"), ("a",), ("b",)}
+
+
+def test_check_model_needs_more_than_the_minimum_gain(quick_check):
+    got = quick_check.check_model(lambda enabled: _spin(2e-3 if not enabled else 1.9e-3), ["a"], 0.2)
+    assert got["chosen"] == [] and "20%" in got["why"]
+
+
+def test_use_tuned_runs_what_the_whole_model_check_chose(private_cache, monkeypatch):
+    import convbench.models as M
+
+    m = make_net()
+    xs = inputs()
+    for spec in EXPECTED.values():
+        put(private_cache, spec, {OWN: 1e-3, "numpy-im2col:gemm@cpu": 1e-4})
+    monkeypatch.setattr(M, "race_pair", lambda a, b, x, w, sync=None: (1e-5, 1e-4))
+    seen = []
+    monkeypatch.setattr(M, "check_model", lambda run, bound, min_gain, sync=None: (
+        seen.append(list(bound)) or {"chosen": [], "configs": [], "rounds": 5,
+                                     "why": "stand-in: the whole model ran slower"}))
+    answers = []
+    real = M.Binder.allows
+
+    def allows(self, cand):
+        answers.append(real(self, cand))
+        return answers[-1]
+    monkeypatch.setattr(M.Binder, "allows", allows)
+    fast = cb.use_tuned(m)
+    assert_close(outputs(fast, xs), outputs(m, xs))
+    assert seen == [["numpy-im2col:gemm@cpu"]]
+    (check,) = M.model_checks(fast)
+    assert check["chosen"] == [] and check["candidates"] == ["numpy-im2col:gemm@cpu"]
+    decided = bindings(fast)
+    assert all(d["used"] is False and "stand-in" in d["why"] for d in decided if d["candidate"])
+    answers.clear()
+    assert_close(outputs(fast, xs), outputs(m, xs))      # the next call: own forwards
+    assert len(answers) >= len(EXPECTED) and not any(answers)
+    assert M._BINDERS[fast].allows("numpy-im2col:gemm@cpu")   # outside a model call: allowed
+    assert len(M.model_checks(fast)) == 1                 # decided once per signature
+
+
+def test_a_model_in_training_mode_is_not_rerun_for_the_check(private_cache, monkeypatch):
+    import convbench.models as M
+
+    m = make_net().train()
+    for spec in EXPECTED.values():
+        put(private_cache, spec, {OWN: 1e-3, "numpy-im2col:gemm@cpu": 1e-4})
+    monkeypatch.setattr(M, "race_pair", lambda a, b, x, w, sync=None: (1e-5, 1e-4))
+    monkeypatch.setattr(M, "check_model", lambda *a, **k: pytest.fail("re-ran a training model"))
+    fast = cb.use_tuned(m)
+    with torch.no_grad():
+        fast(*inputs())
+    (check,) = M.model_checks(fast)
+    assert "training" in check["why"] and check["chosen"] == ["numpy-im2col:gemm@cpu"]
+
+
 def test_race_pair_times_both_callables():
     calls = {"a": 0, "b": 0}
 
