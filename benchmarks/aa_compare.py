@@ -29,7 +29,7 @@ from convbench.selection import DEFAULT_MIN_EFFECT
 
 #: the timing figures of a record that a slower candidate would show scaled
 TIMED = ("median_s", "iqr_s", "min_s", "mean_s", "stdev_s", "ci_low_s", "ci_high_s", "samples_s",
-         "round_samples_s", "round_medians_s")
+         "round_samples_s", "round_medians_s", "repeat_low_s", "repeat_high_s")
 
 
 def _scale(value, factor: float):
