@@ -200,20 +200,22 @@ def _kernel_hz() -> Optional[int]:
     return None
 
 
-def _steal_now(window_s: float) -> tuple[Optional[float], Optional[int]]:
-    before = cpu_counters()
+def _steal_now(window_s: float) -> tuple[Optional[float], Optional[int], Optional[float]]:
+    """(steal %, runnable processes, other processes' CPU use in cores) over ``window_s``."""
+    before = snapshot()
     time.sleep(window_s)
-    after = cpu_counters()
-    if before is None or after is None or after[1] <= before[1]:
-        return None, None
-    return round(100.0 * (after[0] - before[0]) / (after[1] - before[1]), 2), after[2]
+    f = facts(before, snapshot(), threads=1)
+    other = f.get("other_cpu_s")
+    load = round(other / f["window_s"], 2) if other is not None and f.get("window_s") else None
+    return f.get("cpu_steal_pct"), f.get("procs_running"), load
 
 
 def system_state(window_s: float = 0.5) -> dict[str, Any]:
-    """What the machine looks like now: cores, load, steal and runnable processes over
-    ``window_s``, governors, clocks, turbo, throttle counters, kernel tick, isolated CPUs,
-    address-space randomisation (None where unreadable)."""
-    steal, running = _steal_now(window_s)
+    """What the machine looks like now: cores, load, steal, runnable processes and other
+    processes' CPU use (cores, ``other_cpu_load``) over ``window_s``, governors, clocks, turbo,
+    throttle counters, kernel tick, isolated CPUs, address-space randomisation (None where
+    unreadable)."""
+    steal, running, other = _steal_now(window_s)
     freqs = cpu_freqs_mhz()
     no_turbo, boost = _read(f"{_CPU}/intel_pstate/no_turbo"), _read(f"{_CPU}/cpufreq/boost")
     try:
@@ -224,6 +226,7 @@ def system_state(window_s: float = 0.5) -> dict[str, Any]:
         "cpus": os.cpu_count(), "usable_cpus": len(os.sched_getaffinity(0))
         if hasattr(os, "sched_getaffinity") else os.cpu_count(),
         "load_avg_1m": load, "cpu_steal_pct": steal, "procs_running": running,
+        "other_cpu_load": other,
         "governors": sorted(set(_per_cpu("scaling_governor"))),
         "freq_mhz_min": min(freqs) if freqs else None, "freq_mhz_max": max(freqs) if freqs else None,
         "turbo": None if no_turbo is None and boost is None
@@ -243,6 +246,8 @@ def run_warnings(threads: int, window_s: float = 0.3) -> list[str]:
     out = []
     if (state.get("cpu_steal_pct") or 0) > STEAL_PCT:
         out.append(f"the hypervisor took {state['cpu_steal_pct']:.0f}% of the CPU time")
+    if (state.get("other_cpu_load") or 0) > BUSY_LOAD:
+        out.append(f"other processes used {state['other_cpu_load']:.1f} cores")
     if (state.get("procs_running") or 0) > threads + 1:
         out.append(f"{state['procs_running']} processes were runnable (the sweep needs {threads})")
     if (state.get("load_avg_1m") or 0) > cores:
@@ -258,6 +263,9 @@ def advice(state: Mapping[str, Any], threads: Optional[int] = None) -> list[str]
     if (state.get("cpu_steal_pct") or 0) > STEAL_PCT:
         out.append(f"the hypervisor takes {state['cpu_steal_pct']:.0f}% of the CPU time: use a "
                    "dedicated (non-shared, pinned) instance or run when the host is quiet")
+    if (state.get("other_cpu_load") or 0) > BUSY_LOAD:
+        out.append(f"other processes are using {state['other_cpu_load']:.1f} cores right now: "
+                   "stop them; timings share the cores with them")
     if state.get("load_avg_1m") is not None and state["load_avg_1m"] > 0.5:
         out.append(f"1-minute load average {state['load_avg_1m']:.1f}: stop other jobs; "
                    "timings share the cores with them")

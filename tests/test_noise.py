@@ -94,6 +94,17 @@ QUIET = {"cpus": 8, "usable_cpus": 8, "load_avg_1m": 0.1, "cpu_steal_pct": 0.0,
          "isolated_cpus": "4-7", "aslr": "2", "virtualized": None}
 
 
+def test_other_processes_using_the_cpus_are_named_at_the_start_of_a_run(monkeypatch):
+    busy = dict(QUIET, other_cpu_load=0.95, usable_cpus=2)
+    assert any("other processes are using 0.9 cores" in a or "0.95" in a or "1.0 cores" in a
+               for a in noise.advice(busy, threads=1))
+    monkeypatch.setattr(noise, "system_state", lambda window_s=0.3: busy)
+    (line,) = noise.run_warnings(threads=1)
+    assert line.startswith("other processes used")
+    monkeypatch.setattr(noise, "system_state", lambda window_s=0.3: dict(QUIET, other_cpu_load=0.05))
+    assert noise.run_warnings(threads=1) == []
+
+
 def test_advice_names_what_to_change():
     assert noise.advice(QUIET, threads=4) == []
     bad = dict(QUIET, cpu_steal_pct=20.0, load_avg_1m=3.0, governors=["powersave"], turbo=True,

@@ -14,7 +14,8 @@ from ..table import print_table, print_text
 _ROWS = (
     ("cpus", "CPUs (usable)", None), ("load_avg_1m", "load average, 1 min", "{:.2f}"),
     ("cpu_steal_pct", "hypervisor steal now", "{:.1f}%"),
-    ("procs_running", "runnable processes now", None), ("governors", "frequency governor", None),
+    ("procs_running", "runnable processes now", None),
+    ("other_cpu_load", "other processes' CPU use now", "{:.2f} cores"), ("governors", "frequency governor", None),
     ("freq_mhz_min", "CPU clock now (min..max)", None), ("turbo", "turbo boost", None),
     ("throttle_count", "thermal throttle events since boot", None),
     ("kernel_hz", "kernel tick (CONFIG_HZ)", "{} Hz"), ("isolated_cpus", "isolated CPUs", None),

@@ -57,12 +57,16 @@ def compare(run_a: Runs, run_b: Runs, *, min_effect: float = DEFAULT_MIN_EFFECT,
       call on a row whose record on either side carries a :data:`MACHINE_FLAGS` noise flag
       (the machine was disturbed while it was timed: an A/A pair on a 2-vCPU Intel Xeon guest
       under hypervisor steal of up to 45% was 9% slower as a whole, and 61 of its 138 rows
-      were called slower before this rule, 40 after it);
+      were called slower before this rule, 40 after it), and every faster/slower call when
+      more than :data:`NOISY_RUN_SHARE` of either run's records carry such a flag (the rows
+      without one were slowed too: the remaining 40 above; on a later A/A pair of `quick`
+      sweeps under steal of up to 72%, the 2 rows called faster);
     - "n/a": not ok in both runs, or measured in one run only.
 
     ``noise_a``/``noise_b`` are the records' noise flags (:mod:`convbench.noise`). The frame's
     ``attrs`` hold "geomean_ratio" (geometric mean of the ratios), "counts" (verdict -> rows),
-    "run_a"/"run_b" (run ids) and "machines". Refuses (ConvbenchError) to compare runs from
+    "run_a"/"run_b" (run ids), "machines", "disturbed" (the run-level rule above applied) and
+    "notes" (why, when there is something to say). Refuses (ConvbenchError) to compare runs from
     different machines (env_id, or CPU model when env_id is absent) unless
     ``allow_different_machines``.
     """
@@ -81,10 +85,13 @@ def compare(run_a: Runs, run_b: Runs, *, min_effect: float = DEFAULT_MIN_EFFECT,
     rows = [dict({k: r[k] for k in key}, **_compare_pair(r, **test))
             for _, r in _paired(a, b, key).iterrows()]
     out = pd.DataFrame(rows, columns=key + _COLUMNS)
+    notes = _noisy_run_notes(a, "A") + _noisy_run_notes(b, "B")
+    if notes:   # a disturbed run: its unflagged rows were slowed too, so no row gets a verdict
+        out.loc[out["verdict"].isin(["faster", "slower"]), "verdict"] = "ambiguous"
     out.attrs.update(summarize_comparison(out))
     out.attrs.update(run_a=_run_names(a), run_b=_run_names(b), machines=machines,
-                     different_machines=bool(different), min_effect=min_effect, alpha=alpha)
-    notes = _noisy_run_notes(a, "A") + _noisy_run_notes(b, "B")
+                     different_machines=bool(different), min_effect=min_effect, alpha=alpha,
+                     disturbed=bool(notes))
     threads = [set(x["threads"].dropna()) if "threads" in x.columns else set() for x in (a, b)]
     if threads[0] and threads[1] and threads[0] != threads[1]:
         notes.append(f"thread counts differ: A {sorted(threads[0])}, B {sorted(threads[1])}")
@@ -102,9 +109,9 @@ def _noisy_run_notes(x: "pd.DataFrame", side: str) -> list[str]:
     if hit.mean() <= NOISY_RUN_SHARE:
         return []
     return [f"run {side}: {int(hit.sum())} of {len(ok)} records were timed while the machine was "
-            f"disturbed ({', '.join(MACHINE_FLAGS)} flags); their rows get no faster/slower "
-            "verdict, and the rest of the run may have been slowed too: rerun on a quiet "
-            "machine (`convbench doctor`) before trusting any verdict"]
+            f"disturbed ({', '.join(MACHINE_FLAGS)} flags), so the rest of the run may have been "
+            "slowed too: no row of this comparison gets a faster/slower verdict; rerun on a "
+            "quiet machine (`convbench doctor`)"]
 
 
 def summarize_comparison(cmp: "pd.DataFrame") -> dict[str, Any]:
