@@ -230,9 +230,9 @@ class Binder:
         layers reorder; two thread pools -- torch's OpenMP and NumPy's BLAS -- taking turns
         spin against each other). So with ``confirm``, the first call of each signature runs
         the model once to let the layers decide, then times whole forward passes
-        (:func:`check_model`) with the rebound candidates enabled in groups: none, all, each
-        candidate alone and all but each, and keeps the fastest configuration only if it beats
-        the model's own forward by more than ``min_gain``. Later calls of that signature run
+        (:func:`check_model`) with the rebound candidates enabled in groups (none, all, all
+        but each) and keeps the fastest configuration only if it beats the model's own
+        forward by more than ``min_gain`` in at least 4 of 5 rounds. Later calls of that signature run
         it. ``repeatable`` False (a model whose calls change its state, e.g. in training mode)
         skips the check: the layers' own decisions stand. The check is in ``model_checks``.
         """
