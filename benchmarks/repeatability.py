@@ -9,7 +9,7 @@ Prints the share of (problem, candidate) pairs timed in both runs whose medians 
 run's median (each run's interval against the other's median, both directions counted), for
 the median's confidence interval (``ci_low_s``..``ci_high_s``) and the repeat interval
 (``repeat_low_s``..``repeat_high_s``, recomputed from the round medians for runs recorded
-before it existed); the share of problems whose winners agree (exactly,
+before it existed, or for all with ``--recompute``); the share of problems whose winners agree (exactly,
 or with each winner inside the other run's tied set), and separately among the problems where
 the winner's margin over the runner-up exceeds ``--within`` in both runs; and the worst
 disagreements.
@@ -20,7 +20,7 @@ import argparse
 
 from convbench.results import read_records
 from convbench.selection import select_winners
-from convbench.timing import repeat_interval
+from convbench.timing import repeat_bounds
 
 
 def main() -> None:
@@ -28,6 +28,8 @@ def main() -> None:
     ap.add_argument("run_a")
     ap.add_argument("run_b")
     ap.add_argument("--within", type=float, default=0.05)
+    ap.add_argument("--recompute", action="store_true",
+                    help="recompute repeat intervals from the round medians with this code")
     args = ap.parse_args()
     ra, rb = read_records(args.run_a), read_records(args.run_b)
 
@@ -40,9 +42,10 @@ def main() -> None:
             if r["status"] != "ok":
                 continue
             lo, hi = r.get(fields[0]), r.get(fields[1])
-            if lo is None and fields[0] == "repeat_low_s" and r.get("round_medians_s"):
-                # runs recorded before the field existed: the same function on their rounds
-                lo, hi = repeat_interval(r["round_medians_s"]) or (None, None)
+            if (lo is None or args.recompute) and fields[0] == "repeat_low_s" \
+                    and r.get("round_medians_s"):
+                # runs recorded before the field existed (or --recompute): this code's rule
+                lo, hi = repeat_bounds(r["round_medians_s"], r["ci_low_s"], r["ci_high_s"])
             out[(r["problem"], r["candidate"])] = (lo, hi)
         return out
 

@@ -207,7 +207,8 @@ def summarize_rounds(round_samples_s: Sequence[Sequence[float]],
     (every round weighs the same, so a minority of disturbed rounds cannot move it, however
     many samples they hold), the interval reflects the rounds too, plus ``round_medians_s``
     ``round_spread``, ``round_quartile_spread`` and the :func:`repeat_interval` (``repeat_low_s``,
-    ``repeat_high_s``). ``min_s``, ``iqr_s``, ``mean_s`` and ``n_samples`` stay over the
+    ``repeat_high_s``; its run-level shift at least the round medians' quartile spread, and
+    the interval at least the median's confidence interval). ``min_s``, ``iqr_s``, ``mean_s`` and ``n_samples`` stay over the
     pooled samples.
 
     The interval is the wider of the pooled samples' order-statistics interval (within-round
@@ -225,15 +226,29 @@ def summarize_rounds(round_samples_s: Sequence[Sequence[float]],
     stats["round_medians_s"] = medians
     stats["round_spread"] = round_spread(medians)
     stats["round_quartile_spread"] = round_quartile_spread(medians)
-    rep = repeat_interval(medians, confidence)
-    stats["repeat_low_s"], stats["repeat_high_s"] = rep if rep else (None, None)
+    stats["repeat_low_s"] = stats["repeat_high_s"] = None
     if len(medians) >= 2:
         med = stats["median_s"] = statistics.median(medians)
         ordered = sorted(medians)
         j = _median_ci_rank(len(ordered), confidence)
         stats["ci_low_s"] = min(stats["ci_low_s"], ordered[j - 1], med)
         stats["ci_high_s"] = max(stats["ci_high_s"], ordered[len(ordered) - j], med)
+        stats["repeat_low_s"], stats["repeat_high_s"] = repeat_bounds(
+            medians, stats["ci_low_s"], stats["ci_high_s"], confidence)
     return stats
+
+
+def repeat_bounds(round_medians_s: Sequence[float], ci_low_s: float, ci_high_s: float,
+                  confidence: float = 0.95) -> tuple[Optional[float], Optional[float]]:
+    """A record's repeat interval: :func:`repeat_interval` with a run-level shift of at least
+    the round medians' quartile spread (a rerun moves at least as much as a typical round
+    moved within this run), widened to contain the median's confidence interval (a rerun's
+    median is never known better than this run's own). (None, None) with < 2 rounds."""
+    spread = round_quartile_spread(round_medians_s) or 0.0
+    rep = repeat_interval(round_medians_s, confidence, run_shift=max(RUN_SHIFT, spread))
+    if rep is None:
+        return None, None
+    return min(rep[0], ci_low_s), max(rep[1], ci_high_s)
 
 
 def _ci_within(xs_sorted: list[float], rel_ci: float) -> bool:
@@ -567,4 +582,4 @@ def time_callable(fn: Callable[[], Any], sync: Optional[Callable[[], Any]] = Non
 
 
 __all__ = ["TimingResult", "measure", "time_callable", "CallablePrepared", "median_ci",
-           "summarize", "summarize_rounds", "round_spread", "round_quartile_spread", "repeat_interval", "RUN_SHIFT", "t_quantile", "last_level_cache_bytes", "default_flush_bytes"]
+           "summarize", "summarize_rounds", "round_spread", "round_quartile_spread", "repeat_interval", "repeat_bounds", "RUN_SHIFT", "t_quantile", "last_level_cache_bytes", "default_flush_bytes"]

@@ -386,3 +386,18 @@ def test_repeat_interval_covers_a_simulated_repeat_run():
         lo, hi = repeat_interval(run())
         hits += lo <= statistics.median(run()) <= hi
     assert hits / 300 >= 0.90
+
+
+def test_a_records_repeat_bounds_hold_its_confidence_interval_and_its_rounds_spread():
+    from convbench.timing import repeat_bounds, repeat_interval, round_quartile_spread
+
+    scattered = [1.0, 1.3, 0.8, 1.2, 0.9, 1.25, 0.85, 1.1, 0.95, 1.0]
+    lo, hi = repeat_bounds(scattered, 0.5, 2.0)               # a wide CI is kept
+    assert (lo, hi) == (0.5, 2.0)
+    lo, hi = repeat_bounds(scattered, 0.99, 1.01)
+    plain = repeat_interval(scattered)                         # shift RUN_SHIFT only
+    assert round_quartile_spread(scattered) > 0.2
+    assert lo < plain[0] and hi > plain[1]                     # the spread widens the shift
+    assert repeat_bounds([1.0], 0.9, 1.1) == (None, None)
+    st = timing.summarize_rounds([[x] * 3 for x in scattered])
+    assert st["repeat_low_s"] <= st["ci_low_s"] <= st["median_s"] <= st["ci_high_s"] <= st["repeat_high_s"]
