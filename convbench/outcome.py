@@ -50,8 +50,8 @@ ABOVE = "above"
 #: timing fields of an outcome (TimingResult's), null unless status == "ok"
 TIMING_KEYS = ("median_s", "iqr_s", "min_s", "mean_s", "stdev_s", "ci_low_s", "ci_high_s",
                "n_samples", "loops", "samples_s", "timer", "converged", "warmup_calls", "total_s",
-               "round_samples_s", "round_medians_s", "round_spread", "round_quartile_spread", "repeat_low_s",
-               "repeat_high_s", "noise")
+               "round_samples_s", "round_medians_s", "round_spread", "round_quartile_spread",
+               "repeat_low_s", "repeat_high_s", "noise")
 #: every key of an outcome dict
 OUTCOME_KEYS = ("status", "message", "algorithm", "max_error", "tolerance", *TIMING_KEYS,
                 "cold_cache", "info", "wall_s", "start_time", "end_time")
@@ -61,8 +61,8 @@ RECORD_FIELDS = (
     "run_id", "problem", "suite", "spec", "spec_key", "label", "backend", "algorithm", "device",
     "candidate", "status", "message", "max_error", "tolerance", "median_s", "iqr_s", "min_s",
     "mean_s", "stdev_s", "ci_low_s", "ci_high_s", "n_samples", "loops", "samples_s",
-    "round_samples_s", "round_medians_s", "round_spread", "round_quartile_spread", "repeat_low_s",
-    "repeat_high_s", "noise", "gflops", "peak_pct", "peak_roof", "fma_pct", "flops", "bytes", "threads", "cold_cache", "timer", "env_id",
+    "round_samples_s", "round_medians_s", "round_spread", "round_quartile_spread",
+    "repeat_low_s", "repeat_high_s", "noise", "gflops", "peak_pct", "peak_roof", "fma_pct", "flops", "bytes", "threads", "cold_cache", "timer", "env_id",
     "machine", "hostname", "info", "timestamp", "start_time", "end_time", "wall_s",
 )
 #: record fields that are null unless status == "ok"
