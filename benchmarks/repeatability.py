@@ -11,8 +11,9 @@ the median's confidence interval (``ci_low_s``..``ci_high_s``) and the repeat in
 (``repeat_low_s``..``repeat_high_s``, recomputed from the round medians for runs recorded
 before it existed, or for all with ``--recompute``); the share of problems whose winners agree (exactly,
 or with each winner inside the other run's tied set), and separately among the problems where
-the winner's margin over the runner-up exceeds ``--within`` in both runs; and the worst
-disagreements.
+the winner's margin over the runner-up exceeds ``--within`` in both runs; the
+machine-speed canary's ratio between the runs and how it tracks the medians' ratios; and the
+worst disagreements.
 """
 from __future__ import annotations
 
@@ -68,6 +69,7 @@ def main() -> None:
                     covered += lo <= other <= hi
         print(f"{name} containing the other run's median: {covered} of {checked} "
               f"({covered / max(checked, 1):.0%})")
+    _canaries(ra, rb, common)
     wa, wb = select_winners(ra), select_winners(rb)
     same = tied = clear = clear_same = 0
     for key in sorted(set(wa) & set(wb)):
@@ -90,6 +92,29 @@ def main() -> None:
     print("largest median ratios B/A:")
     for r, k in sorted(ratios, key=lambda t: -abs(t[0] - 1))[:8]:
         print(f"  {r:6.2f}  {k[0]}  {k[1]}")
+
+
+def _canaries(ra: list, rb: list, common: list) -> None:
+    """The machine-speed canary (``info["canary_s"]``, :func:`convbench.noise.canary_s`) of
+    each record in both runs: its median ratio B/A and how closely the records' canary ratios
+    follow their median ratios (Spearman's rank correlation)."""
+    from scipy.stats import spearmanr
+
+    def can(recs):
+        return {(r["problem"], r["candidate"]): ((r.get("info") or {}).get("canary_s"), r["median_s"])
+                for r in recs if r["status"] == "ok"}
+
+    ca, cb = can(ra), can(rb)
+    pairs = [(cb[k][0] / ca[k][0], cb[k][1] / ca[k][1]) for k in common
+             if ca[k][0] and cb[k][0]]
+    if len(pairs) < 3:
+        print("machine-speed canary: not recorded in both runs")
+        return
+    canary = sorted(p[0] for p in pairs)
+    rho = spearmanr([p[0] for p in pairs], [p[1] for p in pairs])[0]
+    print(f"machine-speed canary B/A: median {canary[len(canary) // 2]:.3f}, range "
+          f"{canary[0]:.3f}..{canary[-1]:.3f}; rank correlation with the median ratios "
+          f"{rho:.2f} over {len(pairs)} records")
 
 
 def _margin(medians: dict, problem: str, winner: str):

@@ -128,7 +128,7 @@ def run_rounds(candidates: Sequence[Any], run_round: RunRound, *, budget_s: floa
 
 
 _ROUND_FACTS = ("round", "n_samples", "median_s", "loops", "cpu_steal_pct", "procs_running",
-                "other_cpu_s", "tick_s", "start_time", "end_time")
+                "other_cpu_s", "canary_s", "tick_s", "start_time", "end_time")
 
 
 def _round_summary(o: Mapping[str, Any]) -> dict[str, Any]:
@@ -139,10 +139,17 @@ def _round_summary(o: Mapping[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in out.items() if v is not None}
 
 
+def _median(values: Sequence[float]) -> Optional[float]:
+    import statistics
+
+    return statistics.median(values) if values else None
+
+
 def _merged_noise(ok: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
     """The noise facts of several rounds as one: the worst steal and runnable count, other
     processes' CPU time and the timed windows summed (busy judged on the sums), tick-quantised
-    in any round, throttle events summed, the clock from first to last round."""
+    in any round, throttle events summed, the clock from first to last round, the median of
+    the rounds' canaries (:func:`convbench.noise.canary_s`)."""
     infos = [o.get("info") or {} for o in ok]
 
     def worst(key: str) -> Any:
@@ -161,6 +168,7 @@ def _merged_noise(ok: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
            else (any(i.get("busy") for i in infos) or None),
            "tick_s": worst("tick_s"),
            "throttle_events": sum(i.get("throttle_events") or 0 for i in infos) or None,
+           "canary_s": _median([i["canary_s"] for i in infos if i.get("canary_s") is not None]),
            "freq_mhz_before": infos[0].get("freq_mhz_before"),
            "freq_mhz_after": infos[-1].get("freq_mhz_after")}
     return {k: v for k, v in out.items() if v is not None}
@@ -194,7 +202,7 @@ def merge_rounds(outcomes: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
         out[k] = sum(vals) if vals else None
     info = dict(last.get("info") or {})
     for k in ("cpu_steal_pct", "procs_running", "busy", "tick_s", "throttle_events",
-              "freq_mhz_before", "freq_mhz_after", "other_cpu_s", "window_s"):
+              "freq_mhz_before", "freq_mhz_after", "other_cpu_s", "window_s", "canary_s"):
         info.pop(k, None)
     info.update(_merged_noise(ok))
     for k in ("verify_call_s", "verify_est_s"):

@@ -94,6 +94,40 @@ QUIET = {"cpus": 8, "usable_cpus": 8, "load_avg_1m": 0.1, "cpu_steal_pct": 0.0,
          "isolated_cpus": "4-7", "aslr": "2", "virtualized": None}
 
 
+def test_a_timing_records_what_spoiled_it(monkeypatch):
+    # other processes used 1.0 - 0.2 = 0.8 CPU-s over the 1 s timing: busy
+    readings = iter([{"cpu": (0, 1000, 4), "throttle": 0, "freq_mhz": 2000.0, "busy_s": 0.0,
+                      "self_s": 0.0, "wall_s": 0.0},
+                     {"cpu": (300, 2000, 5), "throttle": 0, "freq_mhz": 2000.0, "busy_s": 1.0,
+                      "self_s": 0.2, "wall_s": 1.0}])
+    monkeypatch.setattr(noise, "snapshot", lambda: next(readings))
+    out = verify_and_time(lambda: CallablePrepared(lambda: None), check=None,
+                          timing=TimingParams(budget_s=0.01, min_samples=3, min_warmup_s=0.0,
+                                              min_warmup_calls=1))
+    assert out["status"] == "ok"
+    assert out["info"]["cpu_steal_pct"] == pytest.approx(30.0) and out["info"]["procs_running"] == 5
+    assert out["info"]["other_cpu_s"] == pytest.approx(0.8)
+    assert out["noise"] == ["steal", "busy"]
+    assert 0 < out["info"]["canary_s"] < 1.0           # the machine-speed canary, recorded
+    assert out["round_samples_s"] == [out["samples_s"]] and out["round_medians_s"] == [out["median_s"]]
+    assert out["start_time"] <= out["end_time"] and out["start_time"].endswith("Z")
+
+
+def test_the_canary_times_a_fixed_workload():
+    import statistics
+
+    got = [noise.canary_s() for _ in range(3)]
+    assert all(0 < t < 1.0 for t in got)
+    # a workload eight times as long takes longer: it measures the work, not a constant
+    loop = noise.CANARY_LOOP
+    try:
+        noise.CANARY_LOOP = loop * 8
+        longer = statistics.median(noise.canary_s() for _ in range(3))
+    finally:
+        noise.CANARY_LOOP = loop
+    assert longer > statistics.median(got)
+
+
 def test_other_processes_using_the_cpus_are_named_at_the_start_of_a_run(monkeypatch):
     busy = dict(QUIET, other_cpu_load=0.95, usable_cpus=2)
     assert any("other processes are using 0.9 cores" in a or "0.95" in a or "1.0 cores" in a

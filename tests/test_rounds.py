@@ -160,6 +160,8 @@ def test_a_sweep_record_has_rounds_times_and_seconds_keys(fakes, tmp_path):
     assert len(ok["round_samples_s"]) == DEFAULT_ROUNDS and all(len(r) >= 3 for r in ok["round_samples_s"])
     assert ok["n_samples"] == len(ok["samples_s"]) == sum(len(r) for r in ok["round_samples_s"])
     assert isinstance(ok["noise"], list) and ok["round_spread"] >= 0
+    canaries = [r["canary_s"] for r in ok["info"]["rounds"] if r.get("status") == "ok"]
+    assert len(canaries) == DEFAULT_ROUNDS and ok["info"]["canary_s"] == statistics.median(canaries)
     for r in res.records:
         assert ISO.match(r["start_time"]) and ISO.match(r["end_time"]) and r["start_time"] <= r["end_time"]
     wrong = next(r for r in res.records if r["status"] == "wrong")
