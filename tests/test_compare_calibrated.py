@@ -234,3 +234,20 @@ def test_a_run_with_many_disturbed_records_gets_no_verdict_at_all(tmp_path):
     assert note.startswith("run B: 1 of 3 records were timed while the machine was disturbed")
     assert "no row of this comparison gets a faster/slower verdict" in note
     assert cmp.attrs["disturbed"] is True and cmp.attrs["counts"]["slower"] == 0
+
+
+def test_a_machine_speed_change_between_runs_is_noted(tmp_path):
+    quiet = [1e-3 * (1 + 0.001 * k) for k in range(-5, 5)]
+    recs_a = [_rec(f"p{i}", [[m] * 3 for m in quiet]) for i in range(4)]
+    recs_b = [_rec(f"p{i}", [[m * 1.7] * 3 for m in quiet]) for i in range(4)]
+    for r in recs_a:
+        r["info"] = {"canary_s": 4e-4}
+    for r in recs_b:
+        r["info"] = {"canary_s": 6.8e-4}           # the same fixed workload 1.7x slower in B
+    cmp = rp.compare(_write(tmp_path, "A", recs_a), _write(tmp_path, "B", recs_b))
+    (note,) = cmp.attrs["notes"]
+    assert note.startswith("the machine-speed canary took 1.70x as long in run B")
+    for r in recs_b:
+        r["info"] = {"canary_s": 4.1e-4}           # within the minimum effect: nothing to say
+    cmp = rp.compare(_write(tmp_path, "A2", recs_a), _write(tmp_path, "B2", recs_b))
+    assert "notes" not in cmp.attrs

@@ -92,6 +92,7 @@ def compare(run_a: Runs, run_b: Runs, *, min_effect: float = DEFAULT_MIN_EFFECT,
     out.attrs.update(run_a=_run_names(a), run_b=_run_names(b), machines=machines,
                      different_machines=bool(different), min_effect=min_effect, alpha=alpha,
                      disturbed=bool(notes))
+    notes += _canary_notes(a, b, key, min_effect)
     threads = [set(x["threads"].dropna()) if "threads" in x.columns else set() for x in (a, b)]
     if threads[0] and threads[1] and threads[0] != threads[1]:
         notes.append(f"thread counts differ: A {sorted(threads[0])}, B {sorted(threads[1])}")
@@ -112,6 +113,35 @@ def _noisy_run_notes(x: "pd.DataFrame", side: str) -> list[str]:
             f"disturbed ({', '.join(MACHINE_FLAGS)} flags), so the rest of the run may have been "
             "slowed too: no row of this comparison gets a faster/slower verdict; rerun on a "
             "quiet machine (`convbench doctor`)"]
+
+
+def _canary_notes(a: "pd.DataFrame", b: "pd.DataFrame", key: list, min_effect: float) -> list[str]:
+    """A note when the machine-speed canary (``info["canary_s"]``, convbench.noise.canary_s)
+    of the paired records moved by more than ``min_effect`` between the runs (median ratio):
+    the machine itself ran at another speed. Informational: verdicts are not changed by it
+    (how much canary noise a quiet machine shows is not measured yet)."""
+    import statistics
+
+    def canaries(x: "pd.DataFrame") -> dict:
+        if "info" not in x.columns:
+            return {}
+        out = {}
+        for _, r in x.iterrows():
+            c = r["info"].get("canary_s") if isinstance(r["info"], dict) else None
+            if c:
+                out[tuple(r[k] for k in key)] = float(c)
+        return out
+
+    ca, cb = canaries(a), canaries(b)
+    ratios = [cb[k] / ca[k] for k in ca if k in cb]
+    if len(ratios) < 3:
+        return []
+    r = statistics.median(ratios)
+    if 1.0 / (1.0 + min_effect) <= r <= 1.0 + min_effect:
+        return []
+    return [f"the machine-speed canary took {r:.2f}x as long in run B as in run A (median over "
+            f"{len(ratios)} records): the machine itself ran at another speed, so faster/slower "
+            "verdicts may describe the machine, not the code"]
 
 
 def summarize_comparison(cmp: "pd.DataFrame") -> dict[str, Any]:
