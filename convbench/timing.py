@@ -245,7 +245,8 @@ def repeat_bounds(round_medians_s: Sequence[float], ci_low_s: float, ci_high_s: 
     moved within this run), widened to contain the median's confidence interval (a rerun's
     median is never known better than this run's own). (None, None) with < 2 rounds."""
     spread = round_quartile_spread(round_medians_s) or 0.0
-    rep = repeat_interval(round_medians_s, confidence, run_shift=max(RUN_SHIFT, spread))
+    # the spread is relative (IQR / median); the shift is on the log scale
+    rep = repeat_interval(round_medians_s, confidence, run_shift=max(RUN_SHIFT, math.log1p(spread)))
     if rep is None:
         return None, None
     return min(rep[0], ci_low_s), max(rep[1], ci_high_s)

@@ -401,3 +401,12 @@ def test_a_records_repeat_bounds_hold_its_confidence_interval_and_its_rounds_spr
     assert repeat_bounds([1.0], 0.9, 1.1) == (None, None)
     st = timing.summarize_rounds([[x] * 3 for x in scattered])
     assert st["repeat_low_s"] <= st["ci_low_s"] <= st["median_s"] <= st["ci_high_s"] <= st["repeat_high_s"]
+
+
+def test_repeat_bounds_of_wildly_different_rounds_stay_finite():
+    from convbench.timing import repeat_bounds
+
+    # rounds of 18 us and 16 ms (a candidate that sometimes takes a slow path): IQR 850x median
+    rounds = [1.88e-05, 1.92e-05, 1.84e-05, 0.01598, 0.01598, 0.01597, 1.9e-05, 1.9e-05]
+    lo, hi = repeat_bounds(rounds, 1.8e-05, 0.016)
+    assert 0 < lo <= 1.8e-05 and 0.016 <= hi < 10.0
