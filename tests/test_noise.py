@@ -81,10 +81,10 @@ def test_a_process_spinning_beside_the_timing_is_seen():
     finally:
         spinner.kill()
         spinner.wait()
-    # other work on the machine (a parallel test worker) can only add to what is seen
+    # other work on the machine (a parallel test worker) can only add to what is seen; that
+    # this process's own time is left out is checked with fixed readings above (a live upper
+    # bound would depend on what the parallel test workers do meanwhile)
     assert loaded["other_cpu_s"] / loaded["window_s"] > 0.5 and loaded["busy"], loaded
-    # this process's own spinning is not counted as another's: it used a whole core
-    assert loaded["other_cpu_s"] < loaded["window_s"] * ((os.cpu_count() or 2) - 0.5), loaded
 
 
 # ---- the machine's state and advice ------------------------------------------------------------
