@@ -275,8 +275,7 @@ class Binder:
         device = _kind_device(kind)
         cand, why = self.choose(spec, own, kind, device, requires_grad)
         decision = {"layer": layer, "spec": spec.replace(name="").label, "spec_key": spec.key,
-                    "own": own, "candidate": cand, "why": why, "tuned_s": None, "own_s": None,
-                    "used": True}
+                    "own": own, "candidate": cand, "why": why, "tuned_s": None, "own_s": None}
         fn = None
         if cand is not None:
             fn = self._confirmed(decision, spec, kind, device, requires_grad, x, w)

@@ -14,8 +14,8 @@ from its samples (:func:`tick_quantum`):
 * **throttle**: the CPU's thermal throttle counters grew during the timing;
 * **freq**: the CPU clock changed by more than :data:`FREQ_CHANGE` during the timing;
 * **drift** (set by the rounds, :mod:`convbench.strategies`): the interquartile range of the
-  round medians exceeds :data:`DRIFT` of their median (``round_quartile_spread``). Not the slowest round
-  over the fastest: with ten rounds one disturbed window passes 10% easily (that rule flagged
+  round medians exceeds :data:`DRIFT` of their median (``round_quartile_spread``). Not the
+  slowest round over the fastest: with ten rounds one disturbed window passes 10% easily (that rule flagged
   20 of 29 records of a quiet A/A pair of ``quick`` sweeps, this one 1 of 58 records there,
   and 26 of 29 of a sweep with a process spinning beside it; 2-vCPU Intel Xeon @ 2.60GHz).
 
@@ -148,7 +148,7 @@ def canary_s() -> float:
     rounds). It measures the machine's own speed at that moment: on a 2-vCPU Intel Xeon @
     2.60GHz guest, a back-to-back A/A pair of `resnet50` sweeps had whole problems 1.9x
     slower in one run with no steal and no other process, which none of the flags above can
-    see. Recorded only: nothing judges it yet."""
+    see. No flag or verdict depends on it yet: ``compare`` only notes a change between runs."""
     import statistics
 
     times = []
