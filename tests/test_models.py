@@ -236,20 +236,33 @@ def test_confirming_on_the_real_tensors_can_overrule_the_cache(private_cache, mo
 
 
 # ---- the whole-model check ----------------------------------------------------------------------
-def _spin(seconds):
-    import time
+class _Clock:
+    """A stand-in for time.perf_counter that a model call advances by its cost: the check's
+    arithmetic is tested, not this machine's load (parallel test workers share the cores)."""
 
-    t0 = time.perf_counter()
-    while time.perf_counter() - t0 < seconds:
-        pass
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+_CLOCK = _Clock()
+
+
+def _spin(seconds):
+    _CLOCK.now += seconds
 
 
 @pytest.fixture
 def quick_check(monkeypatch):
+    import time
+
     import convbench.models as M
 
     monkeypatch.setattr(M, "MODEL_CHECK_SETTLE_S", 0.002)
     monkeypatch.setattr(M, "MODEL_CHECK_SAMPLE_S", 0.004)
+    monkeypatch.setattr(time, "perf_counter", _CLOCK)
     return M
 
 
