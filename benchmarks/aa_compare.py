@@ -80,6 +80,7 @@ def shares(run_a: Path, run_b: Path, scaled: dict[str, Path], min_effect: float)
         parts.append(inj[(inj["candidate"] == cand) & (inj["verdict"] != "n/a")])
     rows = pd.concat(parts) if parts else pd.DataFrame({"verdict": []})
     return {"min_effect": min_effect, "rows": len(ok), "false_positives": int(fp.sum()),
+            "disturbed": bool(aa.attrs.get("disturbed")), "notes": list(aa.attrs.get("notes", [])),
             "fp_share": float(fp.mean()) if len(ok) else float("nan"),
             "aa_counts": aa.attrs["counts"], "injected_rows": len(rows),
             "detected": int((rows["verdict"] == "slower").sum()),
@@ -133,6 +134,8 @@ def main(argv: Optional[Sequence[str]] = None) -> list[dict]:
               f"{r['rows']} = {r['fp_share']:.1%} (goal <= 5%; {r['aa_counts']}); "
               f"{args.factor:g}x detected {r['detected']}/{r['injected_rows']} = "
               f"{r['detect_share']:.1%} (goal >= 90%; {r['injected_counts']})")
+    for note in results[0]["notes"] if results else []:
+        print(f"  compare A B: {note}")
     return results
 
 

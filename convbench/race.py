@@ -35,8 +35,7 @@ class RaceConfig:
                                     # (and than decisive_min_s), its timing after 3 samples
     sure_ratio: float = 10.0        # one look this much slower (or a stopped call) prunes at once
     decisive_min_s: float = 0.02    # ... when its calls or samples took at least this long
-    prune_ratio: float = 3.0        # one quiet timed look this much slower prunes (2.0 lost
-                                    # 3 winners of 133 such prunes; see strategies.py)
+    prune_ratio: float = 2.0        # one quiet timed look this much slower prunes
     final_ratio: float = 1.3        # a look at most this much slower reaches the final rounds
     kill_floor_s: float = 0.5       # a screened call is never stopped before this many seconds
     hopeless_ratio: Optional[float] = 20.0  # pruned unmeasured when at least this much slower

@@ -62,14 +62,16 @@ in brackets). ``L`` below is the leader's median per call.
    ``wrong``: no candidate leads, or is chosen, unverified).
 4. **Who can still win**, judged against the final leader: a timed look within
    ``final_ratio * L`` [1.3 L] goes to the final rounds; a decisive look is pruned; a timed
-   look at least ``prune_ratio * L`` [3 L] in a quiet window (no ``steal``, ``busy``,
+   look at least ``prune_ratio * L`` [2 L] in a quiet window (no ``steal``, ``busy``,
    ``throttle`` or ``freq`` noise flag) is pruned; any other candidate gets a **second look**
    in a later window (timed, unless its first two calls are over ``10 L`` and 20 ms) and is
    pruned unless that look is within ``1.3 L``. (On a shared 2-core VM one window's speed can
-   be 5-8x off for seconds, so a near loss is never decided on one window. The quiet-look
-   threshold was 2 L until 2026-12-01: over three race runs on the 2-vCPU Intel Xeon VM,
-   3 of the 133 candidates pruned on one quiet look 2-3x the leader's time were within 5% of
-   their problem's best in the ``exhaustive`` run, 0 of the 96 at 3x or more.)
+   be 5-8x off for seconds, so a near loss is never decided on one window. Over three race
+   runs on the 2-vCPU Intel Xeon VM, 3 of the 133 candidates pruned on one quiet look 2-3x
+   the leader's time were within 5% of their problem's best in the ``exhaustive`` run, 0 of
+   the 96 at 3x or more; but a ``prune_ratio`` of 3 made the race on GoogLeNet-v3 layers
+   2.49x cheaper than ``exhaustive`` instead of 3.08x, at a regret of 1.059 instead of 1.032:
+   the second looks cost more than the rare winner they save.)
 5. **Final rounds**: the leader and the candidates within reach are measured exactly as
    ``exhaustive`` measures a candidate (the sweep's full budget over interleaved rounds); the
    first final round verifies those not verified yet. Their records' statistics are the final

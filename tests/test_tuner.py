@@ -137,8 +137,7 @@ def _stages(o: dict) -> list[str]:
 
 def test_slow_candidates_are_pruned_after_one_look_with_their_lower_bound():
     # input order = race order here: b leads, a beats it; g is fastest but wrong
-    speeds = {"b": 1.05e-3, "a": 1e-3, "c": 1.8e-3, "h": 2.5e-3, "d": 5e-3, "e": 30e-3, "f": 2.0,
-              "g": 0.5e-3}
+    speeds = {"b": 1.05e-3, "a": 1e-3, "c": 1.8e-3, "d": 5e-3, "e": 30e-3, "f": 2.0, "g": 0.5e-3}
     w = FakeWorker(speeds, wrong={"g"})
     out = dict(race_candidates(list(speeds), w, budget_s=1.0, min_samples=10, max_call_s=1.0))
     assert list(out) == list(speeds)  # one outcome per candidate, input order
@@ -167,15 +166,13 @@ def test_slow_candidates_are_pruned_after_one_look_with_their_lower_bound():
     assert f["info"]["race_rounds"][0]["screen"]["stopped_after_s"] == 0.5
     assert "0.5 s per call" in f["message"] and "not verified" in f["message"]
     # 5 ms (under decisive_min_s): a timed look, stopped after three samples over 3x the
-    # leader; a quiet window at 5x is enough. 1.8x and 2.5x (under prune_ratio, 3x) are not
-    # decided on one window: two looks
-    d = out["d"]
+    # leader; a quiet window at 5x is enough. 1.8x is not decided on one window: two looks
+    d, c = out["d"], out["c"]
     assert d["status"] == "pruned" and d["info"]["pruned"]["how"] == "one quiet look"
     assert _stages(d) == ["screen"] and d["info"]["race_rounds"][0]["n_samples"] == 3
-    for c in (out["c"], out["h"]):
-        assert c["status"] == "pruned" and c["info"]["pruned"]["how"] == "two looks"
-        assert _stages(c) == ["screen", "second look"]
-    for o, ratio in ((out["c"], 1.8), (out["h"], 2.5), (d, 5.0)):
+    assert c["status"] == "pruned" and c["info"]["pruned"]["how"] == "two looks"
+    assert _stages(c) == ["screen", "second look"]
+    for o, ratio in ((c, 1.8), (d, 5.0)):
         assert o["info"]["pruned"]["ratio"] == pytest.approx(ratio, rel=0.03)
     # fastest but wrong: verified when it beat the leader, ended wrong, never chosen
     g = out["g"]
@@ -217,9 +214,9 @@ def test_one_disturbed_window_does_not_eliminate_the_winner(slow):
 
 
 def test_a_noisy_window_is_looked_at_again():
-    """A timed look 4x slower (over prune_ratio, under sure_ratio) in a window flagged
-    ``steal`` is not enough to prune; the same look in a quiet window is."""
-    speeds = {"a": 1e-3, "b": 4e-3}
+    """A timed look 2.5x slower in a window flagged ``steal`` is not enough to prune; the
+    same look in a quiet window is."""
+    speeds = {"a": 1e-3, "b": 2.5e-3}
 
     for noise, stages in ((["steal"], ["screen", "second look"]), ([], ["screen"])):
         fw = FakeWorker(speeds)

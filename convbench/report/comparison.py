@@ -35,6 +35,8 @@ PSEUDO_ROUNDS = 5
 MACHINE_FLAGS = ("steal", "busy", "throttle", "freq")
 #: share of a run's records with a MACHINE_FLAGS flag above which compare warns about the run
 NOISY_RUN_SHARE = 0.1
+#: paired records with a machine-speed canary needed before its median ratio counts
+CANARY_MIN_PAIRS = 3
 
 
 def compare(run_a: Runs, run_b: Runs, *, min_effect: float = DEFAULT_MIN_EFFECT,
@@ -60,7 +62,11 @@ def compare(run_a: Runs, run_b: Runs, *, min_effect: float = DEFAULT_MIN_EFFECT,
       were called slower before this rule, 40 after it), and every faster/slower call when
       more than :data:`NOISY_RUN_SHARE` of either run's records carry such a flag (the rows
       without one were slowed too: the remaining 40 above; on a later A/A pair of `quick`
-      sweeps under steal of up to 72%, the 2 rows called faster);
+      sweeps under steal of up to 72%, the 2 rows called faster), and every faster/slower
+      call when the machine-speed canary moved by more than ``min_effect`` between the runs
+      (:func:`_canary_notes`; a `quick` A/A pair with run A at half speed and no other flag
+      had 22 of 29 rows called faster, the canary 0.565x as long in B; a `resnet50` pair,
+      1.125x);
     - "n/a": not ok in both runs, or measured in one run only.
 
     ``noise_a``/``noise_b`` are the records' noise flags (:mod:`convbench.noise`). The frame's
@@ -85,14 +91,14 @@ def compare(run_a: Runs, run_b: Runs, *, min_effect: float = DEFAULT_MIN_EFFECT,
     rows = [dict({k: r[k] for k in key}, **_compare_pair(r, **test))
             for _, r in _paired(a, b, key).iterrows()]
     out = pd.DataFrame(rows, columns=key + _COLUMNS)
-    notes = _noisy_run_notes(a, "A") + _noisy_run_notes(b, "B")
+    notes = (_noisy_run_notes(a, "A") + _noisy_run_notes(b, "B")
+             + _canary_notes(a, b, key, min_effect))
     if notes:   # a disturbed run: its unflagged rows were slowed too, so no row gets a verdict
         out.loc[out["verdict"].isin(["faster", "slower"]), "verdict"] = "ambiguous"
     out.attrs.update(summarize_comparison(out))
     out.attrs.update(run_a=_run_names(a), run_b=_run_names(b), machines=machines,
                      different_machines=bool(different), min_effect=min_effect, alpha=alpha,
                      disturbed=bool(notes))
-    notes += _canary_notes(a, b, key, min_effect)
     threads = [set(x["threads"].dropna()) if "threads" in x.columns else set() for x in (a, b)]
     if threads[0] and threads[1] and threads[0] != threads[1]:
         notes.append(f"thread counts differ: A {sorted(threads[0])}, B {sorted(threads[1])}")
@@ -117,9 +123,9 @@ def _noisy_run_notes(x: "pd.DataFrame", side: str) -> list[str]:
 
 def _canary_notes(a: "pd.DataFrame", b: "pd.DataFrame", key: list, min_effect: float) -> list[str]:
     """A note when the machine-speed canary (``info["canary_s"]``, convbench.noise.canary_s)
-    of the paired records moved by more than ``min_effect`` between the runs (median ratio):
-    the machine itself ran at another speed. Informational: verdicts are not changed by it
-    (how much canary noise a quiet machine shows is not measured yet)."""
+    of the paired records moved by more than ``min_effect`` between the runs (median ratio
+    over at least :data:`CANARY_MIN_PAIRS` records): the machine itself ran at another speed,
+    so the comparison is disturbed and gives no faster/slower verdict (see ``compare``)."""
     import statistics
 
     def canaries(x: "pd.DataFrame") -> dict:
@@ -134,14 +140,15 @@ def _canary_notes(a: "pd.DataFrame", b: "pd.DataFrame", key: list, min_effect: f
 
     ca, cb = canaries(a), canaries(b)
     ratios = [cb[k] / ca[k] for k in ca if k in cb]
-    if len(ratios) < 3:
+    if len(ratios) < CANARY_MIN_PAIRS:
         return []
     r = statistics.median(ratios)
     if 1.0 / (1.0 + min_effect) <= r <= 1.0 + min_effect:
         return []
     return [f"the machine-speed canary took {r:.2f}x as long in run B as in run A (median over "
-            f"{len(ratios)} records): the machine itself ran at another speed, so faster/slower "
-            "verdicts may describe the machine, not the code"]
+            f"{len(ratios)} records): the machine itself ran at another speed, so no row of "
+            "this comparison gets a faster/slower verdict (it would describe the machine, not "
+            "the code); rerun both on a quiet machine (`convbench doctor`)"]
 
 
 def summarize_comparison(cmp: "pd.DataFrame") -> dict[str, Any]:
