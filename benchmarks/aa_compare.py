@@ -117,6 +117,7 @@ def main(argv: Optional[Sequence[str]] = None) -> list[dict]:
     ap.add_argument("--quiet", action="store_true")
     args = ap.parse_args(argv)
     out = Path(args.out or tempfile.mkdtemp(prefix="convbench-aa-"))
+    out.mkdir(parents=True, exist_ok=True)
     if args.runs:
         run_a, run_b = (Path(r) for r in args.runs)
     elif args.suite:

@@ -70,8 +70,9 @@ in brackets). ``L`` below is the leader's median per call.
    runs on the 2-vCPU Intel Xeon VM, 3 of the 133 candidates pruned on one quiet look 2-3x
    the leader's time were within 5% of their problem's best in the ``exhaustive`` run, 0 of
    the 96 at 3x or more; but a ``prune_ratio`` of 3 made the race on GoogLeNet-v3 layers
-   2.49x cheaper than ``exhaustive`` instead of 3.08x, at a regret of 1.059 instead of 1.032:
-   the second looks cost more than the rare winner they save.)
+   2.49x cheaper than ``exhaustive`` instead of 3.08x (2.74x on a rerun with 2), at a regret
+   of 1.059 instead of 1.032 (1.028): the second looks cost more than the rare winner they
+   save.)
 5. **Final rounds**: the leader and the candidates within reach are measured exactly as
    ``exhaustive`` measures a candidate (the sweep's full budget over interleaved rounds); the
    first final round verifies those not verified yet. Their records' statistics are the final

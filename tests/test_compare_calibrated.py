@@ -35,16 +35,16 @@ def _rec(problem: str, rounds: list[list[float]], cand: str = CAND) -> dict:
             "noise": [], "threads": 2, "info": {}, "timestamp": "2026-01-01T00:00:00Z"}
 
 
-def _write(root: Path, run_id: str, records: list[dict]) -> Path:
+def _write(root: Path, run_id: str, records: list[dict], env_id: str = "env-x") -> Path:
     d = root / run_id
     d.mkdir(parents=True)
     meta = {"run_id": run_id, "suite": "t", "created": "2026-01-01T00:00:00Z", "threads": 2,
             "device": "cpu", "environment": {"cpu_model": "Test CPU", "threads": 2},
-            "env_id": "env-x", "peak": {}, "finished": "2026-01-01T00:01:00Z"}
+            "env_id": env_id, "peak": {}, "finished": "2026-01-01T00:01:00Z"}
     (d / "meta.json").write_text(json.dumps(meta))
     with open(d / "records.jsonl", "w") as fh:
         for r in records:
-            fh.write(json.dumps(dict(r, run_id=run_id, env_id="env-x")) + "\n")
+            fh.write(json.dumps(dict(r, run_id=run_id, env_id=env_id)) + "\n")
     return d
 
 
@@ -261,6 +261,10 @@ def test_a_machine_speed_change_between_runs_withholds_verdicts(tmp_path):
     assert note.startswith("the machine-speed canary took 1.70x as long in run B")
     # the rows are 1.7x slower, as the machine was: no verdict blames the code
     assert (cmp["verdict"] == "ambiguous").all() and cmp.attrs["disturbed"] is True
+    # between two machines the speed difference is what is compared: verdicts stay
+    other = _write(tmp_path, "B-elsewhere", recs_b, env_id="env-y")
+    cmp = rp.compare(_write(tmp_path, "A1", recs_a), other, allow_different_machines=True)
+    assert (cmp["verdict"] == "slower").all() and cmp.attrs["disturbed"] is False
     for r in recs_b:
         r["info"] = {"canary_s": 4.1e-4}           # within the minimum effect: nothing to say
     cmp = rp.compare(_write(tmp_path, "A2", recs_a), _write(tmp_path, "B2", recs_b))

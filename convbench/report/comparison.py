@@ -66,7 +66,7 @@ def compare(run_a: Runs, run_b: Runs, *, min_effect: float = DEFAULT_MIN_EFFECT,
       call when the machine-speed canary moved by more than ``min_effect`` between the runs
       (:func:`_canary_notes`; a `quick` A/A pair with run A at half speed and no other flag
       had 22 of 29 rows called faster, the canary 0.565x as long in B; a `resnet50` pair,
-      1.125x);
+      1.125x; not applied to runs of different machines);
     - "n/a": not ok in both runs, or measured in one run only.
 
     ``noise_a``/``noise_b`` are the records' noise flags (:mod:`convbench.noise`). The frame's
@@ -91,8 +91,9 @@ def compare(run_a: Runs, run_b: Runs, *, min_effect: float = DEFAULT_MIN_EFFECT,
     rows = [dict({k: r[k] for k in key}, **_compare_pair(r, **test))
             for _, r in _paired(a, b, key).iterrows()]
     out = pd.DataFrame(rows, columns=key + _COLUMNS)
-    notes = (_noisy_run_notes(a, "A") + _noisy_run_notes(b, "B")
-             + _canary_notes(a, b, key, min_effect))
+    notes = _noisy_run_notes(a, "A") + _noisy_run_notes(b, "B")
+    if not different:   # across machines, a speed difference is what is being compared
+        notes += _canary_notes(a, b, key, min_effect)
     if notes:   # a disturbed run: its unflagged rows were slowed too, so no row gets a verdict
         out.loc[out["verdict"].isin(["faster", "slower"]), "verdict"] = "ambiguous"
     out.attrs.update(summarize_comparison(out))
