@@ -270,3 +270,21 @@ def test_a_machine_speed_change_between_runs_withholds_verdicts(tmp_path):
     cmp = rp.compare(_write(tmp_path, "A2", recs_a), _write(tmp_path, "B2", recs_b))
     assert "notes" not in cmp.attrs and cmp.attrs["disturbed"] is False
     assert (cmp["verdict"] == "slower").all()
+
+
+def test_a_machine_speed_change_on_some_records_withholds_verdicts(tmp_path):
+    """The canary's median agrees, but it moved on 2 of 10 records (over the 10% share)."""
+    quiet = [1e-3 * (1 + 0.001 * k) for k in range(-5, 5)]
+    recs_a = [_rec(f"p{i}", [[m] * 3 for m in quiet]) for i in range(10)]
+    recs_b = [_rec(f"p{i}", [[m * 1.2] * 3 for m in quiet]) for i in range(10)]
+    for i, (ra, rb) in enumerate(zip(recs_a, recs_b)):
+        ra["info"] = {"canary_s": 4e-4}
+        rb["info"] = {"canary_s": 4e-4 * (1.4 if i < 2 else 1.01)}
+    cmp = rp.compare(_write(tmp_path, "A", recs_a), _write(tmp_path, "B", recs_b))
+    (note,) = cmp.attrs["notes"]
+    assert note.startswith("the machine-speed canary moved by more than 5% between the runs on "
+                           "2 of 10 records (range 1.01-1.40x)")
+    assert (cmp["verdict"] == "ambiguous").all() and cmp.attrs["disturbed"] is True
+    recs_b[1]["info"] = {"canary_s": 4e-4}           # 1 of 10: within the share, verdicts stand
+    cmp = rp.compare(_write(tmp_path, "A2", recs_a), _write(tmp_path, "B2", recs_b))
+    assert "notes" not in cmp.attrs and (cmp["verdict"] == "slower").all()
