@@ -113,6 +113,8 @@ def time_pair(pool: Any, rec: dict, threads: int, args: argparse.Namespace,
             torch_timer = TorchTimer(rec, threads, args.torch_min_run_time)
         except ImportError:
             pass
+        except Exception as exc:   # the candidate does not run in this process: no figure
+            print(f"  torch timer skipped for {rec['candidate']}: {exc}", file=sys.stderr)
     cycles: dict[str, list] = {k: [] for k in TIMERS}
     noise: set = set()
     try:
