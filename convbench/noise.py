@@ -15,9 +15,9 @@ from its samples (:func:`tick_quantum`):
 * **freq**: the CPU clock changed by more than :data:`FREQ_CHANGE` during the timing;
 * **drift** (set by the rounds, :mod:`convbench.strategies`): the interquartile range of the
   round medians exceeds :data:`DRIFT` of their median (``round_quartile_spread``). Not the
-  slowest round over the fastest: with ten rounds one disturbed window passes 10% easily (that rule flagged
-  20 of 29 records of a quiet A/A pair of ``quick`` sweeps, this one 1 of 58 records there,
-  and 26 of 29 of a sweep with a process spinning beside it; 2-vCPU Intel Xeon @ 2.60GHz).
+  slowest round over the fastest: with ten rounds one disturbed window passes 10% easily
+  (that rule flagged 20 of 29 records of a quiet A/A pair of ``quick`` sweeps, this one 1 of
+  58 records there, and 26 of 29 of a sweep with a process spinning beside it; 2-vCPU Intel Xeon @ 2.60GHz).
 
 :func:`flags` turns facts into the flag names stored in each record's ``noise`` field;
 :func:`system_state` and :func:`advice` are what ``convbench doctor`` prints.
@@ -148,7 +148,9 @@ def canary_s() -> float:
     rounds). It measures the machine's own speed at that moment: on a 2-vCPU Intel Xeon @
     2.60GHz guest, a back-to-back A/A pair of `resnet50` sweeps had whole problems 1.9x
     slower in one run with no steal and no other process, which none of the flags above can
-    see. No flag or verdict depends on it yet: ``compare`` only notes a change between runs."""
+    see. No noise flag depends on it; ``compare`` withholds its faster/slower verdicts when
+    the canary moved by more than the minimum effect between the runs, as a whole or on over
+    a tenth of the records (:func:`convbench.report.comparison._canary_notes`)."""
     import statistics
 
     times = []

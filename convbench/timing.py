@@ -208,8 +208,8 @@ def summarize_rounds(round_samples_s: Sequence[Sequence[float]],
     many samples they hold), the interval reflects the rounds too, plus ``round_medians_s``
     ``round_spread``, ``round_quartile_spread`` and the :func:`repeat_interval` (``repeat_low_s``,
     ``repeat_high_s``; its run-level shift at least the round medians' quartile spread, and
-    the interval at least the median's confidence interval). ``min_s``, ``iqr_s``, ``mean_s`` and ``n_samples`` stay over the
-    pooled samples.
+    the interval at least the median's confidence interval). ``min_s``, ``iqr_s``, ``mean_s``
+    and ``n_samples`` stay over the pooled samples.
 
     The interval is the wider of the pooled samples' order-statistics interval (within-round
     noise) and the order-statistics interval of the median of the round medians (between-round
