@@ -5,8 +5,12 @@ measured median divided by the fastest measured median there (1.0 = it picked th
 Only candidates measured ``ok`` on the problem can be picked. Methods:
 
 - ``predictor``: :class:`convbench.predict.Predictor`, trained on cache entries built from the
-  training runs (every candidate's timing per problem), bandwidth and prior weight
-  cross-validated on those entries alone;
+  training runs (every candidate's timing per problem), bandwidth, prior weight and feature
+  weights cross-validated on those entries alone;
+- ``equal wts``: the same with every feature weighted alike (the predictor before it chose
+  feature weights);
+  Its pick is :meth:`Predictor.prediction`'s, as ``conv()`` would get it: where no candidate
+  measured on the test problem has training data, that is the heuristic's choice;
 - ``heuristic``: the documented fallback alone (asks the backends installed here);
 - ``best fixed``: the one candidate with the lowest mean log-regret on the training problems
   (measured on at least half of them): a constant a user could pick without the test data;
@@ -52,14 +56,16 @@ def find_runs(paths: list[str], exclude: list[str]) -> list[Path]:
     return out
 
 
-def load(runs: list[Path]) -> tuple[dict, dict, dict]:
-    """(train, test, specs): (machine, device, threads, suite, spec_key) -> {candidate: seconds}
-    for training (the cache entries' timings: ok medians, over-limit and pruned estimates) and
-    for testing (ok medians), each the geometric mean over the runs; spec_key -> spec."""
+def load(runs: list[Path]) -> tuple[dict, dict, dict, dict]:
+    """(train, test, specs, cpus): (machine, device, threads, suite, spec_key) -> {candidate:
+    seconds} for training (the cache entries' timings: ok medians, over-limit and pruned
+    estimates) and for testing (ok medians), each the geometric mean over the runs; spec_key ->
+    spec; the machine key's first 8 characters -> the CPU models its runs recorded."""
     from convbench.cache import entries_from_run, read_run
     from convbench.errors import ConvbenchError
 
     train, test, specs = defaultdict(lambda: defaultdict(list)), defaultdict(lambda: defaultdict(list)), {}
+    cpus: dict = defaultdict(set)
     for run in runs:
         try:
             records, meta = read_run(run)
@@ -70,6 +76,7 @@ def load(runs: list[Path]) -> tuple[dict, dict, dict]:
         suite_of = {r["spec_key"]: _suite(r, meta, run) for r in records}
         for e in run_entries:
             specs[e.spec_key] = e.spec
+            cpus[e.machine[:8]].add(str((meta.get("environment") or {}).get("cpu_model", "unknown CPU")))
             for c, t in e.timings.items():
                 train[(e.machine, e.device, e.threads, suite_of[e.spec_key], e.spec_key)][c].append(t)
         machine = {(e.spec_key, e.device): (e.machine, e.threads) for e in run_entries}
@@ -81,7 +88,7 @@ def load(runs: list[Path]) -> tuple[dict, dict, dict]:
         print(f"read {run}: {len(records)} records, {len(run_entries)} problems", file=sys.stderr)
     gm = lambda v: math.exp(sum(map(math.log, v)) / len(v))  # noqa: E731
     return ({k: {c: gm(v) for c, v in d.items()} for k, d in train.items()},
-            {k: {c: gm(v) for c, v in d.items()} for k, d in test.items()}, specs)
+            {k: {c: gm(v) for c, v in d.items()} for k, d in test.items()}, specs, cpus)
 
 
 def _suite(record: dict, meta: dict, run: Path) -> str:
@@ -121,10 +128,11 @@ def best_fixed(train_entries: list) -> str:
 
 def evaluate(train_entries: list, test: dict, specs: dict, bandwidth: str, prior_weight: str) -> dict:
     """Per method: regrets, and the predictor's confidence per problem."""
-    from convbench.predict import Predictor, heuristic_choice
+    from convbench.predict import FEATURES, Predictor, heuristic_choice
     from convbench.spec import ConvSpec
 
     pred = Predictor(bandwidth, prior_weight).fit(train_entries)
+    equal = Predictor(bandwidth, prior_weight, feature_weights="equal").fit(train_entries)
     fixed = best_fixed(train_entries)
     cands = sorted({c for t in test.values() for c in t})
     worst = lambda t: max(t.values()) / min(t.values())  # noqa: E731
@@ -133,20 +141,24 @@ def evaluate(train_entries: list, test: dict, specs: dict, bandwidth: str, prior
     out = defaultdict(list)
     for (machine, dev, threads, suite, spec_key), times in sorted(test.items()):
         spec, best = ConvSpec.from_dict(specs[spec_key]), min(times.values())
-        est = {c: v for c, v in pred.estimates(spec, dev, threads=threads).items() if c in times}
-        pick = min(est, key=lambda c: (est[c][0], c)) if est else None
+        allow = lambda b, a, d: f"{b}:{a}@{d}" in times  # noqa: E731 - only what was measured ok
+        got = pred.prediction(spec, dev, threads=threads, allow=allow)
+        picks = {"predictor": got.choice.candidate,
+                 "equal": equal.predict(spec, dev, threads=threads, allow=allow).candidate,
+                 "fixed": fixed, "oracle": oracle}
         try:
-            heur = heuristic_choice(spec, dev, allow=lambda b, a, d: f"{b}:{a}@{d}" in times).candidate
+            picks["heuristic"] = heuristic_choice(spec, dev, allow=allow).candidate
         except Exception:
-            heur = None
-        for m, c in (("predictor", pick), ("heuristic", heur), ("fixed", fixed), ("oracle", oracle)):
+            picks["heuristic"] = None
+        for m, c in picks.items():
             out[m].append(times[c] / best if c in times else worst(times))
-        if pick is not None:
-            score, p, _ = est[pick]
-            out["expected"].append(math.exp(score + pred.cv_optimism))
-            out["p_within"].append(p)
+        out["fallback"].append(got.source != "predicted")
+        if got.source == "predicted":
+            out["expected"].append(got.expected_regret)
+            out["p_within"].append(got.p_within)
     out["names"] = [fixed, oracle]
     out["cv"] = [pred.bandwidth, pred.prior_weight, pred.cv_optimism]
+    out["weights"] = [f"{n}={w:g}" for n, w in zip(FEATURES, pred.feature_weights) if w != 1]
     return out
 
 
@@ -154,7 +166,7 @@ def geo(v: list[float]) -> float:
     return math.exp(sum(map(math.log, v)) / len(v)) if v else float("nan")
 
 
-COLUMNS = (("n", 4), ("predictor", 10), ("heuristic", 10), ("best fixed", 11), ("oracle fixed", 13),
+COLUMNS = (("n", 4), ("predictor", 10), ("equal wts", 10), ("heuristic", 10), ("best fixed", 11), ("oracle fixed", 13),
            ("said", 7), ("<=5%", 6), ("said", 6))
 
 
@@ -162,24 +174,41 @@ def _row(name: str, r: dict) -> str:
     within = sum(v <= 1.05 for v in r["predictor"]) / len(r["predictor"])
     said = sum(r["p_within"]) / max(len(r["p_within"]), 1)
     cells = [f"{len(r['predictor'])}"] + [f"{geo(r[m]):.3f}" for m in
-                                          ("predictor", "heuristic", "fixed", "oracle", "expected")]
+                                          ("predictor", "equal", "heuristic", "fixed", "oracle",
+                                           "expected")]
     cells += [f"{within:.2f}", f"{said:.2f}"]
     return f"{name:<26}" + "".join(f"{c:>{w}}" for c, (_, w) in zip(cells, COLUMNS))
 
 
-def print_table(rows: list[tuple[str, dict]]) -> None:
+METHODS = ("predictor", "equal", "heuristic", "fixed", "oracle", "expected", "p_within")
+
+
+def _pool(rows: list[tuple[str, dict]]) -> dict:
+    pooled: dict = defaultdict(list)
+    for _, r in rows:
+        for m in METHODS:
+            pooled[m] += r[m]
+    return pooled
+
+
+def print_table(rows: list[tuple[str, dict]], cpus: dict) -> None:
     print(f"{'held out':<26}" + "".join(f"{h:>{w}}" for h, w in COLUMNS)
           + "   bandwidth/prior weight/optimism; best fixed; oracle fixed")
-    pooled: dict = defaultdict(list)
     for name, r in rows:
-        for m in ("predictor", "heuristic", "fixed", "oracle", "expected", "p_within"):
-            pooled[m] += r[m]
         bw, lam, opt = r["cv"]
         print(_row(name, r) + f"   {bw:g}/{lam:g}/{opt:.3f}; {r['names'][0]}; {r['names'][1]}")
+        print(f"{'':<26}the heuristic's pick (no training data for any candidate) on "
+              f"{sum(r['fallback'])}; feature weights not 1: {', '.join(r['weights']) or 'none'}")
+    machines = sorted({name.split()[0] for name, _ in rows})
+    if len(machines) > 1:
+        for m in machines:
+            print(_row(f"all of {m}", _pool([(n, r) for n, r in rows if n.split()[0] == m])))
     if len(rows) > 1:
-        print(_row("all held-out problems", pooled))
+        print(_row("all held-out problems", _pool(rows)))
     print("columns: geometric-mean regret per method; said = the predictor's mean expected regret; "
           "<=5% = share of its picks within 5% of the fastest; said = its mean p_within")
+    for m in machines:
+        print(f"machine {m}: {', '.join(sorted(cpus.get(m, {'unknown CPU'})))}")
 
 
 def loso(train: dict, test: dict, specs: dict, args: argparse.Namespace) -> list[tuple[str, dict]]:
@@ -213,12 +242,14 @@ def main(argv: list[str] | None = None) -> int:
         if getattr(args, a) != "auto":
             setattr(args, a, float(getattr(args, a)))
     if args.loso:
-        train, test, specs = load(find_runs(args.loso, args.exclude))
+        train, test, specs, cpus = load(find_runs(args.loso, args.exclude))
         rows = loso(train, test, specs, args)
     elif args.train and args.test:
-        train, _, specs = load(find_runs(args.train, args.exclude))
-        _, test, specs2 = load(find_runs([args.test], args.exclude))
+        train, _, specs, cpus = load(find_runs(args.train, args.exclude))
+        _, test, specs2, cpus2 = load(find_runs([args.test], args.exclude))
         specs.update(specs2)
+        for m, names in cpus2.items():
+            cpus.setdefault(m, set()).update(names)
         test_specs = {k[4] for k in test}
         keys = [k for k in train if k[4] not in test_specs]
         rows = [(Path(args.test).name, evaluate(entries(train, specs, keys), test, specs,
@@ -228,7 +259,7 @@ def main(argv: list[str] | None = None) -> int:
     if not rows:
         print("nothing to evaluate", file=sys.stderr)
         return 1
-    print_table(rows)
+    print_table(rows, cpus)
     return 0
 
 

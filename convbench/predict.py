@@ -30,7 +30,10 @@ toward that share over the training set; ``support`` is the kernel weight behind
 (about how many problems like this one measured it).
 
 ``bandwidth`` and ``prior_weight`` are chosen by cross-validation on the training entries
-(:class:`Predictor`). Entries written before timings were cached know only their winner
+(:class:`Predictor`), and so is a weight per feature (0, 0.5, 1 or 2 times its standardised
+scale, :func:`convbench.predict_cv.choose_feature_weights`): distances are measured on the
+weighted features, so a feature that does not tell which candidate wins stops diluting those
+that do. Entries written before timings were cached know only their winner
 (log-regret 0) and runner-up (``log(1 + margin)``); there, any other candidate counts as
 ``log(2)`` slower, or as slow as the runner-up if that is slower. When no candidate with
 training data qualifies, :func:`heuristic_choice` decides.
@@ -56,7 +59,7 @@ from .cache import (CacheEntry, Choice, TunedCache, current_environment, machine
                     open_cache, PathLike)
 from .errors import ConvbenchError, UnsupportedError
 from .fmt import geomean  # noqa: F401 - re-exported (convbench.predict.geomean)
-from .predict_cv import cross_validate
+from .predict_cv import choose_feature_weights, cross_validate
 from .registry import Backend, Candidate, get_backend, list_backends
 from .spec import ConvSpec
 
@@ -198,15 +201,23 @@ class Predictor:
     :data:`BANDWIDTHS` x :data:`PRIOR_WEIGHTS` by cross-validation on the training entries
     (:func:`convbench.predict_cv.cross_validate`: leave one run out and leave one shape out,
     averaged; the lowest mean log-regret of the picks wins). The same cross-validation measures
-    the optimism of the scores (``cv_optimism``). With fewer than 4 entries with complete
-    timings it keeps bandwidth 1 and prior weight 1 (or the given ones) and assumes
+    the optimism of the scores (``cv_optimism``). ``feature_weights``: ``"auto"`` (the default)
+    chooses a weight per feature with the same cross-validation
+    (:func:`convbench.predict_cv.choose_feature_weights`), ``"equal"`` weights every
+    feature 1. With fewer than 4 entries with complete timings it keeps bandwidth 1, prior
+    weight 1 (or the given ones) and equal feature weights, and assumes
     :data:`UNCHECKED_OPTIMISM`.
     """
 
     def __init__(self, bandwidth: Union[float, str] = "auto",
-                 prior_weight: Union[float, str] = "auto") -> None:
+                 prior_weight: Union[float, str] = "auto", feature_weights: str = "auto") -> None:
         _check_grid_value("bandwidth", bandwidth, 0, strict=True)
         _check_grid_value("prior_weight", prior_weight, 0, strict=False)
+        if feature_weights not in ("auto", "equal"):
+            raise ConvbenchError(f"feature_weights: {feature_weights!r} must be 'auto' or 'equal'")
+        self._choose_weights = feature_weights == "auto"
+        #: per feature (FEATURES order), the factor its standardised value gets in distances
+        self.feature_weights = np.ones(len(FEATURES))
         self._grid = (BANDWIDTHS if bandwidth == "auto" else (float(bandwidth),),
                       PRIOR_WEIGHTS if prior_weight == "auto" else (float(prior_weight),))
         self._defaults = (1.0 if bandwidth == "auto" else float(bandwidth),
@@ -228,10 +239,15 @@ class Predictor:
         self._learn(entries)
         self.bandwidth, self.prior_weight = self._defaults
         self.cv_log_regret, self.cv_optimism = None, UNCHECKED_OPTIMISM
+        self.feature_weights = np.ones(len(FEATURES))
         if self._scorable.sum() >= 4:
-            cv = cross_validate(self._x, self._y, self._groups(), self._scorable, *self._grid,
-                                devices=self._devices)
+            args = (self._x, self._y, self._groups(), self._scorable, *self._grid)
+            if self._choose_weights:
+                weights, cv = choose_feature_weights(*args, devices=self._devices)
+            else:
+                weights, cv = self.feature_weights, cross_validate(*args, devices=self._devices)
             if math.isfinite(cv.log_regret):
+                self.feature_weights = weights
                 self.bandwidth, self.prior_weight = cv.bandwidth, cv.prior_weight
                 self.cv_log_regret, self.cv_optimism = cv.log_regret, cv.optimism
         return self
@@ -281,7 +297,7 @@ class Predictor:
 
     def _distances(self, spec: ConvSpec, threads: int) -> np.ndarray:
         q = (features(spec, threads) - self._mu) / self._sd
-        return np.sqrt(((self._x - q) ** 2).sum(axis=1))
+        return np.sqrt((((self._x - q) * self.feature_weights) ** 2).sum(axis=1))
 
     def neighbours(self, spec: ConvSpec, threads: int = 1, k: Optional[int] = None) -> list[Neighbour]:
         """Training entries by distance to ``spec`` (the ``k`` nearest, or all)."""

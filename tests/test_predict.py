@@ -10,7 +10,7 @@ import convbench as cb
 from convbench import cache as C
 from convbench import predict as P
 from convbench import registry
-from convbench.predict_cv import cross_validate
+from convbench.predict_cv import choose_feature_weights, cross_validate
 from convbench.registry import Backend, Capabilities, Support
 
 
@@ -265,6 +265,62 @@ def test_cross_validation_by_hand():
     assert cross_validate(x, y, groups, np.ones(4, bool), [1e6], [0.0]).log_regret == pytest.approx(1.0)
 
 
+def test_feature_weights_silence_a_feature_that_does_not_tell_the_winner():
+    # feature 0 says which candidate wins (two clusters); feature 1 is noise spread 10x wider, so
+    # with equal weights a problem's nearest neighbours are random; feature 2 is constant
+    rng = np.random.default_rng(3)
+    side = np.repeat([0, 1], 12)
+    x = np.column_stack([side + rng.normal(0, 0.05, 24), rng.uniform(-10, 10, 24), np.zeros(24)])
+    y = np.where(side[:, None] == 0, [0.0, 1.0], [1.0, 0.0])
+    groups = [[np.array([i]) for i in range(24)]]
+    equal = cross_validate(x, y, groups, np.ones(24, bool), [0.5], [0.0])
+    weights, cv = choose_feature_weights(x, y, groups, np.ones(24, bool), [0.5], [0.0])
+    assert equal.log_regret > 0.2          # random neighbours pick wrong often
+    assert weights[1] == 0 and weights[0] > 0 and weights[2] == 1
+    assert cv.log_regret == pytest.approx(0.0)
+    assert cv == cross_validate(x * weights, y, groups, np.ones(24, bool), [0.5], [0.0])
+
+
+def _cv_one_by_one(x, y, groups, bw, lam, devices):
+    """The module docstring's cross-validation, one held-out problem at a time (a reference)."""
+    losses = []
+    for scheme in groups:
+        got = []
+        for group in scheme:
+            keep = np.ones(len(x), bool)
+            keep[group] = False
+            for i in group:
+                prior = np.nanmean(np.where(keep[:, None], y, np.nan), axis=0)
+                near = keep & (devices == devices[i])
+                w = np.exp(-0.5 * ((x - x[i]) ** 2).sum(axis=1) / bw ** 2) * near
+                m = ~np.isnan(y)
+                score = ((w[:, None] * np.where(m, y, 0)).sum(0) + lam * prior) / ((w[:, None] * m).sum(0) + lam)
+                score = np.where(m[i] & ~np.isnan(prior) & np.isfinite(score), score, np.inf)
+                got.append(y[i, np.argmin(score)] if np.isfinite(score).any() else np.nanmax(y[i]))
+        losses.append(np.mean(got))
+    return np.mean(losses)
+
+
+def test_cross_validation_matches_one_problem_at_a_time():
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(30, 3))
+    y = rng.exponential(0.3, size=(30, 4))
+    y[rng.random((30, 4)) < 0.25] = np.nan          # not every candidate measured everywhere
+    y[0] = np.nan
+    y[0, 2] = 0.0                                   # only candidate 2 here: measured elsewhere too
+    devices = np.array(["cpu"] * 20 + ["cuda"] * 10, dtype=object)
+    groups = [[np.arange(i, min(i + 4, 30)) for i in range(0, 30, 4)], [np.array([i]) for i in range(30)]]
+    for bw, lam in ((0.5, 0.1), (2.0, 1.0)):
+        cv = cross_validate(x, y, groups, np.ones(30, bool), [bw], [lam], devices=devices)
+        assert cv.log_regret == pytest.approx(_cv_one_by_one(x, y, groups, bw, lam, devices))
+
+
+def test_predictor_feature_weights_option():
+    assert (P.Predictor(feature_weights="equal").fit([]).feature_weights == 1).all()
+    with pytest.raises(cb.ConvbenchError, match="feature_weights"):
+        P.Predictor(feature_weights="learned")
+
+
 class DeclaredFirst(NeverBackend):
     """Supports everything and declares the lowest heuristic rank on the cpu only."""
 
@@ -341,7 +397,7 @@ def test_regret_benchmark_leaves_one_suite_out(tmp_path, capsys):
     B = _bench()
     runs = B.find_runs([str(root)], ["*-x1.1"])
     assert sorted(r.name for r in runs) == ["broken", "r-big", "r-engines", "r-small", "r-small-2"]
-    train, test, specs = B.load(runs)
+    train, test, specs, cpus = B.load(runs)
     assert "skipped" in capsys.readouterr().err            # the unreadable run is named
     suites = sorted({k[3] for k in test})
     assert suites == ["big", "net1", "net2", "small"]      # NET/LAYER problems split by network
@@ -358,6 +414,8 @@ def test_regret_benchmark_leaves_one_suite_out(tmp_path, capsys):
     assert net1["predictor"] == [pytest.approx(1.0)] and net1["fixed"] == [pytest.approx(3.0)]
     assert net1["names"] == [FFT, IM2COL] and net1["oracle"] == [pytest.approx(1.0)]
     assert by_suite["net2"]["predictor"] == [pytest.approx(1.0)]
-    B.print_table(list(rows.items()))
+    # the predictor's pick is Predictor.prediction's: the equal-weights column agrees here
+    assert by_suite["net2"]["equal"] == [pytest.approx(1.0)]
+    B.print_table(list(rows.items()), cpus)
     out = capsys.readouterr().out
-    assert "all held-out problems" in out and "net1" in out
+    assert "all held-out problems" in out and "net1" in out and "machine " in out
