@@ -22,9 +22,10 @@ true, allowed by the caller's filter) is the prediction. Near cached problems it
 them; far from all of them (another dtype, batch or kernel than anything cached) the weights
 vanish and it falls back to the candidate that is best across the training set.
 
-How sure (:class:`Prediction`): ``expected_regret`` is ``exp(score + optimism)`` of the
-pick, where ``optimism`` is how much the cross-validated picks' measured log-regret exceeded
-their scores (picking the lowest of noisy estimates is optimistic); ``p_within`` is the
+How sure (:class:`Prediction`): ``expected_regret`` is ``exp(max(score + optimism, 0))`` of
+the pick, where ``optimism`` is how much the cross-validated picks' measured log-regret exceeded
+their scores on average (picking the lowest of noisy estimates is optimistic; a negative value
+says the scores ran high); ``p_within`` is the
 kernel-weighted share of nearby problems where the pick was within 5% of the fastest, shrunk
 toward that share over the training set; ``support`` is the kernel weight behind the pick
 (about how many problems like this one measured it).
@@ -75,7 +76,7 @@ WITHIN = 1.05
 #: expected regret assumed for a heuristic choice (no measurement behind it)
 UNKNOWN_EXPECTED_REGRET = 1.5
 #: optimism assumed when too few cached problems have complete timings to cross-validate (the
-#: leave-one-suite-out runs of benchmarks/predictor_regret.py measured 0.00 to 0.28)
+#: leave-one-suite-out runs of benchmarks/predictor_regret.py measured -0.10 to 0.24 on 2026-12-02)
 UNCHECKED_OPTIMISM = math.log(1.1)
 #: the scale of a feature that is constant over the training entries: a query that differs
 #: from all of them by one octave (or a flag) there is 4 units away, i.e. far
@@ -344,7 +345,7 @@ class Predictor:
                 choice = Choice(candidate=cand, backend=c.backend, algorithm=c.algorithm,
                                 device=device, median_s=None, margin=None, spec_key=spec.key,
                                 threads=threads, source="predicted")
-                return Prediction(choice, math.exp(max(score, 0.0) + self.cv_optimism), p, support)
+                return Prediction(choice, math.exp(max(score + self.cv_optimism, 0.0)), p, support)
         return Prediction(heuristic_choice(spec, device, allow=allow), UNKNOWN_EXPECTED_REGRET, None, 0.0)
 
     def predict(self, spec: ConvSpec, device: str = "cpu", *, threads: int = 1,

@@ -6,7 +6,9 @@ problems outside its group predict a pick with each (bandwidth, prior weight); t
 measured log-regret there is its loss. Every scheme's mean loss counts equally; the pair with
 the lowest average wins (ties: the smaller bandwidth, then the smaller prior weight). The
 same picks measure the *optimism* of the scores: the mean of (measured - predicted)
-log-regret, since the lowest of several noisy estimates tends to be too low.
+log-regret, since the lowest of several noisy estimates tends to be too low. It keeps its sign:
+where the scores ran high (the prior pulling toward slow averages), it is negative and corrects
+them down.
 
 Feature weights (:func:`choose_feature_weights`): not every feature matters as much for which
 candidate wins (the kernel size may matter more than the aspect ratio). Starting from weight 1
@@ -36,7 +38,7 @@ class CVResult:
     bandwidth: float
     prior_weight: float
     log_regret: float      # mean log-regret of the held-out picks (schemes averaged)
-    optimism: float        # mean (measured - predicted) log-regret of those picks, >= 0
+    optimism: float        # mean (measured - predicted) log-regret of those picks (either sign)
 
 
 def _held_out(scorable: np.ndarray, max_held: int, seed: int) -> set[int]:
@@ -72,7 +74,7 @@ def cross_validate(x: np.ndarray, y: np.ndarray, schemes: Sequence[Sequence[np.n
         return CVResult(float(bw[0]), float(lams[0]), float("nan"), 0.0)
     loss, gap = loss / used, gap / used
     b, k = np.unravel_index(np.argmin(np.round(loss, 12)), loss.shape)
-    return CVResult(float(bw[b]), float(lams[k]), float(loss[b, k]), max(0.0, float(gap[b, k])))
+    return CVResult(float(bw[b]), float(lams[k]), float(loss[b, k]), float(gap[b, k]))
 
 
 def choose_feature_weights(x: np.ndarray, y: np.ndarray, schemes: Sequence[Sequence[np.ndarray]],
