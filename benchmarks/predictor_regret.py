@@ -6,11 +6,11 @@ Only candidates measured ``ok`` on the problem can be picked. Methods:
 
 - ``predictor``: :class:`convbench.predict.Predictor`, trained on cache entries built from the
   training runs (every candidate's timing per problem), bandwidth, prior weight and feature
-  weights cross-validated on those entries alone;
+  weights cross-validated on those entries alone. Its pick is :meth:`Predictor.prediction`'s,
+  as ``conv()`` would get it: where no candidate measured on the test problem has training
+  data, that is the heuristic's choice;
 - ``equal wts``: the same with every feature weighted alike (the predictor before it chose
   feature weights);
-  Its pick is :meth:`Predictor.prediction`'s, as ``conv()`` would get it: where no candidate
-  measured on the test problem has training data, that is the heuristic's choice;
 - ``heuristic``: the documented fallback alone (asks the backends installed here);
 - ``best fixed``: the one candidate with the lowest mean log-regret on the training problems
   (measured on at least half of them): a constant a user could pick without the test data;
@@ -166,8 +166,8 @@ def geo(v: list[float]) -> float:
     return math.exp(sum(map(math.log, v)) / len(v)) if v else float("nan")
 
 
-COLUMNS = (("n", 4), ("predictor", 10), ("equal wts", 10), ("heuristic", 10), ("best fixed", 11), ("oracle fixed", 13),
-           ("said", 7), ("<=5%", 6), ("said", 6))
+COLUMNS = (("n", 4), ("predictor", 10), ("equal wts", 10), ("heuristic", 10), ("best fixed", 11),
+           ("oracle fixed", 13), ("said", 7), ("<=5%", 6), ("said", 6))
 
 
 def _row(name: str, r: dict) -> str:
