@@ -148,7 +148,10 @@ def test_tune_policy_times_and_stores_an_entry(private_cache, monkeypatch):
     assert ch is not None and ch.backend in ("numpy-im2col", "numpy-direct")
     e = C.TunedCache(private_cache).get(spec)
     assert e.source == "conv(tune, numpy input)" and e.median_s > 0 and e.max_error < 1e-4
-    assert e.runner_up is not None  # three candidates were timed
+    # all three candidates were looked at: timed ok, or pruned by the race with its estimate
+    # (under a parallel test worker one can be pruned, and then there is no runner-up)
+    assert len(e.timings) == 3 and e.candidate in e.timings
+    assert e.runner_up is None or e.runner_up in e.timings
     D.clear_memo()
     assert D.plan(x, w, padding=1, policy="tune").choice.source == "cache"  # a hit now: no re-tuning
 
