@@ -108,22 +108,21 @@ def _score(x: np.ndarray, y: np.ndarray, label: np.ndarray, todo: np.ndarray, bw
     ``todo``, each predicted from the problems outside its group (``label``: group per problem,
     -1 for none), per (bandwidth, prior weight): every held-out problem at once."""
     measured = ~np.isnan(y)
-    y0 = np.where(measured, y, 0.0)
+    y0, m = np.where(measured, y, 0.0), measured.astype(float)
     keep = label[None, :] != label[todo][:, None]                   # held-out x training
-    left = keep.astype(float) @ measured
-    with np.errstate(invalid="ignore", divide="ignore"):
-        prior = np.where(left > 0, (keep.astype(float) @ y0) / np.where(left > 0, left, 1), np.nan)
+    left = keep.astype(float) @ m
+    prior = np.divide(keep.astype(float) @ y0, left, out=np.full_like(left, np.nan), where=left > 0)
     near = keep if devices is None else keep & (devices[None, :] == devices[todo][:, None])
     sq = (x ** 2).sum(axis=1)
     d2 = np.maximum(sq[todo][:, None] + sq[None, :] - 2 * x[todo] @ x.T, 0.0)   # held x train
     allowed = measured[todo] & ~np.isnan(prior)
     none = ~allowed.any(axis=1)               # nothing measured elsewhere: charged the worst
-    worst = np.nanmax(np.where(measured[todo], y[todo], -np.inf), axis=1)
+    worst = np.where(measured[todo], y[todo], -np.inf).max(axis=1)
     yt, rows = y0[todo], np.arange(len(todo))
     loss, gap = np.zeros((len(bw), len(lams))), np.zeros((len(bw), len(lams)))
     for b, h in enumerate(bw):
         w = np.exp(-0.5 * d2 / h ** 2) * near
-        num, den = w @ y0, w @ measured.astype(float)                           # held x cand
+        num, den = w @ y0, w @ m                                                # held x cand
         for k, lam in enumerate(lams):
             with np.errstate(invalid="ignore", divide="ignore"):
                 s = (num + lam * prior) / (den + lam)
