@@ -339,8 +339,10 @@ def test_min_time_keeps_sampling_although_the_interval_is_already_narrow():
                     min_sample_s=1e-4)
     spent = measure(steady, budget_s=1.0, min_samples=3, rel_ci=0.5, min_warmup_s=0.0,
                     min_sample_s=1e-4, min_time_s=0.05)
-    assert quick.n_samples == 3 and quick.converged           # +-50%: three samples suffice
-    assert spent.n_samples > 3 and sum(spent.samples_s) * spent.loops >= 0.04
+    # +-50%: it stops once converged, after a few samples (three on a quiet core; more when a
+    # parallel test worker disturbs one), long before 40 ms of sampling
+    assert quick.converged and sum(quick.samples_s) * quick.loops < 0.04
+    assert spent.n_samples > quick.n_samples and sum(spent.samples_s) * spent.loops >= 0.04
 
 
 # ---- between-round statistics: quartile spread and the repeat interval ----------------------
