@@ -8,8 +8,9 @@ Measures, on a LocalCluster of 2 worker processes on this machine:
   :func:`convbench.sweeping.distributed.measure_problem` with a strategy that measures
   nothing (machine identity, the host lock, the done list, and per candidate one event to the
   client plus one metadata update, each a round trip to the scheduler); the settle pause
-  before the host lock is released (``convbench.pool.SETTLE_S``) is set to 0 here and added
-  back in the estimate;
+  before the host lock is released (at most ``convbench.pool.SETTLE_S``, while other worker
+  processes still use CPU) waits nothing here, as no worker process runs, and is added back
+  in the estimate at its most;
 * the client's cost per record: :meth:`ClusterSweep._write` (make_record, one JSON line
   appended and fsync'd, the exactly-once bookkeeping), and per finished (problem, machine)
   its winner stored in a tuned cache, in a temporary directory.
@@ -47,11 +48,9 @@ def null_strategy(pool, problem_name, spec, candidates, make_task, emit) -> None
 
 
 def _install_null_strategy() -> None:
-    import convbench.pool
     from convbench.strategies import STRATEGIES
 
     STRATEGIES["bench-null"] = null_strategy
-    convbench.pool.SETTLE_S = 0.0
 
 
 def scheduler_per_task(client, res: dict, n: int) -> float:

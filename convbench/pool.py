@@ -33,15 +33,70 @@ from .outcome import OUTCOME_KEYS, empty_outcome
 
 _STDERR_TAIL = 2000
 
-#: seconds WorkerPool waits before timing a candidate of another family than the previous
-#: task's: after a call, OpenBLAS worker threads spin-wait for about 2**28 cycles (0.1 s at
-#: 2.5 GHz) and Intel OpenMP threads for KMP_BLOCKTIME (200 ms by default), and could take
-#: cores from the next process. Measured on the 2-core development machine: in race sweeps of
-#: resnet50, round-1 first samples over 1.5x their candidate's median fell from 4.5% (no
-#: pause) to 1.7% (this pause, families grouped); a direct probe (torch timed right after
-#: each other family, no pause) showed no slowdown, so the gain is modest and its cause not
-#: pinned down. The pause costs about 10% of a resnet50 sweep's wall time.
+#: at most this many seconds WorkerPool waits before timing a candidate of another family than
+#: the previous task's, for the other workers' threads to stop spinning: after a call,
+#: OpenBLAS worker threads spin-wait for about 2**28 cycles (0.1 s at 2.5 GHz) and Intel
+#: OpenMP threads for KMP_BLOCKTIME (200 ms by default), and could take cores from the next
+#: process. The pool watches the other workers' CPU time (Linux: /proc/<pid>/task/*/schedstat)
+#: and stops waiting once they used under SETTLE_IDLE_FRACTION of a core over SETTLE_POLL_S;
+#: where it cannot read that, it waits the whole SETTLE_S.
+#: Measured on the 2-core development machine (Intel Xeon 2.60GHz guest, a 96->96 3x3 conv,
+#: 2 threads, CPU time of the worker after a task in 10 ms windows): the numpy worker
+#: (OpenBLAS) kept 1-1.2 cores busy for 100 ms; torch, onnxruntime, openvino and numba workers
+#: were idle within the first 10 ms. Earlier, with a fixed pause: in race sweeps of resnet50,
+#: round-1 first samples over 1.5x their candidate's median fell from 4.5% (no pause) to 1.7%.
 SETTLE_S = 0.25
+SETTLE_POLL_S = 0.01
+SETTLE_IDLE_FRACTION = 0.1
+
+
+def _cpu_ns(pid: int) -> Optional[int]:
+    """Nanoseconds the process ``pid`` (all its threads) has run on a CPU; None where
+    /proc/<pid>/task/*/schedstat cannot be read (not Linux, or the process is gone)."""
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return None
+    total = 0
+    for tid in tids:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat", "rb") as f:
+                total += int(f.read().split()[0])
+        except (OSError, ValueError, IndexError):
+            continue  # a thread that ended meanwhile
+    return total
+
+
+def settle(pids: Sequence[int], max_s: float, *, poll_s: float = SETTLE_POLL_S,
+           idle_fraction: float = SETTLE_IDLE_FRACTION) -> float:
+    """Wait until the processes ``pids`` together use under ``idle_fraction`` of one core over
+    a ``poll_s`` window, at most ``max_s`` seconds (all of it where their CPU time cannot be
+    read). Returns the seconds waited."""
+    t0 = time.perf_counter()
+    if max_s <= 0:
+        return 0.0
+    if not pids:
+        return 0.0
+    before = [_cpu_ns(p) for p in pids]
+    if any(b is None for b in before):
+        time.sleep(max_s)
+        return time.perf_counter() - t0
+    while True:
+        left = t0 + max_s - time.perf_counter()
+        if left <= 0:
+            break
+        w0 = time.perf_counter()
+        time.sleep(min(poll_s, left))
+        after = [_cpu_ns(p) for p in pids]
+        window = time.perf_counter() - w0
+        if any(a is None for a in after):  # one ended: wait out the rest
+            time.sleep(max(0.0, t0 + max_s - time.perf_counter()))
+            break
+        used = sum(a - b for a, b in zip(after, before)) * 1e-9  # type: ignore[operator]
+        if used < idle_fraction * window:
+            break
+        before = after
+    return time.perf_counter() - t0
 
 
 @dataclass
@@ -295,8 +350,9 @@ class WorkerPool:
     replaces ``os.environ`` as the base environment. Several threads may share a pool as long
     as each family is used by one thread at a time (workers are started under a lock).
     Before a task that times a candidate of another family than the previous task's, the
-    pool waits until ``settle_s`` (default :data:`SETTLE_S`) have passed since that task
-    ended; the pause is not part of the task's ``wall_s``.
+    pool waits until the other workers are idle (:func:`settle`), at most until ``settle_s``
+    (default :data:`SETTLE_S`) have passed since that task ended; the pause is not part of
+    the task's ``wall_s`` and is recorded as ``info["settle_wait_s"]``.
     """
 
     def __init__(self, threads: int, *, extra_sys_path: Sequence[str] = (),
@@ -369,6 +425,12 @@ class WorkerPool:
         w = self._workers.get(family)
         return w.pid if w is not None and w.alive() else None
 
+    def settle(self, max_s: Optional[float] = None, *, but: str = "") -> float:
+        """Wait until this pool's workers (but family ``but``'s) are idle, at most ``max_s``
+        seconds (default ``settle_s``); see :func:`settle`. Returns the seconds waited."""
+        pids = [w.pid for f, w in list(self._workers.items()) if f != but and w.alive()]
+        return settle(pids, self.settle_s if max_s is None else max_s)
+
     def _discard(self, family: str) -> None:
         with self._lock:
             w = self._workers.pop(family, None)
@@ -395,10 +457,9 @@ class WorkerPool:
         payload["target"] = target
         family = self.family_of(target, task.backend)
         last_family, last_end = self._last
+        waited = None
         if task.time and self.settle_s and last_family and last_family != family:
-            pause = last_end + self.settle_s - time.perf_counter()
-            if pause > 0:
-                time.sleep(pause)  # let the other family's threads stop spinning first
+            waited = self.settle(last_end + self.settle_s - time.perf_counter(), but=family)
             t0 = time.perf_counter()
         out: dict[str, Any]
         try:
@@ -408,6 +469,8 @@ class WorkerPool:
         else:
             out = self._request_run(w, family, payload, task)
         out.setdefault("info", {})
+        if waited is not None:
+            out["info"]["settle_wait_s"] = round(waited, 4)
         if out.get("algorithm") is None:
             out["algorithm"] = task.algorithm
         for k in OUTCOME_KEYS:
@@ -490,4 +553,4 @@ class WorkerPool:
             pass
 
 
-__all__ = ["Task", "WorkerPool", "SETTLE_S"]
+__all__ = ["Task", "WorkerPool", "SETTLE_S", "settle"]

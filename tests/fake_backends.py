@@ -7,6 +7,7 @@ hang, run out of memory, raise, or answer wrongly on purpose.
 from __future__ import annotations
 
 import ctypes
+import gc
 import os
 import time
 
@@ -63,6 +64,7 @@ class FakeOK(_FakeBase):
         p.info["threads_seen"] = getattr(self, "threads_seen", None)
         p.info["omp_env"] = os.environ.get("OMP_NUM_THREADS")
         p.info["pid"] = os.getpid()
+        p.info["gc_frozen"] = gc.get_freeze_count()
         return p
 
 

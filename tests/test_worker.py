@@ -83,6 +83,54 @@ def test_many_tasks_share_one_worker(pool):
     assert a["info"]["pid"] == b["info"]["pid"] == pool.worker_pid("fake")
 
 
+def test_a_worker_freezes_its_heap_after_each_task(pool):
+    # so that the full collection before each timing scans only what the task itself made
+    a = pool.run(task("fake-ok"))
+    b = pool.run(task("fake-ok", seed=1))
+    assert_ok(a)
+    assert_ok(b)
+    assert b["info"]["gc_frozen"] > 0
+
+
+def _child(code: str) -> subprocess.Popen:
+    p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert p.stdout.readline().strip() == "go"
+    return p
+
+
+def test_settle_returns_at_once_when_the_other_workers_are_idle():
+    from convbench.pool import settle
+
+    p = _child("import time\nprint('go', flush=True)\ntime.sleep(60)")
+    try:
+        assert settle([p.pid], 5.0) < 2.5
+    finally:
+        p.kill()
+        p.wait()
+
+
+def test_settle_waits_while_another_worker_spins_and_stops_when_it_rests():
+    from convbench.pool import settle
+
+    p = _child("import time\nprint('go', flush=True)\nt = time.time()\n"
+               "while time.time() - t < 0.4: pass\ntime.sleep(60)")
+    try:
+        waited = settle([p.pid], 10.0)
+        assert 0.2 < waited < 8.0     # it spun for 0.4 s wall time after "go"
+    finally:
+        p.kill()
+        p.wait()
+
+
+def test_settle_waits_the_whole_pause_where_it_cannot_see_the_cpu_time():
+    from convbench.pool import settle
+
+    p = subprocess.Popen([sys.executable, "-c", "pass"])
+    p.wait()   # gone: /proc/<pid> cannot be read
+    assert settle([p.pid], 0.3) >= 0.3
+    assert settle([], 0.3) == 0.0  # nothing to wait for
+
+
 def test_families_get_separate_workers(pool):
     a = pool.run(task("fake-ok"))
     b = pool.run(task("fake-ok-other"))

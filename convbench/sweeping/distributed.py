@@ -35,7 +35,6 @@ import asyncio
 import json
 import secrets
 import threading
-import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Mapping, Optional, Sequence
 
@@ -146,7 +145,7 @@ def measure_problem(job: Mapping[str, Any]) -> dict[str, Any]:
     Candidates an earlier attempt of this task finished are skipped."""
     from distributed import get_client
 
-    from ..pool import SETTLE_S, Task
+    from ..pool import Task
     from ..registry import Candidate
     from ..rounds import DEFAULT_ROUNDS, with_rounds
     from ..spec import ConvSpec
@@ -177,9 +176,9 @@ def measure_problem(job: Mapping[str, Any]) -> dict[str, Any]:
         todo = [Candidate(c[0], c[2], c[3]) for name, c in cands.items() if name not in done]
         if todo:
             strategy = with_rounds(STRATEGIES[job["strategy"]], int(job.get("rounds", DEFAULT_ROUNDS)))
-            strategy(_pool(me["threads"]), job["problem"], ConvSpec.from_dict(job["spec"]), todo,
-                     make_task, emit)
-            time.sleep(SETTLE_S)  # the next holder may be another process: let threads stop spinning
+            pool = _pool(me["threads"])
+            strategy(pool, job["problem"], ConvSpec.from_dict(job["spec"]), todo, make_task, emit)
+            pool.settle()  # the next holder may be another process: let threads stop spinning
     return {"done": done, **who}
 
 
