@@ -27,7 +27,8 @@ the pick, where ``optimism`` is how much the cross-validated picks' measured log
 their scores on average (picking the lowest of noisy estimates is optimistic; a negative value
 says the scores ran high); ``p_within`` is the
 kernel-weighted share of nearby problems where the pick was within 5% of the fastest, shrunk
-toward that share over the training set; ``support`` is the kernel weight behind the pick
+toward that share over the training set, plus how far the cross-validated picks' measured
+share exceeded the ``p_within`` they were given (clipped to 0..1); ``support`` is the kernel weight behind the pick
 (about how many problems like this one measured it).
 
 ``bandwidth`` and ``prior_weight`` are chosen by cross-validation on the training entries
@@ -60,7 +61,7 @@ from .cache import (CacheEntry, Choice, TunedCache, current_environment, machine
                     open_cache, PathLike)
 from .errors import ConvbenchError, UnsupportedError
 from .fmt import geomean  # noqa: F401 - re-exported (convbench.predict.geomean)
-from .predict_cv import choose_feature_weights, cross_validate
+from .predict_cv import WITHIN, choose_feature_weights, cross_validate
 from .registry import Backend, Candidate, get_backend, list_backends
 from .spec import ConvSpec
 
@@ -71,8 +72,6 @@ FEATURES = ("log2_n", "log2_c_in", "log2_c_out", "log2_spatial", "log2_aspect", 
 #: the bandwidths and prior weights cross-validation chooses from
 BANDWIDTHS = (0.25, 0.5, 1.0, 2.0, 4.0)
 PRIOR_WEIGHTS = (0.03, 0.1, 0.3, 1.0, 3.0)
-#: "within 5% of the fastest", the event p_within estimates
-WITHIN = 1.05
 #: expected regret assumed for a heuristic choice (no measurement behind it)
 UNKNOWN_EXPECTED_REGRET = 1.5
 #: optimism assumed when too few cached problems have complete timings to cross-validate (the
@@ -202,12 +201,13 @@ class Predictor:
     :data:`BANDWIDTHS` x :data:`PRIOR_WEIGHTS` by cross-validation on the training entries
     (:func:`convbench.predict_cv.cross_validate`: leave one run out and leave one shape out,
     averaged; the lowest mean log-regret of the picks wins). The same cross-validation measures
-    the optimism of the scores (``cv_optimism``). ``feature_weights``: ``"auto"`` (the default)
-    chooses a weight per feature with the same cross-validation
+    the optimism of the scores (``cv_optimism``) and of ``p_within`` (``cv_within_gap``).
+    ``feature_weights``: ``"auto"`` (the default) chooses a weight per feature with the same
+    cross-validation
     (:func:`convbench.predict_cv.choose_feature_weights`), ``"equal"`` weights every
     feature 1. With fewer than 4 entries with complete timings it keeps bandwidth 1, prior
     weight 1 (or the given ones) and equal feature weights, and assumes
-    :data:`UNCHECKED_OPTIMISM`.
+    :data:`UNCHECKED_OPTIMISM` and no ``p_within`` gap.
     """
 
     def __init__(self, bandwidth: Union[float, str] = "auto",
@@ -226,6 +226,7 @@ class Predictor:
         self.bandwidth, self.prior_weight = self._defaults
         self.cv_log_regret: Optional[float] = None   # the chosen pair's cross-validated score
         self.cv_optimism = UNCHECKED_OPTIMISM
+        self.cv_within_gap = 0.0                      # added to p_within (cross-validated)
         self.entries: list[CacheEntry] = []
         self.candidates: list[str] = []
         self._y = np.zeros((0, 0))          # log-regret per entry x candidate, nan: no information
@@ -239,7 +240,7 @@ class Predictor:
         """Learn from cached entries (their spec, thread count and timings)."""
         self._learn(entries)
         self.bandwidth, self.prior_weight = self._defaults
-        self.cv_log_regret, self.cv_optimism = None, UNCHECKED_OPTIMISM
+        self.cv_log_regret, self.cv_optimism, self.cv_within_gap = None, UNCHECKED_OPTIMISM, 0.0
         self.feature_weights = np.ones(len(FEATURES))
         if self._scorable.sum() >= 4:
             args = (self._x, self._y, self._groups(), self._scorable, *self._grid)
@@ -251,6 +252,7 @@ class Predictor:
                 self.feature_weights = weights
                 self.bandwidth, self.prior_weight = cv.bandwidth, cv.prior_weight
                 self.cv_log_regret, self.cv_optimism = cv.log_regret, cv.optimism
+                self.cv_within_gap = cv.within_gap
         return self
 
     def _learn(self, entries: Sequence[CacheEntry]) -> None:
@@ -345,7 +347,8 @@ class Predictor:
                 choice = Choice(candidate=cand, backend=c.backend, algorithm=c.algorithm,
                                 device=device, median_s=None, margin=None, spec_key=spec.key,
                                 threads=threads, source="predicted")
-                return Prediction(choice, math.exp(max(score + self.cv_optimism, 0.0)), p, support)
+                return Prediction(choice, math.exp(max(score + self.cv_optimism, 0.0)),
+                                  min(max(p + self.cv_within_gap, 0.0), 1.0), support)
         return Prediction(heuristic_choice(spec, device, allow=allow), UNKNOWN_EXPECTED_REGRET, None, 0.0)
 
     def predict(self, spec: ConvSpec, device: str = "cpu", *, threads: int = 1,

@@ -8,7 +8,9 @@ the lowest average wins (ties: the smaller bandwidth, then the smaller prior wei
 same picks measure the *optimism* of the scores: the mean of (measured - predicted)
 log-regret, since the lowest of several noisy estimates tends to be too low. It keeps its sign:
 where the scores ran high (the prior pulling toward slow averages), it is negative and corrects
-them down.
+them down. They measure the same of the pick's ``p_within`` (``within_gap``: the share of picks
+measured within 5% of the fastest, minus the mean ``p_within`` they were given), which the
+prior pulls toward a candidate's share over all problems.
 
 Feature weights (:func:`choose_feature_weights`): not every feature matters as much for which
 candidate wins (the kernel size may matter more than the aspect ratio). Starting from weight 1
@@ -31,6 +33,8 @@ import numpy as np
 WEIGHT_STEPS = (0.0, 0.5, 1.0, 2.0)
 #: the least drop of the cross-validated mean log-regret that keeps a weight change
 MIN_GAIN = 0.002
+#: "within 5% of the fastest", the event p_within estimates (convbench.predict.WITHIN)
+WITHIN = 1.05
 
 
 @dataclass(frozen=True)
@@ -39,6 +43,7 @@ class CVResult:
     prior_weight: float
     log_regret: float      # mean log-regret of the held-out picks (schemes averaged)
     optimism: float        # mean (measured - predicted) log-regret of those picks (either sign)
+    within_gap: float = 0.0  # mean (measured within WITHIN: 0/1 - predicted p_within) of them
 
 
 def _held_out(scorable: np.ndarray, max_held: int, seed: int) -> set[int]:
@@ -61,20 +66,23 @@ def cross_validate(x: np.ndarray, y: np.ndarray, schemes: Sequence[Sequence[np.n
     """
     bw, lams = np.asarray(bandwidths, dtype=float), np.asarray(prior_weights, dtype=float)
     todo_all = _held_out(scorable, max_held, seed)
-    loss, gap, used = np.zeros((len(bw), len(lams))), np.zeros((len(bw), len(lams))), 0
+    loss, gap, pgap, used = (np.zeros((len(bw), len(lams))), np.zeros((len(bw), len(lams))),
+                             np.zeros((len(bw), len(lams))), 0)
     for scheme in schemes:
         label = np.full(len(x), -1)
         for g, group in enumerate(scheme):
             label[np.asarray(group, dtype=int)] = g
         todo = np.array(sorted(i for i in todo_all if label[i] >= 0), dtype=int)
         if len(todo):
-            s_loss, s_gap = _score(x, y, label, todo, bw, lams, devices)
-            loss, gap, used = loss + s_loss / len(todo), gap + s_gap / len(todo), used + 1
+            s_loss, s_gap, s_pgap = _score(x, y, label, todo, bw, lams, devices)
+            loss, gap, pgap = loss + s_loss / len(todo), gap + s_gap / len(todo), pgap + s_pgap / len(todo)
+            used += 1
     if not used:
         return CVResult(float(bw[0]), float(lams[0]), float("nan"), 0.0)
-    loss, gap = loss / used, gap / used
+    loss, gap, pgap = loss / used, gap / used, pgap / used
     b, k = np.unravel_index(np.argmin(np.round(loss, 12)), loss.shape)
-    return CVResult(float(bw[b]), float(lams[k]), float(loss[b, k]), float(gap[b, k]))
+    return CVResult(float(bw[b]), float(lams[k]), float(loss[b, k]), float(gap[b, k]),
+                    float(pgap[b, k]))
 
 
 def choose_feature_weights(x: np.ndarray, y: np.ndarray, schemes: Sequence[Sequence[np.ndarray]],
@@ -103,15 +111,20 @@ def choose_feature_weights(x: np.ndarray, y: np.ndarray, schemes: Sequence[Seque
 
 
 def _score(x: np.ndarray, y: np.ndarray, label: np.ndarray, todo: np.ndarray, bw: np.ndarray,
-           lams: np.ndarray, devices: Optional[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
-    """Summed (measured log-regret, measured - predicted) of the picks for the held-out problems
-    ``todo``, each predicted from the problems outside its group (``label``: group per problem,
-    -1 for none), per (bandwidth, prior weight): every held-out problem at once."""
+           lams: np.ndarray, devices: Optional[np.ndarray]
+           ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Summed (measured log-regret, measured - predicted log-regret, within WITHIN or not -
+    predicted p_within) of the picks for the held-out problems ``todo``, each predicted from
+    the problems outside its group (``label``: group per problem, -1 for none), per
+    (bandwidth, prior weight): every held-out problem at once."""
     measured = ~np.isnan(y)
     y0, m = np.where(measured, y, 0.0), measured.astype(float)
+    inside = (measured & (y0 <= np.log(WITHIN))).astype(float)
     keep = label[None, :] != label[todo][:, None]                   # held-out x training
     left = keep.astype(float) @ m
-    prior = np.divide(keep.astype(float) @ y0, left, out=np.full_like(left, np.nan), where=left > 0)
+    nan = np.full_like(left, np.nan)
+    prior = np.divide(keep.astype(float) @ y0, left, out=nan.copy(), where=left > 0)
+    prior_in = np.divide(keep.astype(float) @ inside, left, out=nan.copy(), where=left > 0)
     near = keep if devices is None else keep & (devices[None, :] == devices[todo][:, None])
     sq = (x ** 2).sum(axis=1)
     d2 = np.maximum(sq[todo][:, None] + sq[None, :] - 2 * x[todo] @ x.T, 0.0)   # held x train
@@ -119,19 +132,21 @@ def _score(x: np.ndarray, y: np.ndarray, label: np.ndarray, todo: np.ndarray, bw
     none = ~allowed.any(axis=1)               # nothing measured elsewhere: charged the worst
     worst = np.where(measured[todo], y[todo], -np.inf).max(axis=1)
     yt, rows = y0[todo], np.arange(len(todo))
-    loss, gap = np.zeros((len(bw), len(lams))), np.zeros((len(bw), len(lams)))
+    loss, gap, pgap = (np.zeros((len(bw), len(lams))) for _ in range(3))
     for b, h in enumerate(bw):
         w = np.exp(-0.5 * d2 / h ** 2) * near
-        num, den = w @ y0, w @ m                                                # held x cand
+        num, den, num_in = w @ y0, w @ m, w @ inside                            # held x cand
         for k, lam in enumerate(lams):
             with np.errstate(invalid="ignore", divide="ignore"):
                 s = (num + lam * prior) / (den + lam)
+                p = (num_in + lam * prior_in) / (den + lam)
             s = np.where(allowed & np.isfinite(s), s, np.inf)
             j = np.argmin(s, axis=1)
             got, pred = yt[rows, j], s[rows, j]
             loss[b, k] = np.where(none, worst, got).sum()
             gap[b, k] = np.where(none, 0.0, got - pred).sum()
-    return loss, gap
+            pgap[b, k] = np.where(none, 0.0, (got <= np.log(WITHIN)) - p[rows, j]).sum()
+    return loss, gap, pgap
 
 
 __all__ = ["CVResult", "choose_feature_weights", "cross_validate"]

@@ -238,6 +238,12 @@ def test_auto_cross_validates_bandwidth_and_prior_weight():
     assert p.predict(big_kernel(10, 64), threads=2).candidate == FFT
     fixed = P.Predictor(bandwidth=2.0, prior_weight=3.0).fit(train)
     assert (fixed.bandwidth, fixed.prior_weight) == (2.0, 3.0) and fixed.cv_log_regret is not None
+    # every held-out pick was the fastest (within 5%) while the prior pulls p_within toward
+    # each candidate's half share: the cross-validated gap is positive and raises p_within
+    q = small(10, 8)
+    assert fixed.cv_within_gap > 0
+    raw = fixed.estimates(q, threads=2)[IM2COL][1]
+    assert fixed.prediction(q, threads=2).p_within == pytest.approx(min(raw + fixed.cv_within_gap, 1.0))
     for bad in (dict(bandwidth=0), dict(bandwidth="best"), dict(prior_weight=-1.0),
                 dict(prior_weight=True), dict(bandwidth=float("inf"))):
         with pytest.raises(cb.ConvbenchError, match=next(iter(bad))):
@@ -256,6 +262,11 @@ def test_cross_validation_by_hand():
     # held out 2: means (0.25, 0.1)  -> pick 1, lr 0.9, predicted 0.1
     assert cv.log_regret == pytest.approx((0 + 0.5 + 0.9) / 3)
     assert cv.optimism == pytest.approx(((0 - 0.25) + (0.5 - 0) + (0.9 - 0.1)) / 3)
+    # p_within of the picks (share of the other problems where the pick was within 5%):
+    # held out 0: candidate 0 within on 2 of {1, 2}: 0.5, measured within (1);
+    # held out 1: candidate 0 within on both of {0, 2}: 1.0, measured 0.5 over (0);
+    # held out 2: candidate 1 within on 1 of {0, 1}: 0.5, measured 0.9 over (0)
+    assert cv.within_gap == pytest.approx(((1 - 0.5) + (0 - 1.0) + (0 - 0.5)) / 3)
     # local structure: a small bandwidth beats the global average and is chosen
     x = np.array([[0.0], [0.1], [5.0], [5.1]])
     y = np.array([[0.0, 1.0], [0.0, 1.0], [1.0, 0.0], [1.0, 0.0]])
@@ -295,11 +306,16 @@ def _cv_one_by_one(x, y, groups, bw, lam, devices):
                 w = np.exp(-0.5 * ((x - x[i]) ** 2).sum(axis=1) / bw ** 2) * near
                 m = ~np.isnan(y)
                 score = ((w[:, None] * np.where(m, y, 0)).sum(0) + lam * prior) / ((w[:, None] * m).sum(0) + lam)
+                inside = (m & (np.where(m, y, 9) <= math.log(1.05))).astype(float)
+                prior_in = (keep[:, None] * inside).sum(0) / (keep[:, None] * m).sum(0)
+                p_in = ((w[:, None] * inside).sum(0) + lam * prior_in) / ((w[:, None] * m).sum(0) + lam)
                 score = np.where(m[i] & ~np.isnan(prior) & np.isfinite(score), score, np.inf)
                 j = np.argmin(score)
-                got.append((y[i, j], y[i, j] - score[j]) if np.isfinite(score).any() else (np.nanmax(y[i]), 0.0))
+                got.append((y[i, j], y[i, j] - score[j], (y[i, j] <= math.log(1.05)) - p_in[j])
+                           if np.isfinite(score).any() else (np.nanmax(y[i]), 0.0, 0.0))
         losses.append(np.mean(got, axis=0))
-    return np.mean(losses, axis=0)       # (mean log-regret of the picks, mean measured - predicted)
+    # (mean log-regret of the picks, mean measured - predicted, mean within - p_within)
+    return np.mean(losses, axis=0)
 
 
 def test_cross_validation_matches_one_problem_at_a_time():
@@ -316,8 +332,9 @@ def test_cross_validation_matches_one_problem_at_a_time():
     gaps = []
     for bw, lam in ((0.5, 0.1), (2.0, 1.0), (0.5, 3.0)):
         cv = cross_validate(x, y, groups, np.ones(30, bool), [bw], [lam], devices=devices)
-        loss, gap = _cv_one_by_one(x, y, groups, bw, lam, devices)
+        loss, gap, pgap = _cv_one_by_one(x, y, groups, bw, lam, devices)
         assert (cv.log_regret, cv.optimism) == (pytest.approx(loss), pytest.approx(gap))
+        assert cv.within_gap == pytest.approx(pgap)
         gaps.append(gap)
     # the bias is kept with its sign: scores that ran high (pessimistic) are corrected down too
     assert min(gaps) < 0 < max(gaps)
