@@ -25,11 +25,11 @@ vanish and it falls back to the candidate that is best across the training set.
 How sure (:class:`Prediction`): ``expected_regret`` is ``exp(max(score + optimism, 0))`` of
 the pick, where ``optimism`` is how much the cross-validated picks' measured log-regret exceeded
 their scores on average (picking the lowest of noisy estimates is optimistic; a negative value
-says the scores ran high); ``p_within`` is the
-kernel-weighted share of nearby problems where the pick was within 5% of the fastest, shrunk
-toward that share over the training set, plus how far the cross-validated picks' measured
-share exceeded the ``p_within`` they were given (clipped to 0..1); ``support`` is the kernel weight behind the pick
-(about how many problems like this one measured it).
+says the scores ran high); ``p_within`` is the kernel-weighted share of nearby problems where
+the pick was within 5% of the fastest, shrunk toward that share over the training set, plus how
+far the cross-validated picks' measured share exceeded the ``p_within`` they were given
+(clipped to 0..1); ``support`` is the kernel weight behind the pick (about how many problems
+like this one measured it).
 
 ``bandwidth`` and ``prior_weight`` are chosen by cross-validation on the training entries
 (:class:`Predictor`), and so is a weight per feature (0, 0.5, 1 or 2 times its standardised
@@ -203,10 +203,9 @@ class Predictor:
     averaged; the lowest mean log-regret of the picks wins). The same cross-validation measures
     the optimism of the scores (``cv_optimism``) and of ``p_within`` (``cv_within_gap``).
     ``feature_weights``: ``"auto"`` (the default) chooses a weight per feature with the same
-    cross-validation
-    (:func:`convbench.predict_cv.choose_feature_weights`), ``"equal"`` weights every
-    feature 1. With fewer than 4 entries with complete timings it keeps bandwidth 1, prior
-    weight 1 (or the given ones) and equal feature weights, and assumes
+    cross-validation (:func:`convbench.predict_cv.choose_feature_weights`), ``"equal"``
+    weights every feature 1. With fewer than 4 entries with complete timings it keeps
+    bandwidth 1, prior weight 1 (or the given ones) and equal feature weights, and assumes
     :data:`UNCHECKED_OPTIMISM` and no ``p_within`` gap.
     """
 

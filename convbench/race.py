@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import random
+import statistics
 from dataclasses import dataclass, field, replace
 from typing import Any, Callable, Optional, Sequence
 
@@ -41,6 +42,9 @@ class RaceConfig:
     hopeless_ratio: Optional[float] = 20.0  # pruned unmeasured when at least this much slower
     hopeless_neighbours: int = 2            # on the nearest earlier problems that measured it,
     hopeless_radius: float = 3.0            # all within this distance; None: never
+    cut_rounds: int = 3             # after this many final rounds (and each later one), a
+    cut_ratio: Optional[float] = 1.1  # finalist this much slower than the best in every round
+                                      # so far leaves the rounds with them; None: never
 
     def __post_init__(self) -> None:
         def need(ok: bool, name: str, rule: str) -> None:
@@ -69,6 +73,10 @@ class RaceConfig:
         need(isinstance(self.hopeless_neighbours, int) and self.hopeless_neighbours >= 1,
              "hopeless_neighbours", "an integer >= 1")
         need(number(self.hopeless_radius) and self.hopeless_radius > 0, "hopeless_radius", "> 0")
+        need(isinstance(self.cut_rounds, int) and not isinstance(self.cut_rounds, bool)
+             and self.cut_rounds >= 1, "cut_rounds", "an integer >= 1")
+        need(self.cut_ratio is None or (number(self.cut_ratio) and self.cut_ratio > 1),
+             "cut_ratio", "a number > 1 (or None: every finalist gets every round)")
 
 
 # ---- one race ------------------------------------------------------------------------------
@@ -96,6 +104,7 @@ class _Entrant:
     pruned: Optional[dict] = None                   # why the race stopped measuring it
     final: Optional[dict] = None                    # its final rounds, merged (ok)
     readmitted: bool = False
+    cut: Optional[dict] = None                      # why it left the final rounds early
 
     @property
     def open(self) -> bool:
@@ -286,7 +295,8 @@ class _Race:
         raw = run_rounds([e.candidate for e in entrants], run_round, budget_s=s["budget_s"],
                          min_samples=s["min_samples"], max_samples=s["max_samples"],
                          rel_ci=s["rel_ci"], rounds=self.rounds, rng=self.rng,
-                         first_round=self.next_round, verify=True)
+                         first_round=self.next_round, verify=True,
+                         cut=lambda raw, live: self.cut(entrants, raw, live))
         self.next_round += self.rounds.count
         for e, outs in zip(entrants, raw):
             for o in outs:
@@ -299,6 +309,27 @@ class _Race:
             e.final = merged
             if e.verified is None:
                 e.verified = outs[0]
+
+    def cut(self, entrants: list[_Entrant], raw: list[list[dict]], live: list[int]) -> list[int]:
+        """The finalists (indices into ``entrants``) that leave the final rounds now: after at
+        least ``cut_rounds`` rounds, each whose median in every round so far is at least
+        ``cut_ratio`` times that round's median of the best (the lowest median of its round
+        medians). Rounds pair the candidates in time, so a drift that slows one round slows
+        both sides of each comparison."""
+        cfg = self.cfg
+        done = min((len(raw[i]) for i in live), default=0)
+        if cfg.cut_ratio is None or done < cfg.cut_rounds or len(live) < 2:
+            return []
+        meds = {i: [float(o["median_s"]) for o in raw[i][:done]] for i in live}
+        best = min(live, key=lambda i: (statistics.median(meds[i]), i))
+        out = []
+        for i in live:
+            ratios = [a / b for a, b in zip(meds[i], meds[best])]
+            if i != best and min(ratios) >= cfg.cut_ratio:
+                entrants[i].cut = {"after_rounds": done, "best": str(entrants[best].candidate),
+                                   "round_ratios": [round(r, 4) for r in ratios]}
+                out.append(i)
+        return out
 
     def readmit(self) -> None:
         """A pruned entrant whose fastest look is not slower than the best finalist's final
@@ -401,6 +432,10 @@ def _record(e: _Entrant, cfg: RaceConfig) -> dict:
     if e.final is not None:
         out = _noted(e.final, "finalist (re-admitted after being pruned)" if e.readmitted
                      else "finalist")
+        if e.cut is not None:
+            out["info"]["race"] += (f" (left the final rounds after {e.cut['after_rounds']}: "
+                                    f"every round at least {cfg.cut_ratio:g}x the best's)")
+            out["info"]["cut"] = e.cut
     elif e.end is not None:
         stage = e.outcomes[-1].get("_stage") if e.outcomes else None
         out = _noted(e.end, _FAILED.get(stage, "failed"))

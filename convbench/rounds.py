@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import random
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Optional, Sequence
+from typing import Any, Callable, Iterable, Mapping, Optional, Sequence
 
 from . import noise
 from .errors import ConvbenchError
@@ -103,11 +103,15 @@ def round_order(items: Sequence[int], families: Mapping[int, str], rng: random.R
 
 def run_rounds(candidates: Sequence[Any], run_round: RunRound, *, budget_s: float,
                min_samples: int, max_samples: int, rel_ci: float, rounds: Rounds,
-               rng: random.Random, first_round: int = 1, verify: bool = True) -> list[list[dict]]:
+               rng: random.Random, first_round: int = 1, verify: bool = True,
+               cut: Optional[Callable[[list[list[dict]], list[int]], Iterable[int]]] = None
+               ) -> list[list[dict]]:
     """Every candidate's raw round outcomes (``_round`` set), in the input order.
 
     Round ``first_round`` also verifies when ``verify``; a candidate leaves the rounds at its
     first outcome that is not ok. The worker family a task reports groups later rounds.
+    ``cut(raw, live)``, called after each round but the last, names candidates (indices among
+    ``live``, those still in the rounds) that leave the rounds with what they have.
     """
     raw: list[list[dict]] = [[] for _ in candidates]
     families = {i: str(getattr(c, "backend", "")) for i, c in enumerate(candidates)}
@@ -124,6 +128,9 @@ def run_rounds(candidates: Sequence[Any], run_round: RunRound, *, budget_s: floa
             families[i] = last = str((out.get("info") or {}).get("worker_family") or families[i])
             if out.get("status") != Status.OK:
                 live.remove(i)
+        if cut is not None and k < rounds.count - 1 and live:
+            gone = set(cut(raw, list(live)))
+            live = [i for i in live if i not in gone]
     return raw
 
 

@@ -76,7 +76,12 @@ in brackets). ``L`` below is the leader's median per call.
 5. **Final rounds**: the leader and the candidates within reach are measured exactly as
    ``exhaustive`` measures a candidate (the sweep's full budget over interleaved rounds); the
    first final round verifies those not verified yet. Their records' statistics are the final
-   rounds' own, comparable with ``exhaustive`` records.
+   rounds' own, comparable with ``exhaustive`` records. After ``cut_rounds`` [3] rounds, and
+   after each later one, a finalist whose median was at least ``cut_ratio`` [1.1] times the
+   best finalist's in every round so far (the best: lowest median of its round medians)
+   leaves the rounds: its record is ``ok`` with the rounds it had, ``info["cut"]`` gives the
+   round and the per-round ratios. Rounds pair the candidates in time, so a drift that slows
+   one round slows both sides of each ratio.
 6. **Re-admission**: a pruned candidate whose fastest look is not slower than the best
    finalist's final interval (the machine drifted) gets final rounds too; when no finalist
    ended ok, every pruned candidate does, so a problem ``exhaustive`` finds a winner for

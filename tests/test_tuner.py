@@ -314,6 +314,29 @@ def test_prediction_needs_enough_near_neighbours(problems):
     assert "z" in fw.calls and out["z"]["info"]["pruned"]["how"] == "one look"
 
 
+def test_a_finalist_slower_than_the_best_in_every_round_leaves_the_final_early():
+    speeds = {"a": 1e-3, "b": 1.2e-3, "c": 1.04e-3}   # b and c within reach (final_ratio 1.3)
+    fw = FakeWorker(speeds)
+    out = dict(race_candidates(list(speeds), fw, budget_s=1.0, min_samples=10))
+    b = out["b"]
+    assert b["status"] == "ok" and b["info"]["race"].startswith("finalist (left the final rounds after 3")
+    assert b["info"]["cut"]["best"] == "a" and b["info"]["cut"]["after_rounds"] == 3
+    assert all(r >= 1.1 for r in b["info"]["cut"]["round_ratios"])
+    assert len(b["round_medians_s"]) == 3 and b["max_error"] == 1e-7   # verified, timed 3 rounds
+    # the best and a rival within 10% get every round
+    for k in ("a", "c"):
+        assert len(out[k]["round_medians_s"]) == DEFAULT_ROUNDS and "cut" not in out[k]["info"]
+    assert select_winners(_records(out))[("p", "cpu")].candidate == "a"
+    # one round where b is not 1.1x slower (the machine, or b, differed then): b is kept
+    fw = FakeWorker(speeds, factor=lambda cand, p: 0.8 if (cand, p.round) == ("b", 4) else 1.0)
+    out = dict(race_candidates(list(speeds), fw, budget_s=1.0, min_samples=10))
+    assert len(out["b"]["round_medians_s"]) == DEFAULT_ROUNDS and "cut" not in out["b"]["info"]
+    # cut_ratio None: every finalist gets every round
+    out = dict(race_candidates(list(speeds), FakeWorker(speeds), budget_s=1.0, min_samples=10,
+                               config=RaceConfig(cut_ratio=None)))
+    assert len(out["b"]["round_medians_s"]) == DEFAULT_ROUNDS
+
+
 def test_race_config_validation():
     with pytest.raises(cb.ConvbenchError, match="first_samples"):
         RaceConfig(first_samples=0)
@@ -326,6 +349,10 @@ def test_race_config_validation():
     with pytest.raises(cb.ConvbenchError, match="kill_floor_s"):
         RaceConfig(kill_floor_s=0)
     assert RaceConfig(hopeless_ratio=None).hopeless_ratio is None
+    with pytest.raises(cb.ConvbenchError, match="cut_ratio"):
+        RaceConfig(cut_ratio=1.0)
+    with pytest.raises(cb.ConvbenchError, match="cut_rounds"):
+        RaceConfig(cut_rounds=0)
 
 
 # ---- the screening look, in this process and in a worker -----------------------------------
