@@ -66,8 +66,8 @@ def cross_validate(x: np.ndarray, y: np.ndarray, schemes: Sequence[Sequence[np.n
     """
     bw, lams = np.asarray(bandwidths, dtype=float), np.asarray(prior_weights, dtype=float)
     todo_all = _held_out(scorable, max_held, seed)
-    loss, gap, pgap, used = (np.zeros((len(bw), len(lams))), np.zeros((len(bw), len(lams))),
-                             np.zeros((len(bw), len(lams))), 0)
+    loss, gap, pgap = (np.zeros((len(bw), len(lams))) for _ in range(3))
+    used = 0
     for scheme in schemes:
         label = np.full(len(x), -1)
         for g, group in enumerate(scheme):
