@@ -137,28 +137,94 @@ def facts(before: Mapping[str, Any], after: Mapping[str, Any], *, threads: int) 
     return out
 
 
-#: canary_s: a fixed pure-Python workload, timed CANARY_REPEATS times right after a timing
-CANARY_LOOP = 20_000
+#: canary_s: a fixed single-threaded SIMD workload (numpy float32 multiply-add over
+#: CANARY_ELEMENTS elements, CANARY_PASSES times), timed CANARY_REPEATS times right after a timing
+CANARY_ELEMENTS = 32_768
+CANARY_PASSES = 8
 CANARY_REPEATS = 5
+_canary_arrays: list = []
+
+
+def _canary_work() -> None:
+    """The canary's workload: ``c = a * b + a`` over float32 arrays that fit in L2 (128 KiB
+    each), CANARY_PASSES times. numpy's ufunc loops use the CPU's vector units and never start
+    threads, so the canary neither disturbs the worker's thread pools nor depends on them."""
+    import numpy as np
+
+    if len(_canary_arrays) != 3 or _canary_arrays[0].size != CANARY_ELEMENTS:
+        rng = np.random.default_rng(0)
+        _canary_arrays[:] = [rng.random(CANARY_ELEMENTS, dtype=np.float32) for _ in range(3)]
+    a, b, c = _canary_arrays
+    for _ in range(CANARY_PASSES):
+        np.multiply(a, b, out=c)
+        np.add(c, a, out=c)
 
 
 def canary_s() -> float:
-    """Median seconds of a fixed pure-Python workload (``sum(range(CANARY_LOOP))``), timed
-    right after each timing and kept in the record (``info["canary_s"]``, the median over its
-    rounds). It measures the machine's own speed at that moment: on a 2-vCPU Intel Xeon @
-    2.60GHz guest, a back-to-back A/A pair of `resnet50` sweeps had whole problems 1.9x
-    slower in one run with no steal and no other process, which none of the flags above can
-    see. No noise flag depends on it; ``compare`` withholds its faster/slower verdicts when
-    the canary moved by more than the minimum effect between the runs, as a whole or on over
-    a tenth of the records (:func:`convbench.report.comparison._canary_notes`)."""
-    import statistics
+    """Median seconds of a fixed workload (:func:`_canary_work`), timed right after each
+    timing and kept in the record (``info["canary_s"]``, the median over its rounds; each
+    round's own in ``info["rounds"]``). It measures the machine's own speed at that moment: on
+    a 2-vCPU Intel Xeon @ 2.60GHz guest, a back-to-back A/A pair of `resnet50` sweeps had whole
+    problems 1.9x slower in one run with no steal and no other process, which none of the
+    flags above can see. No noise flag depends on it; ``compare`` withholds its faster/slower
+    verdicts when the canary moved by more than the minimum effect between the runs, as a
+    whole or on over a tenth of the records (:func:`convbench.report.comparison._canary_notes`).
 
+    Why SIMD and not pure Python (the canary until session 9): on that guest, timing torch
+    convolutions and both canaries alternately for 60 s (``benchmarks/canary_tracking.py``,
+    ``results/canary-tracking-s9-20261202/``), the log standard deviation of 1-s window
+    medians of a 3x3, a depthwise and a 1x1 convolution was 0.075, 0.103, 0.101 at 1 thread;
+    divided by this canary 0.032, 0.047, 0.061; divided by the pure-Python loop 0.171, 0.132,
+    0.149 (that loop tracks the interpreter, not the vector units). At 2 threads: 0.100,
+    0.118, 0.105; divided by this canary 0.062, 0.103, 0.084."""
     times = []
+    _canary_work()   # the arrays exist and are in cache before the first timed pass
     for _ in range(CANARY_REPEATS):
         t0 = time.perf_counter()
-        sum(range(CANARY_LOOP))
+        _canary_work()
         times.append(time.perf_counter() - t0)
-    return statistics.median(times)
+    times.sort()
+    return times[len(times) // 2]
+
+
+#: `convbench doctor`'s speed probe: the canary's workload timed back to back for
+#: SPEED_PROBE_S seconds, its median taken per window of SPEED_WINDOW_S seconds
+SPEED_PROBE_S = 3.0
+SPEED_WINDOW_S = 0.25
+#: window medians spanning more than this (max/min - 1): doctor advises
+SPEED_WANDER = 0.05
+
+
+def speed_wander(seconds: float = SPEED_PROBE_S, window_s: float = SPEED_WINDOW_S) -> dict[str, Any]:
+    """How much the machine's own speed moves from moment to moment: the canary's workload
+    (:func:`_canary_work`, one thread) timed back to back for ``seconds``; the medians of
+    consecutive ``window_s`` windows, and ``wander`` = their max/min - 1 (0.0: steady).
+
+    Neither steal nor load shows this: on the 2-vCPU Intel Xeon @ 2.60GHz guest this project
+    measures on, with steal at 0.4% and nothing else running, 1-s window medians of torch
+    convolutions varied by a log standard deviation of 0.075-0.118 (``benchmarks/
+    canary_tracking.py``); an A/A pair of sweeps cannot agree closer than such a machine
+    allows."""
+    if not (isinstance(seconds, (int, float)) and isinstance(window_s, (int, float))
+            and 0 < window_s <= seconds / 2):
+        raise ValueError(f"speed_wander: seconds={seconds!r} must be at least twice "
+                         f"window_s={window_s!r} > 0")
+    _canary_work()
+    medians = []
+    t_end = time.perf_counter() + seconds
+    while True:
+        w_end = min(time.perf_counter() + window_s, t_end)
+        times = []
+        while time.perf_counter() < w_end or not times:
+            t0 = time.perf_counter()
+            _canary_work()
+            times.append(time.perf_counter() - t0)
+        times.sort()
+        medians.append(times[len(times) // 2])
+        if time.perf_counter() >= t_end:
+            break
+    return {"windows": len(medians), "window_s": window_s, "median_s": sorted(medians)[len(medians) // 2],
+            "wander": max(medians) / min(medians) - 1.0}
 
 
 def busy(other_cpu_s: float, window_s: float) -> bool:
@@ -309,6 +375,13 @@ def advice(state: Mapping[str, Any], threads: Optional[int] = None) -> list[str]
     if not state.get("isolated_cpus") and threads >= usable and usable <= 4:
         out.append(f"the run uses all {usable} usable cores and none is isolated: timings share "
                    "cores with the OS; prefer --threads below the core count or isolcpus")
+    wander = state.get("speed_wander")
+    if wander is not None and wander > SPEED_WANDER:
+        out.append(f"the machine's own speed moved by {wander:.0%} within "
+                   f"{state.get('speed_probe_s') or SPEED_PROBE_S:g} s (a fixed single-threaded "
+                   "workload, timed in windows; noisy neighbours or the host's clock): two runs "
+                   "here cannot agree closer than that, and compare withholds its verdicts when "
+                   "its canary moves; use a dedicated instance for verdicts that small")
     hz = state.get("kernel_hz")
     if hz and hz < 1000:
         out.append(f"kernel tick {hz} Hz: a descheduled process loses {1000 / hz:.0f} ms at a time; "
@@ -318,5 +391,5 @@ def advice(state: Mapping[str, Any], threads: Optional[int] = None) -> list[str]
 
 __all__ = ["FLAGS", "STEAL_PCT", "FREQ_CHANGE", "DRIFT", "BUSY_LOAD", "TICKS_S", "cpu_counters",
            "throttle_count", "cpu_freqs_mhz", "machine_busy_s", "snapshot", "facts", "busy", "canary_s",
-           "tick_quantum", "flags",
+           "tick_quantum", "flags", "speed_wander", "SPEED_WANDER",
            "describe", "system_state", "run_warnings", "advice"]

@@ -119,12 +119,12 @@ def test_the_canary_times_a_fixed_workload():
     got = [noise.canary_s() for _ in range(3)]
     assert all(0 < t < 1.0 for t in got)
     # a workload eight times as long takes longer: it measures the work, not a constant
-    loop = noise.CANARY_LOOP
+    passes = noise.CANARY_PASSES
     try:
-        noise.CANARY_LOOP = loop * 8
+        noise.CANARY_PASSES = passes * 8
         longer = statistics.median(noise.canary_s() for _ in range(3))
     finally:
-        noise.CANARY_LOOP = loop
+        noise.CANARY_PASSES = passes
     assert longer > statistics.median(got)
 
 
@@ -156,15 +156,45 @@ def test_system_state_reads_what_it_can():
 
 def test_doctor_prints_the_state_and_advice(monkeypatch, capsys):
     monkeypatch.setattr(noise, "system_state", lambda window_s=0.5: dict(QUIET))
-    assert cli_main(["doctor", "--plain", "--threads", "4"]) == 0
+    assert cli_main(["doctor", "--plain", "--threads", "4", "--probe", "0"]) == 0
     out = capsys.readouterr().out
     assert "frequency governor" in out and "performance" in out and "Nothing to change" in out
     monkeypatch.setattr(noise, "system_state",
                         lambda window_s=0.5: dict(QUIET, cpu_steal_pct=25.0, governors=["ondemand"]))
-    assert cli_main(["doctor", "--plain"]) == 1
+    assert cli_main(["doctor", "--plain", "--probe", "0"]) == 1
     out = capsys.readouterr().out
     assert "25.0%" in out and "ondemand" in out and "What to change" in out
     assert cli_main(["doctor", "--window", "0"]) == 2
+
+
+def test_doctor_shows_the_machine_speed_moving(monkeypatch, capsys):
+    monkeypatch.setattr(noise, "system_state", lambda window_s=0.5: dict(QUIET))
+    seen = []
+
+    def wander(seconds):
+        seen.append(seconds)
+        return {"windows": 12, "window_s": 0.25, "median_s": 1e-4, "wander": 0.123}
+    monkeypatch.setattr(noise, "speed_wander", wander)
+    assert cli_main(["doctor", "--plain", "--threads", "4"]) == 1
+    out = " ".join(capsys.readouterr().out.split())   # the table wraps long cells
+    assert seen == [noise.SPEED_PROBE_S]
+    assert "12.3% between the fastest and slowest of 12 windows" in out
+    assert "speed moved by 12% within 3 s" in out
+    # within SPEED_WANDER: nothing to say
+    monkeypatch.setattr(noise, "speed_wander", lambda seconds: dict(wander(seconds), wander=0.02))
+    assert cli_main(["doctor", "--plain", "--threads", "4", "--probe", "1"]) == 0
+    assert seen[-1] == 1.0
+    for bad in ("0.3", "-1", "nan"):
+        assert cli_main(["doctor", "--probe", bad]) == 2
+        assert "--probe" in capsys.readouterr().err
+
+
+def test_speed_wander_times_the_canary_in_windows():
+    got = noise.speed_wander(0.3, window_s=0.05)
+    assert 5 <= got["windows"] <= 7 and got["window_s"] == 0.05
+    assert got["wander"] >= 0.0 and 0 < got["median_s"] < 0.05
+    with pytest.raises(ValueError, match="at least twice"):
+        noise.speed_wander(0.1, window_s=0.08)
 
 
 # ---- flags shown to users ---------------------------------------------------------------------

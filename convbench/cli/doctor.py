@@ -20,6 +20,7 @@ _ROWS = (
     ("throttle_count", "thermal throttle events since boot", None),
     ("kernel_hz", "kernel tick (CONFIG_HZ)", "{} Hz"), ("isolated_cpus", "isolated CPUs", None),
     ("aslr", "address-space randomisation", None), ("virtualized", "system vendor", None),
+    ("speed_wander", "machine speed, window to window", None),
 )
 
 
@@ -28,12 +29,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         "doctor", help="show what on this machine can spoil timings, and what to change",
         description="Show the machine's state as it affects timings (cores, load, hypervisor "
                     "steal, runnable processes, frequency governor and clock, turbo, thermal "
-                    "throttling, kernel tick, isolated CPUs) and what to change before measuring. "
+                    "throttling, kernel tick, isolated CPUs, and how much the machine's own speed moves "
+                    "over a few seconds) and what to change before measuring. "
                     "Exit status: 0 nothing to change, 1 advice given, 2 errors.")
     p.add_argument("--threads", type=int, default=None,
                    help="the thread count you mean to sweep with (default: all usable cores)")
     p.add_argument("--window", type=float, default=0.5, metavar="SECONDS",
                    help="how long to watch steal and runnable processes (default 0.5)")
+    p.add_argument("--probe", type=float, default=None, metavar="SECONDS",
+                   help="how long to time a fixed workload to see the machine's speed move "
+                        "(default 3; 0: skip)")
     p.add_argument("--plain", action="store_true", help="plain aligned text even on a terminal")
     p.set_defaults(func=run)
 
@@ -49,6 +54,11 @@ def _value(key: str, fmt: Optional[str], state: dict[str, Any]) -> str:
         return ", ".join(v) if v else "unreadable (no cpufreq: a VM, or no driver)"
     if key == "turbo":
         return "unreadable" if v is None else ("on" if v else "off")
+    if key == "speed_wander":
+        if v is None:
+            return "not probed (--probe 0)"
+        return (f"{v:.1%} between the fastest and slowest of {state['speed_windows']} windows of "
+                f"{state['speed_window_s']:g} s")
     if key == "isolated_cpus" and v == "":
         return "none"
     if key == "aslr" and v is not None:
@@ -65,7 +75,17 @@ def run(args: argparse.Namespace) -> int:
         from ..errors import InvalidInputError
 
         raise InvalidInputError(f"--window: {args.window!r} must be a number of seconds > 0")
+    probe = noise.SPEED_PROBE_S if args.probe is None else args.probe
+    if not probe >= 0 or 0 < probe < 2 * noise.SPEED_WINDOW_S:
+        from ..errors import InvalidInputError
+
+        raise InvalidInputError(f"--probe: {args.probe!r} must be 0 (skip) or at least "
+                                f"{2 * noise.SPEED_WINDOW_S:g} seconds")
     state = noise.system_state(window_s=args.window)
+    if probe:
+        w = noise.speed_wander(probe)
+        state.update(speed_wander=w["wander"], speed_windows=w["windows"],
+                     speed_window_s=w["window_s"], speed_probe_s=probe)
     rows = [[label, _value(key, fmt, state)] for key, label, fmt in _ROWS]
     print_table(["what", "now"], rows, title="convbench doctor: this machine", plain=args.plain)
     advice = noise.advice(state, threads=args.threads)
