@@ -18,20 +18,9 @@ from __future__ import annotations
 
 import argparse
 import math
-import platform
 import random
 import time
 from typing import Callable, Optional, Sequence
-
-
-def _cpu_model() -> str:
-    try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def _kernels(threads: int) -> dict[str, Callable[[], object]]:
@@ -95,6 +84,8 @@ def run(threads: int, seconds: float, seed: int = 0) -> dict:
     for win in (1.0, 5.0):
         idx = [int((t - starts[0]) // win) for t in starts]
         nwin = max(idx)   # the last window is partial: left out
+        if nwin < 2:
+            continue
         rows = {}
         for k in list(kernels) + list(canaries):
             def med(name: str, i: int) -> float:
@@ -118,7 +109,9 @@ def main(argv: Optional[Sequence[str]] = None) -> dict:
     if args.threads < 1 or args.seconds < 10:
         ap.error("--threads must be >= 1 and --seconds >= 10")
     res = run(args.threads, args.seconds)
-    print(f"{_cpu_model()}, torch at {args.threads} thread(s), {args.seconds:g} s, "
+    from convbench.environment import cpu_info
+
+    print(f"{cpu_info()['cpu_model']}, torch at {args.threads} thread(s), {args.seconds:g} s, "
           f"{res['iterations']} iterations; canary medians: "
           + ", ".join(f"{c} {ms:.3f} ms" for c, ms in res["canary_ms"].items()))
     for win, (nwin, rows) in res["windows"].items():

@@ -12,12 +12,13 @@ the median's confidence interval (``ci_low_s``..``ci_high_s``) and the repeat in
 before it existed, or for all with ``--recompute``); the share of problems whose winners agree (exactly,
 or with each winner inside the other run's tied set), and separately among the problems where
 the winner's margin over the runner-up exceeds ``--within`` in both runs; the
-machine-speed canary's ratio between the runs and how it tracks the medians' ratios; and the
-worst disagreements.
+machine-speed canary's ratio between the runs, how it tracks the medians' ratios, and how
+many medians agree once each round is divided by its own canary; and the worst disagreements.
 """
 from __future__ import annotations
 
 import argparse
+import math
 
 from convbench.results import read_records
 from convbench.selection import select_winners
@@ -69,7 +70,7 @@ def main() -> None:
                     covered += lo <= other <= hi
         print(f"{name} containing the other run's median: {covered} of {checked} "
               f"({covered / max(checked, 1):.0%})")
-    _canaries(ra, rb, common)
+    _canaries(ra, rb, common, args.within)
     wa, wb = select_winners(ra), select_winners(rb)
     same = tied = clear = clear_same = 0
     for key in sorted(set(wa) & set(wb)):
@@ -94,7 +95,7 @@ def main() -> None:
         print(f"  {r:6.2f}  {k[0]}  {k[1]}")
 
 
-def _canaries(ra: list, rb: list, common: list) -> None:
+def _canaries(ra: list, rb: list, common: list, within: float) -> None:
     """The machine-speed canary (``info["canary_s"]``, :func:`convbench.noise.canary_s`) of
     each record in both runs: its median ratio B/A and how closely the records' canary ratios
     follow their median ratios (Spearman's rank correlation)."""
@@ -115,6 +116,37 @@ def _canaries(ra: list, rb: list, common: list) -> None:
     print(f"machine-speed canary B/A: median {canary[len(canary) // 2]:.3f}, range "
           f"{canary[0]:.3f}..{canary[-1]:.3f}; rank correlation with the median ratios "
           f"{rho:.2f} over {len(pairs)} records")
+    da, db = _per_canary(ra), _per_canary(rb)
+    both = [k for k in common if k in da and k in db]
+    if both:
+        raw = [math.log(cb[k][1] / ca[k][1]) for k in both]
+        div = [math.log(db[k] / da[k]) for k in both]
+        def agree(xs: list) -> int:
+            return sum(abs(math.exp(x) - 1) <= within for x in xs)
+        print(f"each round's median divided by that round's canary, median over the rounds: "
+              f"within {within:.0%} {agree(div)} of {len(both)} (undivided {agree(raw)}); "
+              f"log-sd of the ratios {_sd(div):.3f} "
+              f"(undivided {_sd(raw):.3f})")
+
+
+def _per_canary(recs: list) -> dict:
+    """(problem, candidate) -> median over its rounds of round median / round canary, for
+    records whose every ok round has both."""
+    import statistics
+
+    out = {}
+    for r in recs:
+        rounds = [x for x in (r.get("info") or {}).get("rounds", []) if x.get("status", "ok") == "ok"]
+        meds = r.get("round_medians_s") or []
+        cans = [x.get("canary_s") for x in rounds]
+        if r["status"] == "ok" and meds and len(meds) == len(cans) and all(cans):
+            out[(r["problem"], r["candidate"])] = statistics.median(m / c for m, c in zip(meds, cans))
+    return out
+
+
+def _sd(xs: list) -> float:
+    m = sum(xs) / len(xs)
+    return math.sqrt(sum((x - m) ** 2 for x in xs) / len(xs))
 
 
 def _margin(medians: dict, problem: str, winner: str):

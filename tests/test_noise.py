@@ -236,3 +236,38 @@ def test_html_report_flags_a_noisy_winner(tmp_path):
     run = _write(tmp_path, "R", [fast, slow])
     html = rp.html_report(run, tmp_path / "r.html").read_text()
     assert "noisy: steal, tick" in html and "what may have spoiled the winner" in html
+
+
+# ---- the machine-speed benchmarks, briefly (slow: they time for seconds) ----------------------
+def _bench(name: str):
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / f"{name}.py"
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow
+def test_canary_tracking_benchmark_divides_each_kernel_by_each_canary():
+    pytest.importorskip("torch", reason="the benchmark times torch convolutions")
+    res = _bench("canary_tracking").run(threads=1, seconds=3.5)
+    nwin, rows = res["windows"][1.0]
+    assert nwin == 3 and 5.0 not in res["windows"]          # too short for 5-s windows
+    assert set(rows) == {"conv3x3", "depthwise3x3", "conv1x1", "simd", "python", "gemm128"}
+    assert set(rows["conv3x3"]) == {"raw", "simd", "python", "gemm128"}
+    assert "simd" not in rows["simd"] and all(v >= 0 for v in rows["conv3x3"].values())
+    assert all(0 < ms < 50 for ms in res["canary_ms"].values())
+
+
+@pytest.mark.slow
+def test_machine_speed_benchmark_times_fresh_processes():
+    ms = _bench("machine_speed")
+    fresh = ms.fresh_processes(2, with_torch=False)
+    assert list(fresh) == ["canary"]
+    f = fresh["canary"]
+    assert len(f["per_process_s"]) == 2 and all(len(w) == 4 for w in f["windows_s"])
+    assert f["per_process_s"][0] == pytest.approx(0.5 * sum(sorted(f["windows_s"][0])[1:3]))
+    assert f["between_log_sd"] >= 0 and f["max_over_min"] >= 1.0
