@@ -227,6 +227,42 @@ def speed_wander(seconds: float = SPEED_PROBE_S, window_s: float = SPEED_WINDOW_
             "wander": max(medians) / min(medians) - 1.0}
 
 
+#: a run whose records' canaries spread by more than this (90th over 10th percentile - 1), or
+#: whose last tenth's canary moved by more than this from its first tenth's, gets a warning
+CANARY_SPREAD = 0.10
+#: records with a canary needed before a run's canary drift is judged
+CANARY_DRIFT_MIN_RECORDS = 10
+
+
+def canary_drift(records: Sequence[Mapping[str, Any]]) -> Optional[dict[str, Any]]:
+    """How the machine-speed canary (``info["canary_s"]``) moved over one run's ok records, in
+    the order they were timed (``start_time``): its 10th and 90th percentiles and their
+    ``spread`` (p90/p10 - 1), the medians of the first and last tenth of the records and their
+    ``trend`` (last/first - 1). None with fewer than CANARY_DRIFT_MIN_RECORDS such records.
+
+    The flags see steal, load and clocks; this sees the machine's own speed, which on the
+    2-vCPU Intel Xeon guest this project measures on moved with none of them: an A/A
+    `resnet50` run's record canaries ran 105-155 us (10th-90th percentile), the next run's
+    64-100 us (``results/aa-resnet50-s9-20261202/``)."""
+    rows = sorted(((str(r.get("start_time") or ""), float(c)) for r in records
+                   if r.get("status") == "ok"
+                   for c in [(r.get("info") or {}).get("canary_s")] if c),
+                  key=lambda t: t[0])
+    if len(rows) < CANARY_DRIFT_MIN_RECORDS:
+        return None
+    vals = sorted(c for _, c in rows)
+    n = len(vals)
+    p10, p90 = vals[int(0.1 * (n - 1))], vals[int(round(0.9 * (n - 1)))]
+    tenth = max(1, n // 10)
+
+    def med(xs: list[float]) -> float:
+        xs = sorted(xs)
+        return xs[len(xs) // 2]
+    first, last = med([c for _, c in rows[:tenth]]), med([c for _, c in rows[-tenth:]])
+    return {"records": n, "p10_s": p10, "p90_s": p90, "spread": p90 / p10 - 1.0,
+            "first_s": first, "last_s": last, "trend": last / first - 1.0}
+
+
 def busy(other_cpu_s: float, window_s: float) -> bool:
     """Whether other processes used more than :data:`BUSY_LOAD` cores on average over a
     window (their CPU seconds over its wall seconds)."""
@@ -391,5 +427,5 @@ def advice(state: Mapping[str, Any], threads: Optional[int] = None) -> list[str]
 
 __all__ = ["FLAGS", "STEAL_PCT", "FREQ_CHANGE", "DRIFT", "BUSY_LOAD", "TICKS_S", "cpu_counters",
            "throttle_count", "cpu_freqs_mhz", "machine_busy_s", "snapshot", "facts", "busy", "canary_s",
-           "tick_quantum", "flags", "speed_wander", "SPEED_WANDER",
+           "tick_quantum", "flags", "speed_wander", "SPEED_WANDER", "canary_drift", "CANARY_SPREAD",
            "describe", "system_state", "run_warnings", "advice"]

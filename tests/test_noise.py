@@ -271,3 +271,55 @@ def test_machine_speed_benchmark_times_fresh_processes():
     assert len(f["per_process_s"]) == 2 and all(len(w) == 4 for w in f["windows_s"])
     assert f["per_process_s"][0] == pytest.approx(0.5 * sum(sorted(f["windows_s"][0])[1:3]))
     assert f["between_log_sd"] >= 0 and f["max_over_min"] >= 1.0
+
+
+# ---- the canary over a run ------------------------------------------------------------------------
+def _canary_records(canaries, status="ok"):
+    return [{"status": status, "start_time": f"2026-12-02T07:00:{i:02d}Z", "info": {"canary_s": c}}
+            for i, c in enumerate(canaries)]
+
+
+def test_canary_drift_over_a_run_in_the_order_timed():
+    steady = [1e-4] * 20
+    got = noise.canary_drift(_canary_records(steady))
+    assert got == {"records": 20, "p10_s": 1e-4, "p90_s": 1e-4, "spread": 0.0, "first_s": 1e-4,
+                   "last_s": 1e-4, "trend": 0.0}
+    # a machine that got 1.5x slower halfway: spread and trend both say so
+    recs = _canary_records([1e-4] * 10 + [1.5e-4] * 10)
+    recs.reverse()                                  # file order is not time order
+    got = noise.canary_drift(recs)
+    assert got["first_s"] == 1e-4 and got["last_s"] == 1.5e-4
+    assert got["trend"] == pytest.approx(0.5) and got["spread"] == pytest.approx(0.5)
+    # not ok records, records without a canary, and too few records: nothing to judge
+    mixed = _canary_records([1e-4] * 9) + _canary_records([9e-4] * 5, status="crashed") \
+        + [{"status": "ok", "start_time": "2026-12-02T07:01:00Z", "info": {}}]
+    assert noise.canary_drift(mixed) is None
+    assert noise.canary_drift(mixed + _canary_records([1e-4]))["records"] == 10
+
+
+def test_a_finished_run_warns_when_its_canary_moved(tmp_path):
+    import io
+    import json
+
+    from convbench.results import RunWriter
+    from convbench.sweeping.rundir import finish_run
+    from test_results import meta, record
+
+    def run(name, canaries):
+        w = RunWriter(tmp_path / name, meta())
+        for i, c in enumerate(canaries):
+            r = record(problem=f"p{i}")
+            r.update(start_time=f"2026-12-02T07:00:{i:02d}Z", info={"canary_s": c})
+            w.append(r)
+        out = io.StringIO()
+        finish_run(w, threads=1, stream=out)
+        w.close()
+        return out.getvalue(), json.loads((tmp_path / name / "meta.json").read_text())
+
+    text, m = run("moved", [1e-4] * 6 + [1.3e-4] * 6)
+    assert "the machine's own speed moved while it measured" in text and "100-130 us" in text
+    assert m["canary_drift"]["trend"] == pytest.approx(0.3) and m["finished"]
+    text, m = run("steady", [1e-4, 1.02e-4] * 6)
+    assert "own speed moved" not in text and m["canary_drift"]["spread"] == pytest.approx(0.02)
+    text, m = run("short", [1e-4] * 3 + [3e-4] * 3)            # too few records to judge
+    assert "own speed moved" not in text and "canary_drift" not in m

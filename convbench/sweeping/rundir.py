@@ -79,12 +79,17 @@ def open_run(out_dir: Path, suite: Suite, opts: SweepOptions, resumed: Optional[
 
 
 def finish_run(writer: Any, threads: int, stream: Any) -> None:
-    """Mark the run finished; warn when the machine was busy while it measured."""
+    """Mark the run finished; warn when the machine was busy, or its own speed moved (the
+    records' machine-speed canaries, :func:`convbench.noise.canary_drift`), while it measured."""
     from ..environment import available_cores
+    from ..noise import CANARY_SPREAD
 
     end = load_avg()
     writer.update_meta(load_avg_end=end, noise_end=_noise_now(
         threads, lambda line: print(f"convbench sweep: {line}", file=stream), "at the end"))
+    drift = _canary_drift(writer)
+    if drift is not None:
+        writer.update_meta(canary_drift=drift)
     writer.finish()
     busy = max([v for v in (writer.meta.get("load_avg_start"), end) if v is not None] or [0.0])
     cores = available_cores()
@@ -92,6 +97,14 @@ def finish_run(writer: Any, threads: int, stream: Any) -> None:
         print(f"convbench sweep: warning: the machine was busy while measuring (1-minute load "
               f"average {busy:.1f} on {cores} usable cores, threads={threads}); other processes "
               f"shared the cores, so these timings are not trustworthy - re-run on a quiet machine",
+              file=stream)
+    if drift is not None and max(drift["spread"], abs(drift["trend"])) > CANARY_SPREAD:
+        print(f"convbench sweep: warning: the machine's own speed moved while it measured: the "
+              f"machine-speed canary ran {drift['p10_s'] * 1e6:.0f}-{drift['p90_s'] * 1e6:.0f} us "
+              f"over the run's records (10th-90th percentile), {drift['first_s'] * 1e6:.0f} us "
+              f"in the first tenth and {drift['last_s'] * 1e6:.0f} us in the last; the medians "
+              "carry that, and `compare` against another run withholds its verdicts when the "
+              "canary moved between them (meta.json: canary_drift; `convbench doctor`)",
               file=stream)
     flagged = _noisy_records(writer)
     if flagged:
@@ -108,6 +121,17 @@ def _noise_now(threads: int, note: Callable[[str], None], when: str) -> list[str
     for line in found:
         note(f"warning {when} of the run: {line}; timings may be spoiled (convbench doctor)")
     return found
+
+
+def _canary_drift(writer: Any) -> Optional[dict]:
+    """convbench.noise.canary_drift over the run's records (None if they cannot be read)."""
+    from ..noise import canary_drift
+    from ..results import read_records
+
+    try:
+        return canary_drift(read_records(writer.run_dir))
+    except (ConvbenchError, OSError, ValueError):
+        return None
 
 
 def _noisy_records(writer: Any) -> int:
