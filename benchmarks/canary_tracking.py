@@ -60,10 +60,21 @@ def _log_sd(xs: Sequence[float]) -> float:
 
 
 def run(threads: int, seconds: float, seed: int = 0) -> dict:
+    """Time the kernels and canaries alternately for ``seconds`` (module docstring); torch's
+    thread count and the BLAS limit are put back afterwards."""
     import numpy  # noqa: F401 - loaded first, so that the limit below reaches its BLAS
+    import torch
     from threadpoolctl import threadpool_limits
 
-    threadpool_limits(1, user_api="blas")   # no BLAS threads spinning beside torch's
+    before = torch.get_num_threads()
+    try:
+        with threadpool_limits(1, user_api="blas"):   # no BLAS threads spinning beside torch's
+            return _run(threads, seconds, seed)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _run(threads: int, seconds: float, seed: int) -> dict:
     kernels, canaries = _kernels(threads), _canaries()
     every = {**kernels, **canaries}
     for fn in every.values():
@@ -86,16 +97,21 @@ def run(threads: int, seconds: float, seed: int = 0) -> dict:
         nwin = max(idx)   # the last window is partial: left out
         if nwin < 2:
             continue
+        per: dict[str, list[list[float]]] = {n: [[] for _ in range(nwin)] for n in times}
+        for n, vs in times.items():
+            for v, j in zip(vs, idx):
+                if j < nwin:
+                    per[n][j].append(v)
+        full = [i for i in range(nwin) if all(per[n][i] for n in per)]   # a stall can empty one
+        med = {n: [_median(per[n][i]) for i in full] for n in per}
         rows = {}
         for k in list(kernels) + list(canaries):
-            def med(name: str, i: int) -> float:
-                return _median([v for v, j in zip(times[name], idx) if j == i])
-            raw = [med(k, i) for i in range(nwin)]
-            row = {"raw": _log_sd(raw)}
+            row = {"raw": _log_sd(med[k])}
             for c in canaries:
                 if c != k:
-                    row[c] = _log_sd([r / med(c, i) for i, r in enumerate(raw)])
+                    row[c] = _log_sd([r / m for r, m in zip(med[k], med[c])])
             rows[k] = row
+        nwin = len(full)
         out["windows"][win] = (nwin, rows)
     out["canary_ms"] = {c: 1e3 * _median(times[c]) for c in canaries}
     return out

@@ -1,6 +1,6 @@
 """Where does this machine's speed move: our own load, the process, or the moment?
 
-Three checks, one after another, on the canary's workload (:func:`convbench.noise.canary_s`)
+Two checks, one after another, on the canary's workload (:func:`convbench.noise.canary_s`)
 and, with torch installed, a single-threaded 3x3 convolution (1x128x28x28, 128 filters):
 
 1. **Own load on the other CPU.** The canary pinned to one CPU, alone, then with a process
@@ -49,10 +49,12 @@ if sys.argv[1] == "torch":
 print(json.dumps(out))
 """
 
-_SPIN = {"python": "import os, time\nos.sched_setaffinity(0, {CPU})\nend = time.time() + 2.5\n"
-                   "while time.time() < end: pass",
+# each spinner says "ready" once it spins, then spins for 2 s more
+_SPIN = {"python": "import os, time\nos.sched_setaffinity(0, {CPU})\nwork = lambda: None\n",
          "simd": "import os, time\nos.sched_setaffinity(0, {CPU})\nfrom convbench import noise\n"
-                 "end = time.time() + 2.5\nwhile time.time() < end: noise._canary_work()"}
+                 "work = noise._canary_work\n"}
+_SPIN_LOOP = ("work()\nprint('ready', flush=True)\nend = time.time() + 2.0\n"
+              "while time.time() < end: work()\n")
 
 
 def _median(xs: Sequence[float]) -> float:
@@ -90,8 +92,13 @@ def own_load(repeats: int = 3) -> list[dict]:
         for _ in range(repeats):
             alone = window()
             for name, code in _SPIN.items():
-                p = subprocess.Popen([sys.executable, "-c", code.replace("{CPU}", "{%d}" % there)])
-                time.sleep(1.0)
+                p = subprocess.Popen([sys.executable, "-c",
+                                      code.replace("{CPU}", "{%d}" % there) + _SPIN_LOOP],
+                                     stdout=subprocess.PIPE, text=True)
+                if p.stdout.readline().strip() != "ready":
+                    p.wait()
+                    raise RuntimeError(f"the {name} spinner did not start (exit status {p.returncode})")
+                time.sleep(0.2)
                 busy = window()
                 p.wait()
                 out.append({"spinner": name, "alone_s": alone, "beside_s": busy})
@@ -104,7 +111,10 @@ def fresh_processes(n: int, with_torch: bool) -> dict[str, dict]:
     runs = []
     for _ in range(n):
         done = subprocess.run([sys.executable, "-c", _CHILD, "torch" if with_torch else "numpy"],
-                              capture_output=True, text=True, check=True)
+                              capture_output=True, text=True)
+        if done.returncode != 0:
+            raise RuntimeError(f"a timing process failed (exit status {done.returncode}):\n"
+                               f"{done.stderr[-2000:]}")
         runs.append(json.loads(done.stdout))
     out = {}
     for k in runs[0]:

@@ -97,8 +97,9 @@ def main() -> None:
 
 def _canaries(ra: list, rb: list, common: list, within: float) -> None:
     """The machine-speed canary (``info["canary_s"]``, :func:`convbench.noise.canary_s`) of
-    each record in both runs: its median ratio B/A and how closely the records' canary ratios
-    follow their median ratios (Spearman's rank correlation)."""
+    each record in both runs: its median ratio B/A, how closely the records' canary ratios
+    follow their median ratios (Spearman's rank correlation), and how many medians agree
+    within ``within`` once each round's median is divided by that round's canary."""
     from scipy.stats import spearmanr
 
     def can(recs):

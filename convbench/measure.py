@@ -220,6 +220,7 @@ def _time_prepared(p: Any, params: TimingParams, info: dict, retries: int,
     # were runnable at its end (the measuring process's threads included), throttling, clock
     info.update(found)
     info["canary_s"] = noise.canary_s()
+    info["canary"] = noise.CANARY
     tick = noise.tick_quantum(res.samples_s, res.loops)
     if tick is not None:
         info["tick_s"] = tick

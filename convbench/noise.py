@@ -26,8 +26,10 @@ Everything here reads Linux's /proc and /sys where present and is silent elsewhe
 from __future__ import annotations
 
 import glob
+import math
 import os
 import platform
+import statistics
 import time
 from typing import Any, Mapping, Optional, Sequence
 
@@ -142,12 +144,17 @@ def facts(before: Mapping[str, Any], after: Mapping[str, Any], *, threads: int) 
 CANARY_ELEMENTS = 32_768
 CANARY_PASSES = 8
 CANARY_REPEATS = 5
+#: names the canary's workload in each record (``info["canary"]``): ``compare`` only sets
+#: canaries of the same workload side by side
+CANARY = f"numpy-f32-madd-{CANARY_ELEMENTS}x{CANARY_PASSES}"
+#: what records without ``info["canary"]`` timed: the pure-Python loop used before session 9
+CANARY_LEGACY = "python-sum-range-20000"
 _canary_arrays: list = []
 
 
 def _canary_work() -> None:
-    """The canary's workload: ``c = a * b + a`` over float32 arrays that fit in L2 (128 KiB
-    each), CANARY_PASSES times. numpy's ufunc loops use the CPU's vector units and never start
+    """The canary's workload: ``c = a * b + a`` over three float32 arrays of 128 KiB each (384
+    KiB in all: in L2 on CPUs with 512 KiB or more), CANARY_PASSES times. numpy's ufunc loops use the CPU's vector units and never start
     threads, so the canary neither disturbs the worker's thread pools nor depends on them."""
     import numpy as np
 
@@ -163,7 +170,7 @@ def _canary_work() -> None:
 def canary_s() -> float:
     """Median seconds of a fixed workload (:func:`_canary_work`), timed right after each
     timing and kept in the record (``info["canary_s"]``, the median over its rounds; each
-    round's own in ``info["rounds"]``). It measures the machine's own speed at that moment: on
+    round's own in ``info["rounds"]``; ``info["canary"]`` names the workload, :data:`CANARY`). It measures the machine's own speed at that moment: on
     a 2-vCPU Intel Xeon @ 2.60GHz guest, a back-to-back A/A pair of `resnet50` sweeps had whole
     problems 1.9x slower in one run with no steal and no other process, which none of the
     flags above can see. No noise flag depends on it; ``compare`` withholds its faster/slower
@@ -183,14 +190,15 @@ def canary_s() -> float:
         t0 = time.perf_counter()
         _canary_work()
         times.append(time.perf_counter() - t0)
-    times.sort()
-    return times[len(times) // 2]
+    return statistics.median(times)
 
 
 #: `convbench doctor`'s speed probe: the canary's workload timed back to back for
 #: SPEED_PROBE_S seconds, its median taken per window of SPEED_WINDOW_S seconds
 SPEED_PROBE_S = 3.0
 SPEED_WINDOW_S = 0.25
+#: the longest probe doctor takes (seconds)
+SPEED_PROBE_MAX_S = 600.0
 #: window medians spanning more than this (max/min - 1): doctor advises
 SPEED_WANDER = 0.05
 
@@ -198,32 +206,33 @@ SPEED_WANDER = 0.05
 def speed_wander(seconds: float = SPEED_PROBE_S, window_s: float = SPEED_WINDOW_S) -> dict[str, Any]:
     """How much the machine's own speed moves from moment to moment: the canary's workload
     (:func:`_canary_work`, one thread) timed back to back for ``seconds``; the medians of
-    consecutive ``window_s`` windows, and ``wander`` = their max/min - 1 (0.0: steady).
+    consecutive whole ``window_s`` windows, and ``wander`` = their max/min - 1 (0.0: steady;
+    more windows can only find a wider span, so compare probes of one length).
 
     Neither steal nor load shows this: on the 2-vCPU Intel Xeon @ 2.60GHz guest this project
     measures on, with steal at 0.4% and nothing else running, 1-s window medians of torch
     convolutions varied by a log standard deviation of 0.075-0.118 (``benchmarks/
     canary_tracking.py``); an A/A pair of sweeps cannot agree closer than such a machine
     allows."""
-    if not (isinstance(seconds, (int, float)) and isinstance(window_s, (int, float))
-            and 0 < window_s <= seconds / 2):
-        raise ValueError(f"speed_wander: seconds={seconds!r} must be at least twice "
-                         f"window_s={window_s!r} > 0")
+    try:
+        ok = 0 < float(window_s) <= float(seconds) / 2 and float(seconds) <= SPEED_PROBE_MAX_S
+    except (TypeError, ValueError):
+        ok = False
+    if not ok:
+        raise ValueError(f"speed_wander: seconds={seconds!r} must be a number of seconds at least "
+                         f"twice window_s={window_s!r} (> 0) and at most {SPEED_PROBE_MAX_S:g}")
     _canary_work()
+    windows = max(2, int(float(seconds) / float(window_s)))   # whole windows only
     medians = []
-    t_end = time.perf_counter() + seconds
-    while True:
-        w_end = min(time.perf_counter() + window_s, t_end)
+    for _ in range(windows):
+        w_end = time.perf_counter() + window_s
         times = []
         while time.perf_counter() < w_end or not times:
             t0 = time.perf_counter()
             _canary_work()
             times.append(time.perf_counter() - t0)
-        times.sort()
-        medians.append(times[len(times) // 2])
-        if time.perf_counter() >= t_end:
-            break
-    return {"windows": len(medians), "window_s": window_s, "median_s": sorted(medians)[len(medians) // 2],
+        medians.append(statistics.median(times))
+    return {"windows": len(medians), "window_s": window_s, "median_s": statistics.median(medians),
             "wander": max(medians) / min(medians) - 1.0}
 
 
@@ -232,33 +241,42 @@ def speed_wander(seconds: float = SPEED_PROBE_S, window_s: float = SPEED_WINDOW_
 CANARY_SPREAD = 0.10
 #: records with a canary needed before a run's canary drift is judged
 CANARY_DRIFT_MIN_RECORDS = 10
+#: at least this many records at each end of the run make its first and last "tenth"
+CANARY_DRIFT_END = 3
 
 
 def canary_drift(records: Sequence[Mapping[str, Any]]) -> Optional[dict[str, Any]]:
     """How the machine-speed canary (``info["canary_s"]``) moved over one run's ok records, in
     the order they were timed (``start_time``): its 10th and 90th percentiles and their
-    ``spread`` (p90/p10 - 1), the medians of the first and last tenth of the records and their
-    ``trend`` (last/first - 1). None with fewer than CANARY_DRIFT_MIN_RECORDS such records.
+    ``spread`` (p90/p10 - 1, linear-interpolation quantiles), the medians of the first and last
+    tenth of the records (at least CANARY_DRIFT_END each) and their ``trend`` (last/first - 1).
+    None with fewer than CANARY_DRIFT_MIN_RECORDS such records. Records without a start time
+    count in file order, after the dated ones; a canary that is not a positive number is
+    skipped. One machine's records at a time (the caller groups a cluster run's by host).
 
     The flags see steal, load and clocks; this sees the machine's own speed, which on the
     2-vCPU Intel Xeon guest this project measures on moved with none of them: an A/A
-    `resnet50` run's record canaries ran 105-155 us (10th-90th percentile), the next run's
-    64-100 us (``results/aa-resnet50-s9-20261202/``)."""
-    rows = sorted(((str(r.get("start_time") or ""), float(c)) for r in records
-                   if r.get("status") == "ok"
-                   for c in [(r.get("info") or {}).get("canary_s")] if c),
-                  key=lambda t: t[0])
+    `resnet50` run's record canaries ran 102-142 us (10th-90th percentile), the next run's
+    66-83 us (``results/aa-resnet50-s9-20261202/``)."""
+    from .timing import _quantile
+
+    rows = []
+    for i, r in enumerate(records):
+        info = r.get("info")
+        c = info.get("canary_s") if isinstance(info, Mapping) else None
+        if r.get("status") == "ok" and isinstance(c, (int, float)) and not isinstance(c, bool) \
+                and math.isfinite(c) and c > 0:
+            t = r.get("start_time")
+            rows.append(((t is None, str(t or ""), i), float(c)))   # undated: file order, last
+    rows.sort(key=lambda row: row[0])
     if len(rows) < CANARY_DRIFT_MIN_RECORDS:
         return None
     vals = sorted(c for _, c in rows)
     n = len(vals)
-    p10, p90 = vals[int(0.1 * (n - 1))], vals[int(round(0.9 * (n - 1)))]
-    tenth = max(1, n // 10)
-
-    def med(xs: list[float]) -> float:
-        xs = sorted(xs)
-        return xs[len(xs) // 2]
-    first, last = med([c for _, c in rows[:tenth]]), med([c for _, c in rows[-tenth:]])
+    p10, p90 = _quantile(vals, 0.1), _quantile(vals, 0.9)
+    end = max(CANARY_DRIFT_END, n // 10)
+    first = statistics.median(c for _, c in rows[:end])
+    last = statistics.median(c for _, c in rows[-end:])
     return {"records": n, "p10_s": p10, "p90_s": p90, "spread": p90 / p10 - 1.0,
             "first_s": first, "last_s": last, "trend": last / first - 1.0}
 

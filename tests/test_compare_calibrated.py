@@ -288,3 +288,28 @@ def test_a_machine_speed_change_on_some_records_withholds_verdicts(tmp_path):
     recs_b[1]["info"] = {"canary_s": 4e-4}           # 1 of 10: within the share, verdicts stand
     cmp = rp.compare(_write(tmp_path, "A2", recs_a), _write(tmp_path, "B2", recs_b))
     assert "notes" not in cmp.attrs and (cmp["verdict"] == "slower").all()
+
+
+def test_canaries_of_different_workloads_are_not_set_side_by_side(tmp_path):
+    """A run from before the SIMD canary (no info["canary"]: the pure-Python loop, about 5x as
+    long) against a new one: no claim that the machine changed speed, and a note saying why."""
+    from convbench import noise
+
+    quiet = [1e-3 * (1 + 0.001 * k) for k in range(-5, 5)]
+    recs_a = [_rec(f"p{i}", [[m] * 3 for m in quiet]) for i in range(4)]
+    recs_b = [_rec(f"p{i}", [[m * 1.7] * 3 for m in quiet]) for i in range(4)]
+    for r in recs_a:
+        r["info"] = {"canary_s": 6e-4}                               # legacy: no workload named
+    for r in recs_b:
+        r["info"] = {"canary_s": 1.2e-4, "canary": noise.CANARY}
+    cmp = rp.compare(_write(tmp_path, "A", recs_a), _write(tmp_path, "B", recs_b))
+    (note,) = cmp.attrs["notes"]
+    assert note.startswith("the runs timed different machine-speed canaries (A: "
+                           f"{noise.CANARY_LEGACY}; B: {noise.CANARY})")
+    assert cmp.attrs["disturbed"] is False and (cmp["verdict"] == "slower").all()
+    # the same named workload on both sides is compared as before: 0.2x is a machine change
+    for r in recs_a:
+        r["info"] = {"canary_s": 6e-4, "canary": noise.CANARY}
+    cmp = rp.compare(_write(tmp_path, "A2", recs_a), _write(tmp_path, "B2", recs_b))
+    assert cmp.attrs["notes"][0].startswith("the machine-speed canary took 0.20x as long")
+    assert (cmp["verdict"] == "ambiguous").all() and cmp.attrs["disturbed"] is True

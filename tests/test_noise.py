@@ -184,17 +184,18 @@ def test_doctor_shows_the_machine_speed_moving(monkeypatch, capsys):
     monkeypatch.setattr(noise, "speed_wander", lambda seconds: dict(wander(seconds), wander=0.02))
     assert cli_main(["doctor", "--plain", "--threads", "4", "--probe", "1"]) == 0
     assert seen[-1] == 1.0
-    for bad in ("0.3", "-1", "nan"):
+    for bad in ("0.3", "-1", "nan", "inf", "601"):
         assert cli_main(["doctor", "--probe", bad]) == 2
         assert "--probe" in capsys.readouterr().err
 
 
 def test_speed_wander_times_the_canary_in_windows():
-    got = noise.speed_wander(0.3, window_s=0.05)
-    assert 5 <= got["windows"] <= 7 and got["window_s"] == 0.05
+    got = noise.speed_wander(0.33, window_s=0.05)
+    assert got["windows"] == 6 and got["window_s"] == 0.05          # whole windows only
     assert got["wander"] >= 0.0 and 0 < got["median_s"] < 0.05
-    with pytest.raises(ValueError, match="at least twice"):
-        noise.speed_wander(0.1, window_s=0.08)
+    for seconds, window in ((0.1, 0.08), (float("inf"), 0.25), (float("nan"), 0.25), ("3", None)):
+        with pytest.raises(ValueError, match="at least twice"):
+            noise.speed_wander(seconds, window_s=window)
 
 
 # ---- flags shown to users ---------------------------------------------------------------------
@@ -297,6 +298,26 @@ def test_canary_drift_over_a_run_in_the_order_timed():
     assert noise.canary_drift(mixed + _canary_records([1e-4]))["records"] == 10
 
 
+def test_canary_drift_quantiles_ends_and_odd_records():
+    import numpy as np
+
+    vals = [1e-6 * k for k in range(1, 21)]                   # 1..20 us, in time order
+    got = noise.canary_drift(_canary_records(vals))
+    assert got["p10_s"] == pytest.approx(np.percentile(vals, 10))
+    assert got["p90_s"] == pytest.approx(np.percentile(vals, 90))
+    # at least CANARY_DRIFT_END records at each end: one odd record cannot make a trend
+    assert got["first_s"] == pytest.approx(2e-6) and got["last_s"] == pytest.approx(19e-6)
+    recs = _canary_records([1e-4] * 12)
+    recs[-1]["info"]["canary_s"] = 5e-4
+    assert noise.canary_drift(recs)["trend"] == 0.0
+    # undated records count after the dated ones, in file order; bad canaries are skipped
+    undated = [{"status": "ok", "info": {"canary_s": 2e-4}} for _ in range(5)]
+    bad = [{"status": "ok", "start_time": "2026-12-02T06:00:00Z", "info": {"canary_s": v}}
+           for v in (float("nan"), [1e-4], -1.0, True)] + [{"status": "ok", "info": "x"}]
+    got = noise.canary_drift(undated + bad + _canary_records([1e-4] * 10))
+    assert got["records"] == 15 and got["first_s"] == 1e-4 and got["last_s"] == 2e-4
+
+
 def test_a_finished_run_warns_when_its_canary_moved(tmp_path):
     import io
     import json
@@ -305,11 +326,13 @@ def test_a_finished_run_warns_when_its_canary_moved(tmp_path):
     from convbench.sweeping.rundir import finish_run
     from test_results import meta, record
 
-    def run(name, canaries):
+    def run(name, canaries, hosts=None):
         w = RunWriter(tmp_path / name, meta())
         for i, c in enumerate(canaries):
             r = record(problem=f"p{i}")
             r.update(start_time=f"2026-12-02T07:00:{i:02d}Z", info={"canary_s": c})
+            if hosts:
+                r["hostname"] = hosts[i]
             w.append(r)
         out = io.StringIO()
         finish_run(w, threads=1, stream=out)
@@ -317,9 +340,16 @@ def test_a_finished_run_warns_when_its_canary_moved(tmp_path):
         return out.getvalue(), json.loads((tmp_path / name / "meta.json").read_text())
 
     text, m = run("moved", [1e-4] * 6 + [1.3e-4] * 6)
-    assert "the machine's own speed moved while it measured" in text and "100-130 us" in text
-    assert m["canary_drift"]["trend"] == pytest.approx(0.3) and m["finished"]
+    assert "the machine's own speed moved while it measured:" in text and "100-130 us" in text
+    (drift,) = m["canary_drift"]
+    assert drift["host"] is None and drift["trend"] == pytest.approx(0.3) and m["finished"]
     text, m = run("steady", [1e-4, 1.02e-4] * 6)
-    assert "own speed moved" not in text and m["canary_drift"]["spread"] == pytest.approx(0.02)
+    assert "own speed moved" not in text and m["canary_drift"][0]["spread"] == pytest.approx(0.02)
     text, m = run("short", [1e-4] * 3 + [3e-4] * 3)            # too few records to judge
     assert "own speed moved" not in text and "canary_drift" not in m
+    # a cluster run: two steady hosts at different speeds are not a machine that moved
+    text, m = run("cluster", [1e-4] * 12 + [2e-4] * 12, hosts=["h1"] * 12 + ["h2"] * 12)
+    assert "own speed moved" not in text
+    assert [(d["host"], d["p10_s"]) for d in m["canary_drift"]] == [("h1", 1e-4), ("h2", 2e-4)]
+    text, _ = run("cluster2", [1e-4] * 12 + [2e-4] * 6 + [3e-4] * 6, hosts=["h1"] * 12 + ["h2"] * 12)
+    assert "own speed moved while it measured on h2:" in text and "on h1" not in text

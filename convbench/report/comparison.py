@@ -66,8 +66,9 @@ def compare(run_a: Runs, run_b: Runs, *, min_effect: float = DEFAULT_MIN_EFFECT,
       call when the machine-speed canary moved by more than ``min_effect`` between the runs
       (:func:`_canary_notes`; a `quick` A/A pair with run A at half speed and no other flag
       had 22 of 29 rows called faster, the canary 0.565x as long in B; a `resnet50` pair,
-      1.125x), or moved by more than that on over :data:`NOISY_RUN_SHARE` of the records (not
-      applied to runs of different machines);
+      1.125x; both with the pure-Python canary used before session 9), or moved by more than
+      that on over :data:`NOISY_RUN_SHARE` of the records (not applied to runs of different
+      machines, nor to runs that timed different canary workloads: a note says so);
     - "n/a": not ok in both runs, or measured in one run only.
 
     ``noise_a``/``noise_b`` are the records' noise flags (:mod:`convbench.noise`). The frame's
@@ -93,14 +94,17 @@ def compare(run_a: Runs, run_b: Runs, *, min_effect: float = DEFAULT_MIN_EFFECT,
             for _, r in _paired(a, b, key).iterrows()]
     out = pd.DataFrame(rows, columns=key + _COLUMNS)
     notes = _noisy_run_notes(a, "A") + _noisy_run_notes(b, "B")
+    said: list[str] = []   # notes that withhold nothing
     if not different:   # across machines, a speed difference is what is being compared
-        notes += _canary_notes(a, b, key, min_effect)
+        withhold, said = _canary_notes(a, b, key, min_effect)
+        notes += withhold
     if notes:   # a disturbed run: its unflagged rows were slowed too, so no row gets a verdict
         out.loc[out["verdict"].isin(["faster", "slower"]), "verdict"] = "ambiguous"
     out.attrs.update(summarize_comparison(out))
     out.attrs.update(run_a=_run_names(a), run_b=_run_names(b), machines=machines,
                      different_machines=bool(different), min_effect=min_effect, alpha=alpha,
                      disturbed=bool(notes))
+    notes = notes + said
     threads = [set(x["threads"].dropna()) if "threads" in x.columns else set() for x in (a, b)]
     if threads[0] and threads[1] and threads[0] != threads[1]:
         notes.append(f"thread counts differ: A {sorted(threads[0])}, B {sorted(threads[1])}")
@@ -123,31 +127,45 @@ def _noisy_run_notes(x: "pd.DataFrame", side: str) -> list[str]:
             "quiet machine (`convbench doctor`)"]
 
 
-def _canary_notes(a: "pd.DataFrame", b: "pd.DataFrame", key: list, min_effect: float) -> list[str]:
+def _canary_notes(a: "pd.DataFrame", b: "pd.DataFrame", key: list,
+                  min_effect: float) -> tuple[list[str], list[str]]:
     """A note when the machine-speed canary (``info["canary_s"]``, convbench.noise.canary_s)
     of the paired records (at least :data:`CANARY_MIN_PAIRS`) moved by more than
     ``min_effect`` between the runs: as a whole (the median ratio), or on more than
     :data:`NOISY_RUN_SHARE` of the records (the machine's speed changed while they were timed;
     on a `quick` A/A pair whose canary medians agreed within 2% its per-record ratios ran
     0.54-1.58, rank-correlated 0.84 with the medians' ratios, and 6 of 29 rows were called
-    different). Either way the comparison is disturbed and gives no faster/slower verdict
-    (see ``compare``)."""
+    different; those figures were measured with the pure-Python canary used before session 9).
+    Either way the comparison is disturbed and gives no faster/slower verdict (see
+    ``compare``): the first list of the result. Only canaries of one workload
+    (``info["canary"]``, :data:`convbench.noise.CANARY`; records without it timed
+    :data:`~convbench.noise.CANARY_LEGACY`) are set side by side; when the runs timed different
+    ones, the second list says so and the rule is not applied."""
     import statistics
+
+    from ..noise import CANARY_LEGACY
 
     def canaries(x: "pd.DataFrame") -> dict:
         if "info" not in x.columns:
             return {}
         out = {}
         for _, r in x.iterrows():
-            c = r["info"].get("canary_s") if isinstance(r["info"], dict) else None
-            if c:
-                out[tuple(r[k] for k in key)] = float(c)
+            info = r["info"] if isinstance(r["info"], dict) else {}
+            c = info.get("canary_s")
+            if isinstance(c, (int, float)) and math.isfinite(c) and c > 0:
+                out[tuple(r[k] for k in key)] = (str(info.get("canary") or CANARY_LEGACY), float(c))
         return out
 
     ca, cb = canaries(a), canaries(b)
-    ratios = [cb[k] / ca[k] for k in ca if k in cb]
+    both = [k for k in ca if k in cb]
+    ratios = [cb[k][1] / ca[k][1] for k in both if ca[k][0] == cb[k][0]]
     if len(ratios) < CANARY_MIN_PAIRS:
-        return []
+        kinds = sorted({ca[k][0] for k in both}), sorted({cb[k][0] for k in both})
+        if len(both) >= CANARY_MIN_PAIRS and kinds[0] != kinds[1]:
+            return [], [f"the runs timed different machine-speed canaries (A: {', '.join(kinds[0])}; "
+                        f"B: {', '.join(kinds[1])}), so whether the machine's own speed moved "
+                        "between them is not checked"]
+        return [], []
     band = (1.0 / (1.0 + min_effect), 1.0 + min_effect)
     r = statistics.median(ratios)
     moved = sum(not band[0] <= x <= band[1] for x in ratios)
@@ -155,12 +173,12 @@ def _canary_notes(a: "pd.DataFrame", b: "pd.DataFrame", key: list, min_effect: f
             "machine, not the code); rerun both on a quiet machine (`convbench doctor`)")
     if not band[0] <= r <= band[1]:
         return [f"the machine-speed canary took {r:.2f}x as long in run B as in run A (median over "
-                f"{len(ratios)} records): the machine itself ran at another speed, {then}"]
+                f"{len(ratios)} records): the machine itself ran at another speed, {then}"], []
     if moved > NOISY_RUN_SHARE * len(ratios):
         return [f"the machine-speed canary moved by more than {min_effect:.0%} between the runs on "
                 f"{moved} of {len(ratios)} records (range {min(ratios):.2f}-{max(ratios):.2f}x): "
-                f"the machine's speed changed while they were timed, {then}"]
-    return []
+                f"the machine's speed changed while they were timed, {then}"], []
+    return [], []
 
 
 def summarize_comparison(cmp: "pd.DataFrame") -> dict[str, Any]:

@@ -87,9 +87,10 @@ def finish_run(writer: Any, threads: int, stream: Any) -> None:
     end = load_avg()
     writer.update_meta(load_avg_end=end, noise_end=_noise_now(
         threads, lambda line: print(f"convbench sweep: {line}", file=stream), "at the end"))
-    drift = _canary_drift(writer)
-    if drift is not None:
-        writer.update_meta(canary_drift=drift)
+    records = _records(writer)
+    drifts = _canary_drift(records)
+    if drifts:
+        writer.update_meta(canary_drift=drifts)
     writer.finish()
     busy = max([v for v in (writer.meta.get("load_avg_start"), end) if v is not None] or [0.0])
     cores = available_cores()
@@ -98,15 +99,17 @@ def finish_run(writer: Any, threads: int, stream: Any) -> None:
               f"average {busy:.1f} on {cores} usable cores, threads={threads}); other processes "
               f"shared the cores, so these timings are not trustworthy - re-run on a quiet machine",
               file=stream)
-    if drift is not None and max(drift["spread"], abs(drift["trend"])) > CANARY_SPREAD:
-        print(f"convbench sweep: warning: the machine's own speed moved while it measured: the "
-              f"machine-speed canary ran {drift['p10_s'] * 1e6:.0f}-{drift['p90_s'] * 1e6:.0f} us "
-              f"over the run's records (10th-90th percentile), {drift['first_s'] * 1e6:.0f} us "
-              f"in the first tenth and {drift['last_s'] * 1e6:.0f} us in the last; the medians "
-              "carry that, and `compare` against another run withholds its verdicts when the "
-              "canary moved between them (meta.json: canary_drift; `convbench doctor`)",
-              file=stream)
-    flagged = _noisy_records(writer)
+    for drift in drifts:
+        if max(drift["spread"], abs(drift["trend"])) > CANARY_SPREAD:
+            where = f" on {drift['host']}" if drift.get("host") else ""
+            print(f"convbench sweep: warning: the machine's own speed moved while it measured"
+                  f"{where}: the machine-speed canary ran {drift['p10_s'] * 1e6:.0f}-"
+                  f"{drift['p90_s'] * 1e6:.0f} us over the run's records (10th-90th percentile), "
+                  f"{drift['first_s'] * 1e6:.0f} us in the first tenth and "
+                  f"{drift['last_s'] * 1e6:.0f} us in the last; the medians carry that, and "
+                  "`compare` against another run withholds its verdicts when the canary moved "
+                  "between them (meta.json: canary_drift; `convbench doctor`)", file=stream)
+    flagged = sum(1 for r in records if r.get("status") == "ok" and r.get("noise"))
     if flagged:
         print(f"convbench sweep: warning: {flagged} ok records carry noise flags (steal, busy, "
               "tick, throttle, freq, drift: their `noise` field); see `convbench doctor`",
@@ -123,25 +126,31 @@ def _noise_now(threads: int, note: Callable[[str], None], when: str) -> list[str
     return found
 
 
-def _canary_drift(writer: Any) -> Optional[dict]:
-    """convbench.noise.canary_drift over the run's records (None if they cannot be read)."""
+def _records(writer: Any) -> list:
+    """The run's records as written (none if they cannot be read: the warnings are skipped)."""
+    from ..results import read_records
+
+    try:
+        return read_records(writer.run_dir)
+    except (ConvbenchError, OSError, ValueError):
+        return []
+
+
+def _canary_drift(records: Sequence[Mapping[str, Any]]) -> list[dict]:
+    """convbench.noise.canary_drift over a run's records, one entry per host (a cluster run's
+    records name theirs; a local run's do not: ``host`` None), each with its ``host``; hosts
+    with too few records are left out."""
     from ..noise import canary_drift
-    from ..results import read_records
 
-    try:
-        return canary_drift(read_records(writer.run_dir))
-    except (ConvbenchError, OSError, ValueError):
-        return None
-
-
-def _noisy_records(writer: Any) -> int:
-    """How many ok records of the run carry noise flags (0 if they cannot be read)."""
-    from ..results import read_records
-
-    try:
-        return sum(1 for r in read_records(writer.run_dir) if r.get("status") == "ok" and r.get("noise"))
-    except (ConvbenchError, OSError, ValueError):
-        return 0
+    hosts: dict[Optional[str], list] = {}
+    for r in records:
+        hosts.setdefault(r.get("hostname") or r.get("machine"), []).append(r)
+    out = []
+    for host, recs in hosts.items():
+        drift = canary_drift(recs)
+        if drift is not None:
+            out.append({"host": host, **drift})
+    return out
 
 
 class CacheUpdates:
