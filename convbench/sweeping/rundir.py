@@ -101,7 +101,7 @@ def finish_run(writer: Any, threads: int, stream: Any) -> None:
               file=stream)
     for drift in drifts:
         if max(drift["spread"], abs(drift["trend"])) > CANARY_SPREAD:
-            where = f" on {drift['host']}" if drift.get("host") else ""
+            where = f" on {drift['host']}" if len(drifts) > 1 and drift.get("host") else ""
             print(f"convbench sweep: warning: the machine's own speed moved while it measured"
                   f"{where}: the machine-speed canary ran {drift['p10_s'] * 1e6:.0f}-"
                   f"{drift['p90_s'] * 1e6:.0f} us over the run's records (10th-90th percentile), "
