@@ -10,7 +10,9 @@
    (goal: >= 90%). Every row of the pair is tested once, so the share does not hinge on
    which candidate happens to be scaled.
 
-Prints both shares for every --min-effect given, so one pair of runs calibrates the default.
+Prints both shares for every --min-effect given, so one pair of runs calibrates the default;
+and both again from the rows' own statistics (ratio and interval), before compare's run-level
+machine rules withhold verdicts: what the verdicts would have been had the machine been trusted.
 
     python benchmarks/aa_compare.py resnet50 --backends torch numpy-im2col --threads 2
     python benchmarks/aa_compare.py --runs results/RUN_A results/RUN_B --min-effect 0.03 0.05
@@ -25,6 +27,7 @@ from typing import Optional, Sequence
 
 import convbench as cb
 from convbench.report import compare
+from convbench.report.comparison import verdict
 from convbench.selection import DEFAULT_MIN_EFFECT
 
 #: the timing figures of a record that a slower candidate would show scaled
@@ -79,7 +82,17 @@ def shares(run_a: Path, run_b: Path, scaled: dict[str, Path], min_effect: float)
         inj = compare(str(run_a), str(path), min_effect=min_effect)
         parts.append(inj[(inj["candidate"] == cand) & (inj["verdict"] != "n/a")])
     rows = pd.concat(parts) if parts else pd.DataFrame({"verdict": []})
+    # the rows' own statistics, before the run-level machine rules withhold them (compare keeps
+    # each row's ratio and interval): what the verdicts would have been on a machine trusted
+    band = (1.0 / (1.0 + min_effect), 1.0 + min_effect)
+
+    def stat(df: "pd.DataFrame") -> list[str]:
+        return [verdict(r, lo, hi, band) if pd.notna(lo) else "ambiguous"
+                for r, lo, hi in zip(df.get("ratio", []), df.get("ci_low", []), df.get("ci_high", []))]
+    fp_stat = [v in ("faster", "slower") for v in stat(ok)]
+    det_stat = [v == "slower" for v in stat(rows)]
     return {"min_effect": min_effect, "rows": len(ok), "false_positives": int(fp.sum()),
+            "fp_stat": sum(fp_stat), "detected_stat": sum(det_stat),
             "disturbed": bool(aa.attrs.get("disturbed")), "notes": list(aa.attrs.get("notes", [])),
             "fp_share": float(fp.mean()) if len(ok) else float("nan"),
             "aa_counts": aa.attrs["counts"], "injected_rows": len(rows),
@@ -135,6 +148,9 @@ def main(argv: Optional[Sequence[str]] = None) -> list[dict]:
               f"{r['rows']} = {r['fp_share']:.1%} (goal <= 5%; {r['aa_counts']}); "
               f"{args.factor:g}x detected {r['detected']}/{r['injected_rows']} = "
               f"{r['detect_share']:.1%} (goal >= 90%; {r['injected_counts']})")
+        print(f"  the rows' own statistics, before compare's machine rules (steal/busy/throttle/"
+              f"freq flags, canary): false positives {r['fp_stat']}/{r['rows']}, "
+              f"{args.factor:g}x detected {r['detected_stat']}/{r['injected_rows']}")
     for note in results[0]["notes"] if results else []:
         print(f"  compare A B: {note}")
     return results

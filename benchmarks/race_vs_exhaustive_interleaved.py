@@ -14,6 +14,11 @@ combined run each, in the usual format), compared with ``race_vs_exhaustive.py``
 
 Elapsed times in the combined runs' meta are the sums of each strategy's per-problem sweeps.
 No tuned cache is written.
+
+``--strategies exhaustive exhaustive`` makes an interleaved A/A pair (``<out>/a`` and
+``<out>/b``): two runs of unchanged code whose drift is shared problem by problem, for
+``aa_compare.py --runs <out>/a <out>/b``. Set beside a back-to-back pair, it separates what
+``compare``'s statistics do from what the machine's changes between runs do.
 """
 from __future__ import annotations
 
@@ -35,6 +40,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--out", required=True, help="directory for the two combined runs")
     ap.add_argument("--backends", nargs="+", default=None, metavar="PATTERN")
+    ap.add_argument("--strategies", nargs=2, default=["exhaustive", "race"], metavar="STRATEGY",
+                    help="the two to interleave (default: exhaustive race; the same one twice "
+                         "makes an A/A pair, written to <out>/a and <out>/b)")
     args = ap.parse_args(argv)
 
     from convbench.environment import measure_peak
@@ -45,7 +53,10 @@ def main(argv: list[str] | None = None) -> int:
 
     suite = load_suite(args.suite)
     out = Path(args.out)
-    strategies = ("exhaustive", "race")
+    same = args.strategies[0] == args.strategies[1]
+    # run name -> its strategy: the strategies' names, or a and b for an A/A pair
+    runs = dict(zip(("a", "b"), args.strategies)) if same else {s: s for s in args.strategies}
+    strategies = tuple(runs)
     combined = {s: {"records": [], "elapsed": 0.0, "meta": None} for s in strategies}
     peak = measure_peak(args.threads, 1.0)
     with WorkerPool(args.threads) as pool, tempfile.TemporaryDirectory(prefix="ivx-") as tmp:
@@ -54,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
             for strat in order:
                 one = suite_from_specs([prob.spec.replace(name=prob.name)], name=suite.name)
                 t0 = dt.datetime.now(dt.timezone.utc)
-                res = sweep(one, backends=args.backends, threads=args.threads, strategy=strat,
+                res = sweep(one, backends=args.backends, threads=args.threads, strategy=runs[strat],
                             out=Path(tmp) / strat, pool=pool, peak=peak, progress=False,
                             update_cache=False, seed=0)
                 t1 = dt.datetime.now(dt.timezone.utc)
@@ -69,12 +80,12 @@ def main(argv: list[str] | None = None) -> int:
         d = out / strat
         d.mkdir(parents=True, exist_ok=True)
         meta = dict(c["meta"])
-        meta.update(run_id=f"interleaved-{strat}", suite=suite.name, strategy=strat,
+        meta.update(run_id=f"interleaved-{strat}", suite=suite.name, strategy=runs[strat],
                     created=_iso(start), finished=_iso(start + dt.timedelta(seconds=c["elapsed"])),
                     problems=len(suite.problems),
-                    note="combined from per-problem sweeps run back to back with the other strategy "
+                    note="combined from per-problem sweeps run back to back with the other run's "
                          "(benchmarks/race_vs_exhaustive_interleaved.py); created/finished span the "
-                         "sum of this strategy's sweep times")
+                         "sum of this run's sweep times")
         run_id = meta["run_id"]
         (d / "meta.json").write_text(json.dumps(meta, indent=1, default=str))
         with open(d / "records.jsonl", "w") as fh:

@@ -164,10 +164,14 @@ def test_aa_compare_benchmark_runs_end_to_end(tmp_path, capsys):
     for r in results:
         # every candidate scaled in turn: each comparable row is tested once
         assert r["rows"] >= 2 and 0.0 <= r["fp_share"] <= 1.0 and r["injected_rows"] == r["rows"]
+        # the machine rules only take verdicts away: the rows' own statistics give at least as many
+        assert r["false_positives"] <= r["fp_stat"] <= r["rows"]
+        assert r["detected"] <= r["detected_stat"] <= r["injected_rows"]
     if results[1]["disturbed"]:     # the machine's speed or load changed between the runs
         assert results[1]["detected"] == 0 and results[1]["notes"]
     else:                           # 3x slower is beyond even a 50% band
         assert results[1]["detected"] == results[1]["injected_rows"]
+    assert "before compare's machine rules" in out
 
 
 def test_scaled_copy_scales_every_timing_figure_of_one_candidate(tmp_path):
@@ -313,3 +317,25 @@ def test_canaries_of_different_workloads_are_not_set_side_by_side(tmp_path):
     cmp = rp.compare(_write(tmp_path, "A2", recs_a), _write(tmp_path, "B2", recs_b))
     assert cmp.attrs["notes"][0].startswith("the machine-speed canary took 0.20x as long")
     assert (cmp["verdict"] == "ambiguous").all() and cmp.attrs["disturbed"] is True
+
+
+@pytest.mark.slow
+def test_interleaved_aa_pair_runs_end_to_end(tmp_path, capsys):
+    """The same strategy twice: two combined runs a and b, problem by problem back to back."""
+    from convbench.results import read_records
+
+    suite = tmp_path / "tiny.toml"
+    suite.write_text(TINY_SUITE)
+    ivx = _bench("race_vs_exhaustive_interleaved")
+    assert ivx.main([str(suite), "--threads", "1", "--out", str(tmp_path / "ivx"), "--backends",
+                     "numpy-im2col", "numpy-direct", "--strategies", "exhaustive", "exhaustive"]) == 0
+    a, b = read_records(tmp_path / "ivx" / "a"), read_records(tmp_path / "ivx" / "b")
+    key = sorted((r["problem"], r["candidate"]) for r in a)
+    assert key == sorted((r["problem"], r["candidate"]) for r in b) and len(key) == 6
+    assert {r["run_id"] for r in a} == {"interleaved-a"} and {r["run_id"] for r in b} == {"interleaved-b"}
+    # problem by problem: b's first problem was timed before a's second
+    first_b = min(r["start_time"] for r in b if r["problem"] == key[0][0])
+    assert first_b < max(r["start_time"] for r in a)
+    results = _bench("aa_compare").main(["--runs", str(tmp_path / "ivx" / "a"),
+                                        str(tmp_path / "ivx" / "b"), "--out", str(tmp_path / "s")])
+    assert results[0]["rows"] == 6
