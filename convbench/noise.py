@@ -154,8 +154,9 @@ _canary_arrays: list = []
 
 def _canary_work() -> None:
     """The canary's workload: ``c = a * b + a`` over three float32 arrays of 128 KiB each (384
-    KiB in all: in L2 on CPUs with 512 KiB or more), CANARY_PASSES times. numpy's ufunc loops use the CPU's vector units and never start
-    threads, so the canary neither disturbs the worker's thread pools nor depends on them."""
+    KiB in all: in L2 on CPUs with 512 KiB or more), CANARY_PASSES times. numpy's ufunc loops
+    use the CPU's vector units and never start threads, so the canary neither disturbs the
+    worker's thread pools nor depends on them."""
     import numpy as np
 
     if len(_canary_arrays) != 3 or _canary_arrays[0].size != CANARY_ELEMENTS:
@@ -170,10 +171,10 @@ def _canary_work() -> None:
 def canary_s() -> float:
     """Median seconds of a fixed workload (:func:`_canary_work`), timed right after each
     timing and kept in the record (``info["canary_s"]``, the median over its rounds; each
-    round's own in ``info["rounds"]``; ``info["canary"]`` names the workload, :data:`CANARY`). It measures the machine's own speed at that moment: on
-    a 2-vCPU Intel Xeon @ 2.60GHz guest, a back-to-back A/A pair of `resnet50` sweeps had whole
-    problems 1.9x slower in one run with no steal and no other process, which none of the
-    flags above can see. No noise flag depends on it; ``compare`` withholds its faster/slower
+    round's own in ``info["rounds"]``; ``info["canary"]`` names the workload, :data:`CANARY`).
+    It measures the machine's own speed at that moment: on a 2-vCPU Intel Xeon @ 2.60GHz
+    guest, a back-to-back A/A pair of `resnet50` sweeps had whole problems 1.9x slower in one
+    run with no steal and no other process, which none of the flags above can see. No noise flag depends on it; ``compare`` withholds its faster/slower
     verdicts when the canary moved by more than the minimum effect between the runs, as a
     whole or on over a tenth of the records (:func:`convbench.report.comparison._canary_notes`).
 

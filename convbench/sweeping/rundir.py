@@ -137,9 +137,10 @@ def _records(writer: Any) -> list:
 
 
 def _canary_drift(records: Sequence[Mapping[str, Any]]) -> list[dict]:
-    """convbench.noise.canary_drift over a run's records, one entry per host (a cluster run's
-    records name theirs; a local run's do not: ``host`` None), each with its ``host``; hosts
-    with too few records are left out."""
+    """convbench.noise.canary_drift over a run's records, one entry per host (a record's
+    ``hostname``, else its ``machine``; None for records naming neither), each with its
+    ``host``, so that a cluster run's machines are not taken for one machine changing speed;
+    hosts with too few records are left out."""
     from ..noise import canary_drift
 
     hosts: dict[Optional[str], list] = {}
