@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import math
 import random
+import statistics
 import time
 from typing import Callable, Optional, Sequence
 
@@ -47,16 +48,9 @@ def _canaries() -> dict[str, Callable[[], object]]:
             "gemm128": lambda: g @ g}
 
 
-def _median(xs: Sequence[float]) -> float:
-    s = sorted(xs)
-    n = len(s)
-    return s[n // 2] if n % 2 else 0.5 * (s[n // 2 - 1] + s[n // 2])
-
-
 def _log_sd(xs: Sequence[float]) -> float:
-    ls = [math.log(x) for x in xs]
-    m = sum(ls) / len(ls)
-    return math.sqrt(sum((v - m) ** 2 for v in ls) / len(ls))
+    """Population standard deviation of the logs."""
+    return statistics.pstdev(math.log(x) for x in xs)
 
 
 def run(threads: int, seconds: float, seed: int = 0) -> dict:
@@ -103,7 +97,7 @@ def _run(threads: int, seconds: float, seed: int) -> dict:
                 if j < nwin:
                     per[n][j].append(v)
         full = [i for i in range(nwin) if all(per[n][i] for n in per)]   # a stall can empty one
-        med = {n: [_median(per[n][i]) for i in full] for n in per}
+        med = {n: [statistics.median(per[n][i]) for i in full] for n in per}
         rows = {}
         for k in list(kernels) + list(canaries):
             row = {"raw": _log_sd(med[k])}
@@ -113,7 +107,7 @@ def _run(threads: int, seconds: float, seed: int) -> dict:
             rows[k] = row
         nwin = len(full)
         out["windows"][win] = (nwin, rows)
-    out["canary_ms"] = {c: 1e3 * _median(times[c]) for c in canaries}
+    out["canary_ms"] = {c: 1e3 * statistics.median(times[c]) for c in canaries}
     return out
 
 

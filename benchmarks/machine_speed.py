@@ -20,6 +20,7 @@ import argparse
 import json
 import math
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -57,15 +58,9 @@ _SPIN_LOOP = ("work()\nprint('ready', flush=True)\nend = time.time() + 2.0\n"
               "while time.time() < end: work()\n")
 
 
-def _median(xs: Sequence[float]) -> float:
-    s = sorted(xs)
-    return s[len(s) // 2] if len(s) % 2 else 0.5 * (s[len(s) // 2 - 1] + s[len(s) // 2])
-
-
 def _log_sd(xs: Sequence[float]) -> float:
-    ls = [math.log(x) for x in xs]
-    m = sum(ls) / len(ls)
-    return math.sqrt(sum((v - m) ** 2 for v in ls) / len(ls))
+    """Population standard deviation of the logs."""
+    return statistics.pstdev(math.log(x) for x in xs)
 
 
 def own_load(repeats: int = 3) -> list[dict]:
@@ -86,7 +81,7 @@ def own_load(repeats: int = 3) -> list[dict]:
                 t = time.perf_counter()
                 noise._canary_work()
                 ts.append(time.perf_counter() - t)
-            return _median(ts)
+            return statistics.median(ts)
         noise._canary_work()
         out = []
         for _ in range(repeats):
@@ -118,7 +113,7 @@ def fresh_processes(n: int, with_torch: bool) -> dict[str, dict]:
         runs.append(json.loads(done.stdout))
     out = {}
     for k in runs[0]:
-        per = [_median(r[k]) for r in runs]
+        per = [statistics.median(r[k]) for r in runs]
         out[k] = {"per_process_s": per, "windows_s": [r[k] for r in runs],
                   "between_log_sd": _log_sd(per), "within_log_sd": sum(_log_sd(r[k]) for r in runs) / n,
                   "max_over_min": max(per) / min(per)}
